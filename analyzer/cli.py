@@ -1,0 +1,158 @@
+"""mmtriage command line. Each command is a thin layer over parsers/, models/ and analyzer/."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from analyzer.output import Format, dumps, emit, err, handle_errors, rows_text, table_text
+
+app = typer.Typer(
+    name="mmtriage",
+    help="Triage Linux memory-allocation failures: parse kernel logs and /proc snapshots, "
+         "attribute failures (defrag_mode bailout, low memory, fragmentation), model what-ifs.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o",
+                                                   help="Write to this file instead of stdout.")]
+
+
+def _parse_paths(paths: list[str]):
+    from parsers.bundle import load
+    from parsers.dmesg import ParseResult
+    total = ParseResult()
+    total.sources = []
+    for p in paths:
+        with load(p) as b:
+            total.merge(b.log)
+    return total
+
+
+@app.command()
+@handle_errors
+def parse(
+    paths: Annotated[list[str], typer.Argument(help="Kernel logs (any format, may be compressed), "
+                                                    "bundles or tarballs; '-' reads stdin.")],
+    fmt: FormatOpt = Format.json,
+    output: OutputOpt = None,
+):
+    """Failure records and a summary from kernel logs or bundles.
+
+    Example:
+
+        mmtriage parse /var/log/kern.log.1.gz --format table
+    """
+    res = _parse_paths(paths)
+    events = [{k: v for k, v in e.items() if not k.startswith("_")} for e in res.events]
+    if fmt == Format.json:
+        doc = {"summary": res.summary(), "events": events, "suppressions": res.suppressions}
+        emit(dumps(doc), output)
+    elif fmt == Format.table:
+        s = res.summary()
+        rows = [{"field": k, "value": v} for k, v in s.items()]
+        text = table_text(rows, title="summary")
+        ev_rows = [{"line": e["line"], "kind": e["kind"], "time_s": e["time_s"],
+                    "comm": e["comm"], "order": e["order"], "gfp": e["gfp_text"],
+                    "cache": e["cache"], "partial": e["partial"], "source": e["source"]}
+                   for e in events]
+        if ev_rows:
+            text += table_text(ev_rows[:200], title=f"events ({len(ev_rows)})")
+        emit(text, output)
+    else:
+        flat = [{k: v for k, v in e.items() if k not in ("zones", "nodes", "counters")}
+                for e in events]
+        emit(rows_text(flat, fmt), output)
+
+
+@app.command()
+@handle_errors
+def proc(
+    files: Annotated[list[str], typer.Argument(help="/proc files (kind detected from content).")],
+    fmt: FormatOpt = Format.json,
+    output: OutputOpt = None,
+):
+    """Parse /proc vmstat, pagetypeinfo, buddyinfo, zoneinfo, meminfo, slabinfo, net/snmp files.
+
+    Example:
+
+        mmtriage proc /proc/pagetypeinfo /proc/zoneinfo --format table
+    """
+    from parsers.proc import parse_file
+    docs = [parse_file(f) for f in files]
+    if fmt == Format.json:
+        emit(dumps({"files": docs}), output)
+        return
+    rows = []
+    for d in docs:
+        for key in ("free", "blocks", "zones"):
+            for r in d.get(key, []):
+                rows.append({"path": d["path"], "kind": d["kind"], "table": key,
+                             **{k: v for k, v in r.items() if k not in ("stats", "node_stats")}})
+        for key in ("counters", "fields_kb"):
+            for k, v in d.get(key, {}).items():
+                rows.append({"path": d["path"], "kind": d["kind"], "name": k, "value": v})
+    emit(rows_text(rows, fmt), output)
+
+
+@app.command()
+@handle_errors
+def gfp(
+    mask: Annotated[str, typer.Argument(help="0xa20, 0xa20(GFP_ATOMIC) or GFP_ATOMIC|__GFP_NOWARN")],
+    kernel: Annotated[Optional[str], typer.Option(help="Kernel release, to pick the bit layout.")] = None,
+    fmt: FormatOpt = Format.table,
+):
+    """Decode a GFP mask: single flags, migratetype, reclaim bits, the layout it fits.
+
+    Example:
+
+        mmtriage gfp '0x480020(GFP_ATOMIC)'
+        mmtriage gfp 0xa20 --kernel 5.15.0
+    """
+    from parsers.gfp import parse_text
+    g = parse_text(mask, kernel, path="<mask>", line=1)
+    d = g.to_dict()
+    if fmt == Format.json:
+        emit(dumps(d))
+    else:
+        emit(rows_text([{"field": k, "value": v} for k, v in d.items()], fmt))
+    if g.mismatch:
+        err(f"warning: {g.mismatch}")
+
+
+@app.command()
+@handle_errors
+def collect(
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
+    interval: Annotated[float, typer.Option(help="Seconds between snapshots.")] = 5.0,
+    count: Annotated[Optional[int], typer.Option(help="Number of snapshots.")] = None,
+    duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds.")] = None,
+    proc_root: Annotated[Path, typer.Option(help="Where /proc is mounted.")] = Path("/proc"),
+    kmsg: Annotated[str, typer.Option(help="Kernel log device ('' to skip).")] = "/dev/kmsg",
+    fmt: FormatOpt = Format.json,
+):
+    """Snapshot this host's /proc and kernel log into a bundle (read only; Ctrl-C is safe).
+
+    Example:
+
+        mmtriage collect --out bundle-$(hostname) --interval 10 --duration 600
+    """
+    from analyzer.collect import collect as run
+    if count is None and duration is None:
+        count = 1
+    meta = run(out, interval, count, duration, proc_root, kmsg or None,
+               progress=lambda n: err(f"snapshot {n} written"))
+    emit(dumps(meta) if fmt == Format.json else rows_text(
+        [{"field": k, "value": v} for k, v in meta.items()], fmt))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""One renderer for every command: json (default for machines), ndjson, csv, table (rich).
+
+JSON goes to stdout and nothing else does; diagnostics go to stderr. ``--output FILE`` writes
+atomically (a temporary file renamed into place), so a failed run leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from parsers.errors import ParseError
+
+
+class Format(str, Enum):
+    json = "json"
+    ndjson = "ndjson"
+    csv = "csv"
+    table = "table"
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+    html = "html"
+
+
+def _default(o):
+    if hasattr(o, "isoformat"):
+        return o.isoformat()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _clean(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def dumps(obj, indent: int | None = 2) -> str:
+    return json.dumps(_clean(obj), indent=indent, default=_default, ensure_ascii=False)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def emit(text: str, output: Path | None = None) -> None:
+    if output is not None:
+        write_atomic(output, text if text.endswith("\n") else text + "\n")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+
+
+def rows_text(rows: list[dict], fmt: Format, title: str | None = None) -> str:
+    if fmt == Format.json:
+        return dumps(rows)
+    if fmt == Format.ndjson:
+        return "".join(dumps(r, None) + "\n" for r in rows)
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    if fmt == Format.csv:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (dumps(v, None) if isinstance(v, (dict, list)) else v)
+                        for k, v in r.items()})
+        return buf.getvalue()
+    return table_text(rows, cols, title)
+
+
+def table_text(rows: list[dict], cols: list[str] | None = None, title: str | None = None) -> str:
+    from rich.console import Console
+    from rich.table import Table
+    cols = cols or (list(rows[0].keys()) if rows else [])
+    t = Table(title=title)
+    for c in cols:
+        t.add_column(str(c))
+    for r in rows:
+        t.add_row(*[_cell(r.get(c)) for c in cols])
+    buf = io.StringIO()
+    Console(file=buf, width=160, force_terminal=False, color_system=None).print(t)
+    return buf.getvalue()
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (dict, list)):
+        s = dumps(v, None)
+        return s if len(s) < 60 else s[:57] + "..."
+    return str(v)
+
+
+def err(msg: str) -> None:
+    sys.stderr.write(msg.rstrip("\n") + "\n")
+
+
+def fail(e: Exception) -> "typer.Exit":
+    if isinstance(e, ParseError):
+        err(f"Error: {e}")
+    elif isinstance(e, OSError):
+        err(f"Error: {getattr(e, 'filename', '') or ''}: {e.strerror or e}".replace("Error: : ", "Error: "))
+    else:
+        err(f"Error: {e}")
+    return typer.Exit(1)
+
+
+def handle_errors(fn):
+    """Turn library errors into one ``Error: path:line: reason`` line and exit status 1."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except typer.Exit:
+            raise
+        except (ParseError, OSError, ValueError) as e:
+            raise fail(e) from None
+        except KeyboardInterrupt:
+            err("Error: interrupted")
+            raise typer.Exit(130) from None
+    return wrapper

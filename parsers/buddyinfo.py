@@ -1,0 +1,58 @@
+"""/proc/buddyinfo (mm/vmstat.c ``frag_show_print``): free blocks per order, all migratetypes.
+
+``Node 0, zone   Normal   2345   1234 ...``: one line per populated zone, NR_PAGE_ORDERS columns
+(11 on x86_64; other arches differ, so columns are counted, and must agree between lines).
+https://www.kernel.org/doc/html/latest/admin-guide/mm/index.html
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from parsers._util import read_text, to_int
+from parsers.errors import ParseError
+
+_LINE = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)\s+(.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class BuddyInfo:
+    node: int
+    zone: str
+    free: tuple[int, ...]  # free blocks per order
+
+
+def parse(text: str, path: str = "buddyinfo") -> list[BuddyInfo]:
+    out: list[BuddyInfo] = []
+    width = None
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _LINE.match(line.strip())
+        if not m:
+            raise ParseError(path, i, "not a buddyinfo line", line)
+        counts = tuple(to_int(t, path, i, "count") for t in m.group(3).split())
+        if not counts:
+            raise ParseError(path, i, "no order columns", line)
+        if width is not None and len(counts) != width:
+            raise ParseError(path, i, f"{len(counts)} order columns where earlier lines had {width}", line)
+        width = len(counts)
+        out.append(BuddyInfo(int(m.group(1)), m.group(2), counts))
+    if not out:
+        raise ParseError(path, 0, "empty buddyinfo")
+    return out
+
+
+def read(root: str | Path = "/proc") -> list[BuddyInfo]:
+    return parse(read_text(root, "buddyinfo"), str(Path(root) / "buddyinfo"))
+
+
+def to_rows(recs: list[BuddyInfo]) -> list[dict]:
+    return [{"node": r.node, "zone": r.zone, "order": o, "count": c}
+            for r in recs for o, c in enumerate(r.free)]
+
+
+def render(recs: list[BuddyInfo]) -> str:
+    return "".join(f"Node {r.node}, zone {r.zone:>8} " + "".join(f"{c:6d} " for c in r.free) + "\n"
+                   for r in recs)

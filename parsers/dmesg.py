@@ -1,0 +1,705 @@
+"""Kernel log -> allocation-failure records (kernel.md §1).
+
+Records assembled here:
+
+* ``slub``: ``slab_out_of_memory()`` reports (``SLUB: Unable to allocate memory on ...``, all three
+  header forms), with the ``cache:`` line, the optional debugging line and ``node N:`` lines;
+* ``page_alloc``: ``warn_alloc()`` / ``warn_alloc_failed()`` ``page allocation failure`` reports
+  (2.6 period form, <=4.5 plain mask, 4.6+ ``%pGg``, 4.10-4.20 separate cpuset line, 5.0+ one line)
+  with their Mem-Info block: global counters, node lines, zone lines, ``lowmem_reserve[]`` and
+  buddy lines with migratetype letters;
+* ``oom``, ``vmalloc`` and ``stall`` reports are counted apart, so that their Mem-Info is not taken
+  for an allocation failure's.
+
+``<func>: N callbacks suppressed`` lines are summed per function; ``** N printk messages dropped **``
+is counted. Every header seen becomes a record; a record whose parts could not be assembled is
+``partial``. Lines are streamed in chunks and ordinary stretches are skipped with ``bytes.find``,
+so memory stays bounded and most of a large log is never decoded.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from parsers import gfp as gfpmod
+from parsers.framing import ExportReader, Framer, split_midline
+from parsers.logio import iter_chunks, open_binary
+
+# Anything that can start or feed a record. Chunks without any of these are skipped unread.
+TRIGGERS = (b"Unable to allocate", b"page allocation", b"callbacks suppressed", b"Mem-",
+            b"oom-killer", b"messages dropped", b"vmalloc", b"Linux version")
+
+_SLUB = re.compile(
+    r"SLUB: Unable to allocate memory on (?:CPU (\d+) \(of node (-?\d+)\) on )?node (-?\d+)"
+    r"(?:, gfp=| \(gfp=)(0x[0-9a-fA-F]+)(?:\(([^)]*)\))?")
+_SLUB_LOOSE = re.compile(r"SLUB: Unable to allocate memory")
+_CACHE = re.compile(r"^\s*cache: (.+?), object size: (\d+), buffer size: (\d+), "
+                    r"default order: (\d+), min order: (\d+)")
+_SLUB_DEBUG = re.compile(r"^\s*(\S+) debugging increased min order")
+_SLUB_NODE = re.compile(r"^\s*node (\d+): slabs: (\d+), objs: (\d+), free: (\d+)")
+_PAGE = re.compile(
+    r"page allocation failure[:.] order:(\d+)(\d*\*\d+kB\s*)?,? ?(?:mode:?\s?(0x[0-9a-fA-F]+)"
+    r"(?:\(([^)]*)\))?)?")
+_COMM_START = re.compile(r"^(\S(?:.{0,15}?)): (?:page allocation|vmalloc)")
+_COMM_ANY = re.compile(r"([^\s\]]+): (?:page allocation|vmalloc)")
+_NODEMASK = re.compile(r"nodemask=([^,\s]+)")
+_CPUSET_INLINE = re.compile(r"cpuset=([^,\s]*),mems_allowed=(\S+)")
+_CPUSET_LINE = re.compile(r"^(\S.*?) cpuset=(\S*) mems_allowed=(\S+)")
+_STALL = re.compile(r"page allocation stalls? for (\d+)ms, order:(\d+)")
+_VMALLOC = re.compile(r"vmalloc(?: error: size (\d+)|: allocation failure: (\d+) bytes)")
+_OOM = re.compile(r"(\S+) invoked oom-killer: gfp_mask=(0x[0-9a-fA-F]+)(?:\(([^)]*)\))?"
+                  r"(?:, nodemask=\S+)?, order=(-?\d+)")
+_SUPPRESSED = re.compile(r"(\w+): (\d+) callbacks suppressed")
+_DROPPED = re.compile(r"\*\* (\d+) printk messages dropped \*\*")
+_LINUX_VERSION = re.compile(r"Linux version (\S+)")
+_CPU_LINE = re.compile(r"CPU: \d+ (?:UID: \d+ )?PID: \d+ Comm: .*?(?:Not tainted|Tainted: .*?) "
+                       r"(\d+\.\d+\S*) #")
+_MEMINFO = re.compile(r"^\s*Mem-[Ii]nfo:")
+_KV = re.compile(r"([A-Za-z_()?]+):\s?(-?\d+)(kB|KB)?")
+_COUNTERS = re.compile(r"^\s*[a-z_]+:\d+(?: [a-z_]+:\d+)*\s*$")
+_NODE_LINE = re.compile(r"^\s*Node (\d+) (?:active_anon|inactive_anon):")
+_ZONE_LINE = re.compile(r"^\s*(?:Node (\d+) )?(DMA32|DMA|Normal|HighMem|Movable|Device) free:(\d+)kB")
+_LOWMEM = re.compile(r"^\s*lowmem_reserve\[\]:((?:\s+-?\d+)*)")
+_BUDDY = re.compile(r"^\s*(?:Node (\d+) )?(DMA32|DMA|Normal|HighMem|Movable|Device): "
+                    r"(?=\d+\*\d+kB)")
+_BUDDY_TOK = re.compile(r"(\d+)\*(\d+)kB\s*(?:\(([A-Z]+)\))?")
+_BUDDY_TOTAL = re.compile(r"= ?(\d+)kB")
+_BUDDY_FRAGMENT = re.compile(r"^\s*(?:\(([A-Z]+)\)\s*)?(?:\d+\*\d+kB)")
+_MEMINFO_END = re.compile(r"^\s*\d+ pages (?:hwpoisoned|reserved)")
+_RECORD_START = re.compile(r"SLUB: Unable|page allocation|invoked oom-killer|Mem-[Ii]nfo|"
+                           r"^\s*(?:Node \d+ )?(?:DMA32|DMA|Normal|HighMem|Movable|Device)(?: free:|: \d)|"
+                           r"^\s*lowmem_reserve|^\s*(?:cache|node \d+): ")
+
+STALE_LINES = 400  # a record still waiting for its Mem-Info after this many lines is closed
+
+ZONE_KEYS = {"free": "free_kb", "boost": "boost_kb", "min": "min_kb", "low": "low_kb",
+             "high": "high_kb", "reserved_highatomic": "reserved_highatomic_kb",
+             "free_highatomic": "free_highatomic_kb", "present": "present_kb",
+             "managed": "managed_kb", "free_pcp": "free_pcp_kb", "free_cma": "free_cma_kb",
+             "mlocked": "mlocked_kb"}
+
+
+@dataclass
+class ParseResult:
+    """What one or more logs said. ``events`` are dicts in product.md §4's shape."""
+    events: list = field(default_factory=list)
+    slub_reports: int = 0
+    page_alloc_reports: int = 0
+    oom_reports: int = 0
+    vmalloc_reports: int = 0
+    stall_reports: int = 0
+    suppressed: dict = field(default_factory=dict)
+    suppressions: list = field(default_factory=list)
+    printk_dropped: int = 0
+    printk_dropped_lines: int = 0
+    orphan_meminfo: int = 0
+    lines: int = 0
+    kernel_release: str | None = None
+    kernel_release_source: str | None = None
+    first_time_s: float | None = None
+    last_time_s: float | None = None
+    first_time_wall: str | None = None
+    last_time_wall: str | None = None
+    sources: list = field(default_factory=list)
+    formats: dict = field(default_factory=dict)
+
+    @property
+    def partial_records(self) -> int:
+        return sum(1 for e in self.events if e["partial"])
+
+    def summary(self) -> dict:
+        sup = self.suppressed
+        slub_sup = sup.get("slab_out_of_memory", 0)
+        page_sup = sup.get("warn_alloc", 0) + sup.get("warn_alloc_failed", 0)
+        return {
+            "slub_reports": self.slub_reports,
+            "page_alloc_reports": self.page_alloc_reports,
+            "oom_reports": self.oom_reports,
+            "vmalloc_reports": self.vmalloc_reports,
+            "stall_reports": self.stall_reports,
+            "suppressed": dict(sorted(sup.items())),
+            "slub_failures_estimated": self.slub_reports + slub_sup,
+            "page_alloc_failures_estimated": self.page_alloc_reports + page_sup,
+            "partial_records": self.partial_records,
+            "printk_dropped": self.printk_dropped,
+            "orphan_meminfo": self.orphan_meminfo,
+            "lines": self.lines,
+            "kernel_release": self.kernel_release,
+            "first_time_s": self.first_time_s,
+            "last_time_s": self.last_time_s,
+            "first_time_wall": self.first_time_wall,
+            "last_time_wall": self.last_time_wall,
+        }
+
+    def merge(self, other: "ParseResult") -> None:
+        self.events.extend(other.events)
+        for name in ("slub_reports", "page_alloc_reports", "oom_reports", "vmalloc_reports",
+                     "stall_reports", "printk_dropped", "printk_dropped_lines",
+                     "orphan_meminfo", "lines"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for k, v in other.suppressed.items():
+            self.suppressed[k] = self.suppressed.get(k, 0) + v
+        self.suppressions.extend(other.suppressions)
+        self.sources.extend(other.sources)
+        if other.kernel_release and not self.kernel_release:
+            self.kernel_release = other.kernel_release
+            self.kernel_release_source = other.kernel_release_source
+        for a, pick in (("first_time_s", min), ("last_time_s", max)):
+            vals = [v for v in (getattr(self, a), getattr(other, a)) if v is not None]
+            setattr(self, a, pick(vals) if vals else None)
+        for a, pick in (("first_time_wall", min), ("last_time_wall", max)):
+            vals = [v for v in (getattr(self, a), getattr(other, a)) if v is not None]
+            setattr(self, a, pick(vals) if vals else None)
+        self.formats.update(other.formats)
+
+
+class _Record:
+    __slots__ = ("ev", "caller", "last_line", "meminfo", "closed_meminfo", "kind", "zone_index",
+                 "expect_cpuset")
+
+    def __init__(self, ev: dict, caller, line: int, kind: str):
+        self.ev = ev
+        self.caller = caller
+        self.last_line = line
+        self.meminfo = False
+        self.closed_meminfo = False
+        self.kind = kind
+        self.zone_index: dict = {}
+        self.expect_cpuset = kind in ("page_alloc", "oom")
+
+
+def _event(kind: str, source: str, line: int, time_s, wall, caller) -> dict:
+    return {"kind": kind, "source": source, "line": line, "time_s": time_s, "time_wall": wall,
+            "caller": caller, "gfp_mask": None, "gfp_text": None, "gfp_flags": [],
+            "gfp_layout": None, "order": None, "migratetype": None, "cache": None,
+            "object_size": None, "buffer_size": None, "default_order": None, "min_order": None,
+            "nodes": [], "comm": None, "zones": [], "partial": True, "missing": [],
+            "kernel_release": None}
+
+
+class LogParser:
+    """Streaming assembler for one log. ``feed_line`` takes a physical line; ``finish`` closes."""
+
+    def __init__(self, source: str, kernel_hint: str | None = None, year: int | None = None):
+        self.source = source
+        self.res = ParseResult(sources=[source])
+        self.framer = Framer(year)
+        self.kernel_hint = kernel_hint
+        self.open: dict = {}        # caller id (or None) -> open page_alloc/oom/... record
+        self.last: _Record | None = None
+        self.slubs: dict = {}       # caller id (or None) -> open SLUB record
+        self.has_callers = False
+        self.framed_seen = 0
+        self.prev_text: str | None = None
+        self.prev_ctx = None
+
+    # -- state -------------------------------------------------------------------------------
+    def idle(self) -> bool:
+        return not self.open and not self.slubs
+
+    def _close(self, rec: _Record) -> None:
+        ev = rec.ev
+        if "_gfp" in ev:
+            self._set_gfp(ev, *ev.pop("_gfp"))
+        if rec.kind == "page_alloc":
+            missing = ev["missing"]
+            if ev["gfp_mask"] is None:
+                missing.append("gfp")
+            if ev["comm"] is None:
+                missing.append("comm")
+            if not ev["zones"]:
+                missing.append("mem_info" if not rec.meminfo else "zones")
+            else:
+                if not any(z.get("buddy") for z in ev["zones"]):
+                    missing.append("buddy")
+            ev["partial"] = bool(missing)
+        elif rec.kind == "slub":
+            if ev["cache"] is None:
+                ev["missing"].append("cache")
+            if ev["gfp_mask"] is None:
+                ev["missing"].append("gfp")
+            ev["partial"] = bool(ev["missing"])
+        for k in [k for k, r in self.open.items() if r is rec]:
+            del self.open[k]
+        for k in [k for k, r in self.slubs.items() if r is rec]:
+            del self.slubs[k]
+        if self.last is rec:
+            self.last = None
+
+    def _target(self, caller) -> _Record | None:
+        if caller is not None and self.has_callers:
+            return self.open.get(caller)
+        return self.last
+
+    # -- per line ----------------------------------------------------------------------------
+    def feed_line(self, raw: str, line_no: int) -> None:
+        for text, time_s, wall, caller, framed in self.framer.frame(raw):
+            if framed:
+                self.framed_seen += 1
+                pieces = split_midline(text) if "[" in text[1:] else [text]
+                for i, piece in enumerate(pieces):
+                    if i == 0:
+                        self._logical(piece, line_no, time_s, wall, caller)
+                    else:
+                        for t2, ts2, w2, c2, _ in self.framer.frame(piece):
+                            self._logical(t2, line_no, ts2, w2, c2)
+            else:
+                # An unstamped line in a stamped file that does not start with white space was
+                # wrapped by a mailer or terminal: glue it back unless it starts something.
+                pieces = split_midline(text) if "[" in text[1:] else [text]
+                first = pieces[0]
+                if (self.framed_seen and first[:1] not in (" ", "\t", "") and self.prev_text
+                        is not None and not _RECORD_START.search(first)):
+                    joined = self.prev_text + " " + first.strip()
+                    self._relogical(joined, line_no)
+                else:
+                    ctx = self.prev_ctx or (None, None, None)
+                    self._logical(first, line_no, ctx[0], ctx[1], ctx[2], framed=False)
+                for piece in pieces[1:]:
+                    for t2, ts2, w2, c2, _ in self.framer.frame(piece):
+                        self._logical(t2, line_no, ts2, w2, c2)
+
+    def _relogical(self, text: str, line_no: int) -> None:
+        """Re-interpret the previous logical line after a wrapped continuation was glued on."""
+        ctx = self.prev_ctx or (None, None, None)
+        self._logical(text, line_no, ctx[0], ctx[1], ctx[2], replace=True)
+
+    def _logical(self, text: str, line_no: int, time_s, wall, caller, framed=True,
+                 replace=False) -> None:
+        res = self.res
+        if not replace:
+            self.prev_text = text
+            self.prev_ctx = (time_s, wall, caller)
+            if time_s is not None:
+                if res.first_time_s is None:
+                    res.first_time_s = time_s
+                res.last_time_s = time_s
+            if wall is not None:
+                if res.first_time_wall is None:
+                    res.first_time_wall = wall
+                res.last_time_wall = wall
+        else:
+            self.prev_text = text
+        if caller is not None:
+            self.has_callers = True
+        # Headers first: any of them may share a line with junk from another CPU.
+        if "Unable to allocate" in text:
+            m = _SLUB.search(text)
+            if m or _SLUB_LOOSE.search(text):
+                if not replace:
+                    self._slub_header(m, text, line_no, time_s, wall, caller)
+                elif m and self.slubs:
+                    self._slub_fill(list(self.slubs.values())[-1].ev, m)
+                return
+        if "page allocation" in text:
+            if _STALL.search(text):
+                if not replace:
+                    self._other_header("stall", line_no, caller)
+                    res.stall_reports += 1
+                return
+            m = _PAGE.search(text)
+            if m:
+                if not replace:
+                    self._page_header(m, text, line_no, time_s, wall, caller)
+                elif self.last and self.last.kind == "page_alloc":
+                    self._page_fill(self.last.ev, m, text)
+                return
+        if "oom-killer" in text:
+            m = _OOM.search(text)
+            if m and not replace:
+                rec = self._other_header("oom", line_no, caller)
+                rec.ev["comm"] = m.group(1)
+                rec.ev["order"] = int(m.group(4))
+                res.oom_reports += 1
+                return
+        if "vmalloc" in text and not replace:
+            m = _VMALLOC.search(text)
+            if m:
+                self._other_header("vmalloc", line_no, caller)
+                res.vmalloc_reports += 1
+                return
+        if "callbacks suppressed" in text:
+            m = _SUPPRESSED.search(text)
+            if m and not replace:
+                func, n = m.group(1), int(m.group(2))
+                res.suppressed[func] = res.suppressed.get(func, 0) + n
+                res.suppressions.append({"func": func, "count": n, "line": line_no,
+                                         "time_s": time_s, "time_wall": wall,
+                                         "source": self.source})
+                return
+        if "messages dropped" in text:
+            m = _DROPPED.search(text)
+            if m and not replace:
+                res.printk_dropped += int(m.group(1))
+                res.printk_dropped_lines += 1
+                return
+        if "Linux version" in text and not replace:
+            m = _LINUX_VERSION.search(text)
+            if m and res.kernel_release is None:
+                res.kernel_release = m.group(1)
+                res.kernel_release_source = "log"
+                if not self.kernel_hint:
+                    self.kernel_hint = m.group(1)
+        # SLUB continuation lines.
+        srec = None
+        if self.slubs:
+            srec = self.slubs.get(caller) if self.has_callers and caller is not None else \
+                list(self.slubs.values())[-1]
+        if srec is not None:
+            ev = srec.ev
+            m = _SLUB_NODE.match(text)
+            if m:
+                ev["nodes"].append({"node": int(m.group(1)), "slabs": int(m.group(2)),
+                                    "objs": int(m.group(3)), "free": int(m.group(4))})
+                srec.last_line = line_no
+                return
+            m = _CACHE.match(text)
+            if m:
+                ev["cache"] = m.group(1)
+                ev["object_size"], ev["buffer_size"] = int(m.group(2)), int(m.group(3))
+                ev["default_order"], ev["min_order"] = int(m.group(4)), int(m.group(5))
+                srec.last_line = line_no
+                return
+            m = _SLUB_DEBUG.match(text)
+            if m:
+                ev["slub_debug"] = True
+                srec.last_line = line_no
+                return
+            if text.strip():
+                self._close(srec)
+        rec = self._target(caller)
+        if rec is None:
+            if _MEMINFO.match(text):
+                res.orphan_meminfo += 1
+            return
+        self._record_line(rec, text, line_no)
+        if rec.kind != "slub" and not rec.closed_meminfo and line_no - rec.last_line > STALE_LINES:
+            self._close(rec)
+
+    # -- headers -----------------------------------------------------------------------------
+    def _register(self, rec: _Record, caller) -> None:
+        key = caller if self.has_callers else None
+        if rec.kind == "slub":
+            old = self.slubs.get(key)
+            if old is not None:
+                self._close(old)
+            self.slubs[key] = rec
+            return
+        old = self.open.get(key) if key is not None else self.last
+        if old is not None and old is not rec:
+            self._close(old)
+        for s in [s for k, s in self.slubs.items() if k == key or key is None]:
+            self._close(s)
+        self.open[key] = rec
+        self.last = rec
+
+    def _slub_header(self, m, text, line_no, time_s, wall, caller) -> None:
+        ev = _event("slub", self.source, line_no, time_s, wall, caller)
+        self.res.slub_reports += 1
+        self.res.events.append(ev)
+        rec = _Record(ev, caller, line_no, "slub")
+        if m:
+            self._slub_fill(ev, m)
+        self._register(rec, caller)
+
+    def _slub_fill(self, ev, m) -> None:
+        if m.group(1) is not None:
+            ev["cpu"] = int(m.group(1))
+            ev["cpu_node"] = int(m.group(2))
+        ev["node_requested"] = int(m.group(3))
+        names = [n for n in (m.group(5) or "").split("|") if n]
+        hint = None
+        if m.group(5) is None:
+            hint = "L0"  # "(gfp=0x%x)" without names: <= 4.5
+        self._set_gfp(ev, int(m.group(4), 16), names, hint)
+
+    def _set_gfp(self, ev, mask, names, layout_hint=None) -> None:
+        kernel = ev.get("kernel_release") or self.kernel_hint
+        try:
+            g = gfpmod.decode(mask, names, kernel=kernel,
+                              layout=None if kernel else layout_hint)
+        except ValueError:
+            return
+        ev["gfp_mask"] = mask
+        ev["gfp_text"] = f"{mask:#x}" + (f"({'|'.join(names)})" if names else "")
+        ev["gfp_flags"] = sorted(g.flags)
+        ev["gfp_layout"] = g.layout
+        ev["migratetype"] = g.migratetype
+        if g.mismatch:
+            ev["gfp_mismatch"] = g.mismatch
+
+    def _page_header(self, m, text, line_no, time_s, wall, caller) -> None:
+        ev = _event("page_alloc", self.source, line_no, time_s, wall, caller)
+        self.res.page_alloc_reports += 1
+        self.res.events.append(ev)
+        rec = _Record(ev, caller, line_no, "page_alloc")
+        self._page_fill(ev, m, text)
+        self._register(rec, caller)
+
+    def _page_fill(self, ev, m, text) -> None:
+        order_digits, glued = m.group(1), m.group(2)
+        if glued:
+            # Another CPU's buddy token was glued to the order ("order:00*1024kB"): the order is
+            # the leading digit(s) not claimed by the token's count.
+            ev["order"] = int(order_digits[:1])
+            if "interleaved_header" not in ev["missing"]:
+                ev["missing"].append("interleaved_header")
+        else:
+            ev["order"] = int(order_digits)
+        pre = text[:m.start()]
+        cm = _COMM_START.match(text) if m.start() < 40 else None
+        if cm and "]" not in cm.group(1):
+            ev["comm"] = cm.group(1)
+        else:
+            cms = list(_COMM_ANY.finditer(pre + "page allocation"))
+            if cms:
+                ev["comm"] = cms[-1].group(1)
+        if m.group(3):
+            names = [n for n in (m.group(4) or "").split("|") if n]
+            # Decoded at close time, when the record's own CPU: line has named the kernel.
+            ev["_gfp"] = (int(m.group(3), 16), names, None if names else "L0")
+        rest = text[m.end():]
+        nm = _NODEMASK.search(rest)
+        if nm:
+            ev["nodemask"] = nm.group(1)
+        cs = _CPUSET_INLINE.search(rest)
+        if cs:
+            ev["cpuset"], ev["mems_allowed"] = cs.group(1), cs.group(2)
+
+    def _other_header(self, kind, line_no, caller) -> _Record:
+        ev = {"kind": kind, "line": line_no, "comm": None, "order": None, "zones": []}
+        rec = _Record(ev, caller, line_no, kind)
+        self._register(rec, caller)
+        return rec
+
+    # -- record bodies -----------------------------------------------------------------------
+    def _record_line(self, rec: _Record, text: str, line_no: int) -> None:
+        ev = rec.ev
+        if rec.expect_cpuset and "cpuset=" in text:
+            m = _CPUSET_LINE.match(text.strip())
+            if m:
+                ev["cpuset"], ev["mems_allowed"] = m.group(2), m.group(3)
+                rec.expect_cpuset = False
+                rec.last_line = line_no
+                if ev.get("comm") is None:
+                    ev["comm"] = m.group(1)
+                return
+        if "ainted" in text and "CPU:" in text and ev.get("kernel_release") is None:
+            m = _CPU_LINE.search(text)
+            if m:
+                ev["kernel_release"] = m.group(1)
+                if not self.kernel_hint:
+                    self.kernel_hint = m.group(1)
+                return
+        if rec.closed_meminfo:
+            return
+        if not rec.meminfo:
+            if _MEMINFO.match(text):
+                rec.meminfo = True
+                rec.last_line = line_no
+                ev["counters"] = {}
+            return
+        # Inside the Mem-Info block.
+        m = _ZONE_LINE.match(text)
+        if m:
+            zone = self._zone(rec, m.group(1), m.group(2))
+            for k, v, unit in _KV.findall(text[m.start(2):]):
+                key = ZONE_KEYS.get(k)
+                if key:
+                    zone[key] = int(v)
+            rec.last_line = line_no
+            rec.zone_index["_last"] = zone
+            return
+        m = _LOWMEM.match(text)
+        if m:
+            z = rec.zone_index.get("_last")
+            if z is not None:
+                z["lowmem_reserve"] = [int(x) for x in m.group(1).split()]
+            rec.last_line = line_no
+            return
+        m = _BUDDY.match(text)
+        if m:
+            zone = self._zone(rec, m.group(1), m.group(2))
+            zone["buddy"] = []  # a wrapped line is parsed again whole once glued back
+            self._buddy(zone, text[m.end():])
+            rec.zone_index["_buddy_open"] = zone if "=" not in text else None
+            rec.last_line = line_no
+            return
+        m = _NODE_LINE.match(text)
+        if m:
+            fields = {k: int(v) for k, v, _u in _KV.findall(text[m.end(1):])}
+            node = int(m.group(1))
+            for entry in ev["nodes"]:
+                if entry["node"] == node:
+                    entry["fields_kb"].update(fields)
+                    break
+            else:
+                ev["nodes"].append({"node": node, "fields_kb": fields})
+            rec.last_line = line_no
+            return
+        if _COUNTERS.match(text):
+            for k, v, _u in _KV.findall(text):
+                ev["counters"][k] = int(v)
+            rec.last_line = line_no
+            return
+        if _MEMINFO_END.match(text):
+            rec.last_line = line_no
+            if "hwpoisoned" in text or rec.kind != "page_alloc":
+                rec.closed_meminfo = True
+                if rec.kind == "page_alloc":
+                    self._close(rec)
+                else:
+                    self._close(rec)
+            return
+        z = rec.zone_index.get("_buddy_open")
+        if z is not None and _BUDDY_FRAGMENT.match(text):
+            self._buddy(z, text)
+            rec.last_line = line_no
+
+    def _zone(self, rec: _Record, node, name) -> dict:
+        node_i = int(node) if node is not None else None
+        key = (node_i, name)
+        z = rec.zone_index.get(key)
+        if z is None:
+            z = {"node": node_i, "zone": name, "free_kb": None, "min_kb": None, "low_kb": None,
+                 "high_kb": None, "buddy": []}
+            rec.zone_index[key] = z
+            rec.ev["zones"].append(z)
+        return z
+
+    @staticmethod
+    def _buddy_parse(zone: dict, body: str) -> None:
+        for count, size, types in _BUDDY_TOK.findall(body):
+            size = int(size)
+            zone.setdefault("_sizes", []).append(size)
+            zone["buddy"].append({"size_kb": size, "count": int(count), "types": types})
+        t = _BUDDY_TOTAL.search(body)
+        if t:
+            zone["buddy_total_kb"] = int(t.group(1))
+
+    def _buddy(self, zone: dict, body: str) -> None:
+        self._buddy_parse(zone, body)
+        # Orders from block sizes: the smallest size seen is order 0 (4 kB on most arches).
+        sizes = zone.pop("_sizes", [])
+        base = zone.get("page_kb") or (min(sizes) if sizes and sizes[0] == min(sizes) else 4)
+        zone["page_kb"] = base
+        for b in zone["buddy"]:
+            if "order" not in b:
+                b["order"] = int(round(math.log2(max(b["size_kb"], base) / base)))
+
+    def finish(self) -> ParseResult:
+        for rec in list({id(r): r for r in list(self.open.values()) + list(self.slubs.values())
+                         + [self.last] if r is not None}.values()):
+            self._close(rec)
+        for ev in self.res.events:
+            if ev.get("kernel_release") is None:
+                ev["kernel_release"] = self.res.kernel_release
+            for z in ev["zones"]:
+                z.pop("_sizes", None)
+        return self.res
+
+
+def _edge_times(parser: LogParser, chunk: bytes, first: bool) -> None:
+    """The log's first and last stamps, which the fast path may have skipped over."""
+    lines = chunk[:65536].split(b"\n")[:50] if first else chunk[-65536:].split(b"\n")[-50:][::-1]
+    framer = Framer(parser.framer.year)
+    res = parser.res
+    for raw in lines:
+        for _t, ts, wall, _c, _f in framer.frame(raw.decode("utf-8", "replace")):
+            if ts is None and wall is None:
+                continue
+            if first:
+                if ts is not None and (res.first_time_s is None or ts < res.first_time_s):
+                    res.first_time_s = ts
+                if wall is not None and (res.first_time_wall is None or wall < res.first_time_wall):
+                    res.first_time_wall = wall
+            else:
+                if ts is not None and (res.last_time_s is None or ts > res.last_time_s):
+                    res.last_time_s = ts
+                if wall is not None and (res.last_time_wall is None or wall > res.last_time_wall):
+                    res.last_time_wall = wall
+            return
+
+
+def _scan(parser: LogParser, chunks: Iterable[bytes]) -> None:
+    """Feed a parser from byte chunks, skipping stretches where nothing can start or continue."""
+    line_no = 0
+    find = bytes.find
+    last_chunk = None
+    for chunk in chunks:
+        if last_chunk is None:
+            _edge_times(parser, chunk, True)
+        last_chunk = chunk
+        pos, n = 0, len(chunk)
+        while pos < n:
+            if parser.idle():
+                nxt = n
+                for trig in TRIGGERS:
+                    i = find(chunk, trig, pos, nxt)
+                    if i >= 0:
+                        nxt = i
+                if nxt >= n:
+                    line_no += chunk.count(b"\n", pos, n)
+                    if chunk[-1:] != b"\n":
+                        line_no += 1
+                    pos = n
+                    break
+                start = chunk.rfind(b"\n", pos, nxt) + 1
+                if start > pos:
+                    line_no += chunk.count(b"\n", pos, start)
+                    pos = start
+            end = find(chunk, b"\n", pos)
+            if end < 0:
+                end = n
+            line_no += 1
+            parser.feed_line(chunk[pos:end].decode("utf-8", "replace"), line_no)
+            pos = end + 1
+    parser.res.lines = line_no
+    if last_chunk is not None:
+        _edge_times(parser, last_chunk, False)
+
+
+def parse_log(path: str | Path, *, source: str | None = None, kernel_hint: str | None = None,
+              year: int | None = None) -> ParseResult:
+    """Parse one kernel log file (any format, any compression; ``-`` is stdin)."""
+    src = source or str(path)
+    parser = LogParser(src, kernel_hint, year)
+    stream = open_binary(path)
+    try:
+        head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
+    finally:
+        if str(path) != "-":
+            stream.close()
+    if ExportReader.looks_like(head):
+        data = b"".join(iter_chunks(path))
+        _feed_export(parser, data)
+        parser.res.formats[src] = "journal-export"
+    else:
+        _scan(parser, iter_chunks(path))
+    return parser.finish()
+
+
+def parse_text(text: str, *, source: str = "<text>", kernel_hint: str | None = None,
+               year: int | None = None) -> ParseResult:
+    """Parse a log held in memory (tests, model output)."""
+    parser = LogParser(source, kernel_hint, year)
+    data = text.encode("utf-8", "surrogateescape")
+    if ExportReader.looks_like(data[:64]):
+        _feed_export(parser, data)
+    else:
+        _scan(parser, [data])
+    return parser.finish()
+
+
+def _feed_export(parser: LogParser, data: bytes) -> None:
+    import json as _json
+    last = 0
+    for line_no, entry in ExportReader.entries(data):
+        last = line_no
+        if entry.get("_TRANSPORT", "kernel") != "kernel":
+            continue
+        parser.feed_line(_json.dumps(entry), line_no)
+    parser.res.lines = data.count(b"\n") or last

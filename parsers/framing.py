@@ -1,0 +1,227 @@
+"""Line framing: strip whatever wrapped a kernel message on its way into a file.
+
+One physical line in, zero or more logical lines out, each ``(text, time_s, time_wall, caller,
+framed)``. Formats (product.md §3), detected per line so that mixed files work:
+
+* raw dmesg ``[ 1234.567890] msg``, with CONFIG_PRINTK_CALLER ``[T123]`` / ``[  C4]``;
+* ``dmesg -T`` ``[Mon Apr 20 15:08:07 2020] msg``; ``dmesg -x`` ``kern  :warn  : [...] msg``;
+* syslog / kern.log / journalctl short and short-precise ``Feb  9 08:09:39 host kernel: msg``,
+  with or without the ``[secs]`` stamp after ``kernel:``; RFC 3339 / short-iso;
+* journalctl short-monotonic ``[21161.092614] host kernel: msg``;
+* journalctl ``-o json`` (one object a line) and ``-o export`` (see :class:`ExportReader`);
+* /dev/kmsg ``prio,seq,usec,flags[,caller=T1];msg`` and its `` KEY=value`` continuation lines;
+* mail quoting ``> ``, ``^M`` and CR line ends, rsyslog ``#012`` and literal ``\\x0a`` newlines.
+
+``time_s`` is seconds since boot where the line says so; ``time_wall`` is an ISO 8601 string
+where the line carries a wall clock (a syslog stamp without a year gets ``year``).
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+
+MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+_QUOTE = re.compile(r"^(?:> ?)+")
+_KMSG = re.compile(r"^(\d{1,4}),(\d+),(\d+),[^;,]*((?:,[^;]*)?);")
+_KMSG_CALLER = re.compile(r"caller=([TC]\d+)")
+_DMESG_X = re.compile(
+    r"^(?:kern|user|mail|daemon|auth|syslog|lpr|news|uucp|cron|authpriv|ftp|local\d)\s*:"
+    r"\s*(?:emerg|alert|crit|err|warn|notice|info|debug)\s*:\s?")
+_STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]\s?")
+_CALLER = re.compile(r"^\s*\[\s*([TC]\d+)\]\s?")
+_DMESG_T = re.compile(
+    r"^\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) +(\d{1,2}) (\d\d:\d\d:\d\d) (\d{4})\]\s?")
+_SYSLOG = re.compile(
+    r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d:\d\d:\d\d)(\.\d+)? (\S+) ([^\s:\[]+)(?:\[\d+\])?: ?")
+_ISO = re.compile(
+    r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) (\S+) "
+    r"([^\s:\[]+)(?:\[\d+\])?: ?")
+_MONO = re.compile(r"^\[\s*(\d+\.\d+)\] (?:(\S+) )?kernel: ?")
+_MIDSTAMP = re.compile(r"\[\s*\d+\.\d{6}\]")
+_SPLIT_NL = re.compile(r"#012|\\x0a")
+
+
+def _iso(year: int, mon: int, day: int, hms: str, frac: str | None = None) -> str:
+    return f"{year:04d}-{mon:02d}-{day:02d}T{hms}{frac or ''}"
+
+
+class Framer:
+    """Stateful per file: remembers the year for syslog stamps and whether lines are framed."""
+
+    def __init__(self, year: int | None = None):
+        self.year = year or datetime.now(timezone.utc).year
+        self.kmsg = False
+
+    def frame(self, raw: str) -> list[tuple]:
+        """Logical lines of one physical line: ``[(text, time_s, time_wall, caller, framed)]``.
+        A non-kernel syslog line gives ``[]``."""
+        s = raw.rstrip("\r\n")
+        if s.endswith("^M"):
+            s = s[:-2]
+        if "\r" in s:
+            s = s.replace("\r", "")
+        if s[:1] == ">":
+            s = _QUOTE.sub("", s)
+        time_s = None
+        wall = None
+        caller = None
+        framed = True
+        c0 = s[:1]
+        if c0 == "[":
+            m = _STAMP.match(s)
+            if m:
+                time_s = float(m.group(1))
+                rest = s[m.end():]
+                mc = _CALLER.match(rest) if rest[:1] in (" ", "[") else None
+                if mc:
+                    caller = mc.group(1)
+                    rest = rest[mc.end():]
+                mm = _MONO.match(s)
+                if mm:
+                    rest = s[mm.end():]
+                s = rest
+            else:
+                m = _DMESG_T.match(s)
+                if m:
+                    wall = _iso(int(m.group(4)), MONTHS.get(m.group(1), 1), int(m.group(2)),
+                                m.group(3))
+                    s = s[m.end():]
+                else:
+                    framed = False
+        elif c0.isdigit():
+            m = _KMSG.match(s)
+            if m:
+                self.kmsg = True
+                time_s = int(m.group(3)) / 1e6
+                if m.group(4):
+                    mc = _KMSG_CALLER.search(m.group(4))
+                    caller = mc.group(1) if mc else None
+                s = s[m.end():]
+            else:
+                m = _ISO.match(s)
+                if m:
+                    if m.group(3) != "kernel":
+                        return []
+                    wall = m.group(1).replace(" ", "T").replace(",", ".")
+                    s = s[m.end():]
+                    s, time_s, caller = _inner_stamp(s)
+                else:
+                    framed = False
+        elif c0 == "{":
+            return self._json(s)
+        elif c0 == " " and self.kmsg and s[1:2].isupper() and "=" in s[:40]:
+            return []  # /dev/kmsg dictionary continuation (` SUBSYSTEM=...`)
+        elif c0.isalpha():
+            m = _SYSLOG.match(s)
+            if m and m.group(1) in MONTHS:
+                if m.group(6) != "kernel":
+                    return []
+                wall = _iso(self.year, MONTHS[m.group(1)], int(m.group(2)), m.group(3), m.group(4))
+                s = s[m.end():]
+                s, time_s, caller = _inner_stamp(s)
+            else:
+                m = _DMESG_X.match(s)
+                if m:
+                    return self.frame(s[m.end():])
+                framed = False
+        else:
+            framed = False
+        if "#012" in s or "\\x0a" in s:
+            parts = _SPLIT_NL.split(s)
+            return [(p, time_s, wall, caller, framed if i == 0 else True)
+                    for i, p in enumerate(parts)]
+        return [(s, time_s, wall, caller, framed)]
+
+    def _json(self, s: str) -> list[tuple]:
+        try:
+            obj = json.loads(s)
+        except ValueError:
+            return [(s, None, None, None, False)]
+        if not isinstance(obj, dict) or "MESSAGE" not in obj:
+            return []
+        if obj.get("_TRANSPORT", "kernel") != "kernel" and obj.get("SYSLOG_IDENTIFIER") != "kernel":
+            return []
+        msg = obj["MESSAGE"]
+        if isinstance(msg, list):  # journald stores non-UTF-8 messages as byte arrays
+            msg = bytes(int(b) & 0xFF for b in msg).decode("utf-8", "replace")
+        msg = str(msg)
+        time_s = None
+        for key in ("_SOURCE_MONOTONIC_TIMESTAMP", "__MONOTONIC_TIMESTAMP"):
+            if str(obj.get(key, "")).isdigit():
+                time_s = int(obj[key]) / 1e6
+                break
+        wall = None
+        if str(obj.get("__REALTIME_TIMESTAMP", "")).isdigit():
+            wall = datetime.fromtimestamp(int(obj["__REALTIME_TIMESTAMP"]) / 1e6,
+                                          timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return [(p, time_s, wall, None, True) for p in msg.split("\n")]
+
+
+def _inner_stamp(s: str):
+    """A syslog message may still carry the dmesg ``[secs]`` stamp (and a caller id)."""
+    if s[:1] != "[":
+        return s, None, None
+    m = _STAMP.match(s)
+    if not m:
+        return s, None, None
+    rest = s[m.end():]
+    caller = None
+    mc = _CALLER.match(rest) if rest[:1] in (" ", "[") else None
+    if mc:
+        caller = mc.group(1)
+        rest = rest[mc.end():]
+    return rest, float(m.group(1)), caller
+
+
+def split_midline(text: str) -> list[str]:
+    """Pieces of a line into which another CPU's stamped line was glued (``... 0*2048kB [123.4] CPU: ...``)."""
+    m = _MIDSTAMP.search(text, 1)
+    if not m:
+        return [text]
+    return [text[:m.start()]] + [text[m.start():]]
+
+
+class ExportReader:
+    """journalctl ``-o export``: ``KEY=value`` lines, a blank line ends an entry; binary fields are
+    ``KEY\\n`` + little-endian u64 size + data + ``\\n``. Yields kernel entries as JSON-like dicts."""
+
+    @staticmethod
+    def looks_like(head: bytes) -> bool:
+        return head.startswith(b"__CURSOR=") or head.startswith(b"__REALTIME_TIMESTAMP=")
+
+    @staticmethod
+    def entries(data: bytes):
+        pos, n = 0, len(data)
+        entry: dict = {}
+        line_no = 1
+        start_line = 1
+        while pos < n:
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                nl = n
+            line = data[pos:nl]
+            if not line:
+                if entry:
+                    yield start_line, entry
+                entry = {}
+                pos = nl + 1
+                line_no += 1
+                start_line = line_no
+                continue
+            eq = line.find(b"=")
+            if eq < 0 and nl + 9 <= n:
+                size = int.from_bytes(data[nl + 1:nl + 9], "little")
+                value = data[nl + 9:nl + 9 + size]
+                entry[line.decode("ascii", "replace")] = value.decode("utf-8", "replace")
+                line_no += 1 + value.count(b"\n") + 1
+                pos = nl + 9 + size + 1
+                continue
+            if eq > 0:
+                entry[line[:eq].decode("ascii", "replace")] = line[eq + 1:].decode("utf-8", "replace")
+            pos = nl + 1
+            line_no += 1
+        if entry:
+            yield start_line, entry

@@ -1,0 +1,95 @@
+"""Detect which /proc file a text is (from its content, not its name) and parse it to JSON rows."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from parsers import buddyinfo, meminfo, pagetypeinfo, slabinfo, snmp, vmstat, zoneinfo
+from parsers.errors import ParseError
+from parsers.logio import open_binary
+
+KINDS = ("vmstat", "pagetypeinfo", "buddyinfo", "zoneinfo", "meminfo", "slabinfo", "net_snmp")
+
+
+def detect(text: str) -> str | None:
+    head = text[:4096]
+    if "Page block order:" in head or "Free pages count per migrate type" in head:
+        return "pagetypeinfo"
+    if head.startswith("slabinfo - version"):
+        return "slabinfo"
+    if re.match(r"\s*(Ip|Icmp|Tcp|Udp): ", head):
+        return "net_snmp"
+    if re.search(r"^MemTotal:", head, re.M):
+        return "meminfo"
+    first = head.lstrip().split("\n", 1)[0]
+    if re.match(r"Node\s+\d+,\s+zone\s+\S+\s*$", first):
+        return "zoneinfo"
+    if re.match(r"Node\s+\d+,\s+zone\s+\S+\s+\d", first):
+        return "buddyinfo"
+    if re.match(r"[a-z_0-9]+ -?\d+\s*$", first):
+        return "vmstat"
+    return None
+
+
+def read_any(path: str | Path) -> str:
+    stream = open_binary(path)
+    try:
+        return stream.read().decode("utf-8", "replace")
+    finally:
+        if str(path) != "-":
+            stream.close()
+
+
+def parse_file(path: str | Path, kind: str | None = None, text: str | None = None) -> dict:
+    """Parse one /proc file into product.md §4's ``proc --format json`` entry."""
+    text = read_any(path) if text is None else text
+    kind = kind or detect(text)
+    p = str(path)
+    if kind is None:
+        raise ParseError(p, 1, "not a /proc file this tool knows (vmstat, pagetypeinfo, buddyinfo, "
+                               "zoneinfo, meminfo, slabinfo, net/snmp)", text[:60])
+    out: dict = {"path": p, "kind": kind}
+    if kind == "pagetypeinfo":
+        pt = pagetypeinfo.parse(text, p)
+        out.update(pageblock_order=pt.pageblock_order, pages_per_block=pt.pages_per_block,
+                   orders=pt.orders, free=pagetypeinfo.free_rows(pt),
+                   blocks=pagetypeinfo.block_rows(pt))
+        if pt.mixed_blocks:
+            out["mixed_blocks"] = pagetypeinfo.block_rows(pt, mixed=True)
+    elif kind == "buddyinfo":
+        b = buddyinfo.parse(text, p)
+        out.update(orders=len(b[0].free), free=buddyinfo.to_rows(b))
+    elif kind == "zoneinfo":
+        out["zones"] = [z.to_dict() for z in zoneinfo.parse(text, p)]
+    elif kind == "vmstat":
+        out["counters"] = vmstat.parse(text, p)
+    elif kind == "meminfo":
+        out["fields_kb"] = meminfo.parse(text, p)
+    elif kind == "slabinfo":
+        out["caches"] = slabinfo.parse(text, p)
+    elif kind == "net_snmp":
+        out["protocols"] = snmp.parse(text, p)
+    return out
+
+
+def cross_check(pt: pagetypeinfo.PageTypeInfo | None, bi: list | None,
+                zones: list | None, vm: dict | None) -> list[str]:
+    """Disagreements between files taken together (kernel invariants). Empty = consistent.
+    Counts move between reads, so callers decide how much drift is acceptable."""
+    problems = []
+    if pt is not None and bi is not None:
+        for b in bi:
+            sums = [0] * len(b.free)
+            for r in pt.free:
+                if r.node == b.node and r.zone == b.zone:
+                    for o, c in enumerate(r.counts):
+                        if o < len(sums):
+                            sums[o] += c
+            if sums != list(b.free) and not any(any(r.capped) for r in pt.free):
+                problems.append(f"node {b.node} {b.zone}: buddyinfo {list(b.free)} != "
+                                f"pagetypeinfo sum {sums}")
+    if zones is not None and vm is not None and "nr_free_pages" in vm:
+        total = sum(z.pages_free or 0 for z in zones)
+        if total != vm["nr_free_pages"]:
+            problems.append(f"zoneinfo free {total} != vmstat nr_free_pages {vm['nr_free_pages']}")
+    return problems

@@ -1,0 +1,29 @@
+"""/proc/slabinfo (version 2.1): per cache active/total objects, object size, slab sizes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from parsers._util import read_text, to_int
+from parsers.errors import ParseError
+
+
+def parse(text: str, path: str = "slabinfo") -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("slabinfo -") or line.startswith("#"):
+            continue
+        head = line.split(":")[0].split()
+        if len(head) < 6:
+            raise ParseError(path, i, "short slabinfo line", line)
+        nums = [to_int(t, path, i) for t in head[1:6]]
+        tail = line.split("slabdata")
+        slabs = tail[1].split() if len(tail) > 1 else []
+        out[head[0]] = {"active_objs": nums[0], "num_objs": nums[1], "objsize": nums[2],
+                        "objperslab": nums[3], "pagesperslab": nums[4],
+                        "active_slabs": to_int(slabs[0], path, i) if slabs else 0,
+                        "num_slabs": to_int(slabs[1], path, i) if len(slabs) > 1 else 0}
+    return out
+
+
+def read(root: str | Path = "/proc") -> dict[str, dict[str, int]]:
+    return parse(read_text(root, "slabinfo"), str(Path(root) / "slabinfo"))
