@@ -195,6 +195,7 @@ class LogParser:
         self.framed_seen = 0
         self.prev_text: str | None = None
         self.prev_ctx = None
+        self.n = 0                  # logical lines seen: staleness is counted in these
 
     # -- state -------------------------------------------------------------------------------
     def idle(self) -> bool:
@@ -270,6 +271,7 @@ class LogParser:
     def _logical(self, text: str, line_no: int, time_s, wall, caller, framed=True,
                  replace=False) -> None:
         res = self.res
+        self.n += 1
         if not replace:
             self.prev_text = text
             self.prev_ctx = (time_s, wall, caller)
@@ -354,19 +356,19 @@ class LogParser:
             if m:
                 ev["nodes"].append({"node": int(m.group(1)), "slabs": int(m.group(2)),
                                     "objs": int(m.group(3)), "free": int(m.group(4))})
-                srec.last_line = line_no
+                srec.last_line = self.n
                 return
             m = _CACHE.match(text)
             if m:
                 ev["cache"] = m.group(1)
                 ev["object_size"], ev["buffer_size"] = int(m.group(2)), int(m.group(3))
                 ev["default_order"], ev["min_order"] = int(m.group(4)), int(m.group(5))
-                srec.last_line = line_no
+                srec.last_line = self.n
                 return
             m = _SLUB_DEBUG.match(text)
             if m:
                 ev["slub_debug"] = True
-                srec.last_line = line_no
+                srec.last_line = self.n
                 return
             if text.strip():
                 self._close(srec)
@@ -376,7 +378,7 @@ class LogParser:
                 res.orphan_meminfo += 1
             return
         self._record_line(rec, text, line_no)
-        if rec.kind != "slub" and not rec.closed_meminfo and line_no - rec.last_line > STALE_LINES:
+        if rec.kind != "slub" and not rec.closed_meminfo and self.n - rec.last_line > STALE_LINES:
             self._close(rec)
 
     # -- headers -----------------------------------------------------------------------------
@@ -400,7 +402,7 @@ class LogParser:
         ev = _event("slub", self.source, line_no, time_s, wall, caller)
         self.res.slub_reports += 1
         self.res.events.append(ev)
-        rec = _Record(ev, caller, line_no, "slub")
+        rec = _Record(ev, caller, self.n, "slub")
         if m:
             self._slub_fill(ev, m)
         self._register(rec, caller)
@@ -435,7 +437,7 @@ class LogParser:
         ev = _event("page_alloc", self.source, line_no, time_s, wall, caller)
         self.res.page_alloc_reports += 1
         self.res.events.append(ev)
-        rec = _Record(ev, caller, line_no, "page_alloc")
+        rec = _Record(ev, caller, self.n, "page_alloc")
         self._page_fill(ev, m, text)
         self._register(rec, caller)
 
@@ -471,7 +473,7 @@ class LogParser:
 
     def _other_header(self, kind, line_no, caller) -> _Record:
         ev = {"kind": kind, "line": line_no, "comm": None, "order": None, "zones": []}
-        rec = _Record(ev, caller, line_no, kind)
+        rec = _Record(ev, caller, self.n, kind)
         self._register(rec, caller)
         return rec
 
@@ -483,7 +485,7 @@ class LogParser:
             if m:
                 ev["cpuset"], ev["mems_allowed"] = m.group(2), m.group(3)
                 rec.expect_cpuset = False
-                rec.last_line = line_no
+                rec.last_line = self.n
                 if ev.get("comm") is None:
                     ev["comm"] = m.group(1)
                 return
@@ -499,7 +501,7 @@ class LogParser:
         if not rec.meminfo:
             if _MEMINFO.match(text):
                 rec.meminfo = True
-                rec.last_line = line_no
+                rec.last_line = self.n
                 ev["counters"] = {}
             return
         # Inside the Mem-Info block.
@@ -510,7 +512,7 @@ class LogParser:
                 key = ZONE_KEYS.get(k)
                 if key:
                     zone[key] = int(v)
-            rec.last_line = line_no
+            rec.last_line = self.n
             rec.zone_index["_last"] = zone
             return
         m = _LOWMEM.match(text)
@@ -518,7 +520,7 @@ class LogParser:
             z = rec.zone_index.get("_last")
             if z is not None:
                 z["lowmem_reserve"] = [int(x) for x in m.group(1).split()]
-            rec.last_line = line_no
+            rec.last_line = self.n
             return
         m = _BUDDY.match(text)
         if m:
@@ -526,7 +528,7 @@ class LogParser:
             zone["buddy"] = []  # a wrapped line is parsed again whole once glued back
             self._buddy(zone, text[m.end():])
             rec.zone_index["_buddy_open"] = zone if "=" not in text else None
-            rec.last_line = line_no
+            rec.last_line = self.n
             return
         m = _NODE_LINE.match(text)
         if m:
@@ -538,15 +540,15 @@ class LogParser:
                     break
             else:
                 ev["nodes"].append({"node": node, "fields_kb": fields})
-            rec.last_line = line_no
+            rec.last_line = self.n
             return
         if _COUNTERS.match(text):
             for k, v, _u in _KV.findall(text):
                 ev["counters"][k] = int(v)
-            rec.last_line = line_no
+            rec.last_line = self.n
             return
         if _MEMINFO_END.match(text):
-            rec.last_line = line_no
+            rec.last_line = self.n
             if "hwpoisoned" in text or rec.kind != "page_alloc":
                 rec.closed_meminfo = True
                 if rec.kind == "page_alloc":
@@ -557,7 +559,7 @@ class LogParser:
         z = rec.zone_index.get("_buddy_open")
         if z is not None and _BUDDY_FRAGMENT.match(text):
             self._buddy(z, text)
-            rec.last_line = line_no
+            rec.last_line = self.n
 
     def _zone(self, rec: _Record, node, name) -> dict:
         node_i = int(node) if node is not None else None

@@ -16,7 +16,7 @@ from parsers.errors import ParseError
 
 _ORDER_HDR = re.compile(r"^Free pages count per migrate type at order\s+(.*)$")
 _FREE_ROW = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+),\s+type\s+(\S+)\s+(.*)$")
-_BLOCK_HDR = re.compile(r"^Number of (blocks|mixed blocks) type\s+(.*)$")
+_BLOCK_HDR = re.compile(r"^Number of (blocks|mixed blocks)(?: type)?\s+(.*)$")
 _BLOCK_ROW = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)\s+(.*)$")
 
 

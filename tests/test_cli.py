@@ -1,0 +1,116 @@
+"""The commands as a user runs them: JSON shapes, errors, exit codes, help."""
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from analyzer.cli import app
+from tests.conftest import LAB1, PUBLIC, ROOT, SAMPLES, need
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_parse_json_shape():
+    r = run("parse", need(LAB1), "--format", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    s = doc["summary"]
+    for k in ("slub_reports", "page_alloc_reports", "oom_reports", "suppressed",
+              "slub_failures_estimated", "page_alloc_failures_estimated", "partial_records", "lines"):
+        assert k in s
+    assert s["slub_failures_estimated"] == 2975
+    e = doc["events"][0]
+    for k in ("kind", "source", "line", "time_s", "time_wall", "gfp_mask", "gfp_flags", "order",
+              "migratetype", "cache", "object_size", "buffer_size", "default_order", "min_order",
+              "nodes", "comm", "zones", "partial"):
+        assert k in e
+    z = e["zones"][1]
+    assert {"node", "zone", "free_kb", "min_kb", "low_kb", "high_kb", "buddy"} <= set(z)
+    assert {"order", "count", "types"} <= set(z["buddy"][0])
+
+
+def test_parse_several_files_and_stdin(tmp_path):
+    r = run("parse", PUBLIC / "slub-gh-moby35545-1.txt", PUBLIC / "slub-lkml-wujing-1.txt")
+    assert json.loads(r.stdout)["summary"]["slub_reports"] == 10
+    p = subprocess.run([sys.executable, "-m", "analyzer.cli", "parse", "-"],
+                       input=(PUBLIC / "slub-gh-moby35545-1.txt").read_bytes(),
+                       capture_output=True, cwd=ROOT)
+    assert p.returncode == 0 and json.loads(p.stdout)["summary"]["slub_reports"] == 4
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "ndjson"])
+def test_parse_other_formats(fmt):
+    r = run("parse", need(LAB1) / "dmesg", "--format", fmt)
+    assert r.exit_code == 0 and "skbuff_head_cache" in r.stdout
+
+
+def test_parse_output_file(tmp_path):
+    out = tmp_path / "o.json"
+    r = run("parse", need(LAB1), "-o", out)
+    assert r.exit_code == 0 and r.stdout == ""
+    assert json.loads(out.read_text())["summary"]["slub_reports"] == 30
+
+
+def test_proc_json():
+    r = run("proc", PUBLIC / "pagetypeinfo-chromeos66-1.txt", PUBLIC / "buddyinfo-procfs-1.txt",
+            PUBLIC / "zoneinfo-procfs-1.txt", PUBLIC / "vmstat-jmr540arm-1.txt",
+            SAMPLES / "host-6.18-x86_64-corpus/snapshots/20261125T195929Z/meminfo")
+    assert r.exit_code == 0
+    files = json.loads(r.stdout)["files"]
+    assert [f["kind"] for f in files] == ["pagetypeinfo", "buddyinfo", "zoneinfo", "vmstat", "meminfo"]
+    assert files[0]["pageblock_order"] == 10
+    assert files[1]["free"][0] == {"node": 0, "zone": "DMA", "order": 0, "count": 1}
+    assert "counters" in files[3] and "fields_kb" in files[4]
+
+
+def test_gfp_json():
+    r = run("gfp", "0xa20(GFP_ATOMIC)", "--format", "json")
+    d = json.loads(r.stdout)
+    assert d["layout"] == "L4" and d["can_direct_reclaim"] is False and d["kswapd_reclaim"] is True
+    r = run("gfp", "GFP_ATOMIC|__GFP_NOWARN", "--kernel", "6.16.3", "-f", "json")
+    assert json.loads(r.stdout)["mask"] == 0x2820
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["proc", "{p}/slub-lkml-wujing-1.txt"], "slub-lkml-wujing-1.txt:1: not a /proc file"),
+    (["parse", "/nonexistent/log"], "/nonexistent/log: no such file"),
+    (["gfp", "0xZZ"], "<mask>:1:"),
+])
+def test_errors_are_one_line(args, needle):
+    args = [a.format(p=PUBLIC) for a in args]
+    r = run(*args)
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], r.stderr
+    assert r.stdout == ""
+
+
+def test_bad_proc_file_names_line(tmp_path):
+    p = tmp_path / "vmstat"
+    p.write_text("nr_free_pages 10\nnr_bogus abc\n")
+    r = run("proc", p)
+    assert r.exit_code == 1 and r.stderr.strip() == f"Error: {p}:2: bad counter: 'abc'"
+
+
+def test_truncated_gzip(tmp_path):
+    p = tmp_path / "kern.log.gz"
+    p.write_bytes(gzip.compress((need(LAB1) / "dmesg").read_bytes())[:3000])
+    out = tmp_path / "out.json"
+    r = run("parse", p, "-o", out)
+    assert r.exit_code == 1 and "cannot decompress" in r.stderr and str(p) in r.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [p]
+
+
+def test_every_command_has_help_with_example():
+    for cmd in app.registered_commands:
+        name = cmd.name or cmd.callback.__name__
+        r = run(name, "--help")
+        assert r.exit_code == 0 and "Example" in r.stdout, name
+        assert "--format" in r.stdout, name
