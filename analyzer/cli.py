@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from analyzer.output import Format, dumps, emit, err, handle_errors, rows_text, table_text
+from analyzer.output import (Format, dumps, emit, err, handle_errors, json_array, rows_text,
+                             stream_json, table_text)
 
 app = typer.Typer(
     name="mmtriage",
@@ -48,10 +49,9 @@ def parse(
         mmtriage parse /var/log/kern.log.1.gz --format table
     """
     res = _parse_paths(paths)
-    events = [{k: v for k, v in e.items() if not k.startswith("_")} for e in res.events]
+    events = res.events
     if fmt == Format.json:
-        doc = {"summary": res.summary(), "events": events, "suppressions": res.suppressions}
-        emit(dumps(doc), output)
+        stream_json(_parse_doc(res), output)
     elif fmt == Format.table:
         s = res.summary()
         rows = [{"field": k, "value": v} for k, v in s.items()]
@@ -67,6 +67,14 @@ def parse(
         flat = [{k: v for k, v in e.items() if k not in ("zones", "nodes", "counters")}
                 for e in events]
         emit(rows_text(flat, fmt), output)
+
+
+def _parse_doc(res):
+    yield '{\n "summary": ' + dumps(res.summary(), None) + ',\n "events": '
+    yield from json_array(res.events)
+    yield ',\n "suppressions": '
+    yield from json_array(res.suppressions)
+    yield "\n}"
 
 
 @app.command()

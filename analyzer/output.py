@@ -15,6 +15,7 @@ import sys
 import tempfile
 from enum import Enum
 from pathlib import Path
+from typing import Iterator
 
 import typer
 
@@ -76,6 +77,46 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def stream_json(parts, output: Path | None = None) -> None:
+    """Write a JSON document given as an iterable of text pieces, without building it whole."""
+    import contextlib
+    if output is None:
+        for piece in parts:
+            sys.stdout.write(piece)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            for piece in parts:
+                fh.write(piece)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def json_array(items, indent: str = "  ") -> "Iterator[str]":
+    """A JSON array with one compact item per line (the C encoder; no indent walk)."""
+    enc = json.JSONEncoder(default=_default, ensure_ascii=False, allow_nan=False)
+    first = True
+    yield "["
+    for it in items:
+        try:
+            text = enc.encode(it)
+        except ValueError:
+            text = enc.encode(_clean(it))
+        yield ("\n" if first else ",\n") + indent + text
+        first = False
+    yield "\n]" if not first else "]"
 
 
 def emit(text: str, output: Path | None = None) -> None:
@@ -154,6 +195,11 @@ def handle_errors(fn):
             return fn(*a, **kw)
         except typer.Exit:
             raise
+        except BrokenPipeError:
+            # The reader went away (| head): not an error of ours; keep Python quiet at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except (ParseError, OSError, ValueError) as e:
             raise fail(e) from None
         except KeyboardInterrupt:

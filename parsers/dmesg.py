@@ -18,6 +18,9 @@ so memory stays bounded and most of a large log is never decoded.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import math
 import re
 from dataclasses import dataclass, field
@@ -29,8 +32,9 @@ from parsers.framing import ExportReader, Framer, split_midline
 from parsers.logio import iter_chunks, open_binary
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
-TRIGGERS = (b"Unable to allocate", b"page allocation", b"callbacks suppressed", b"Mem-",
-            b"oom-killer", b"messages dropped", b"vmalloc", b"Linux version")
+# "allocat" covers SLUB, warn_alloc, vmalloc and stall headers; "Linux version" must stay last
+# (it is dropped once the release is known).
+TRIGGERS = (b"allocat", b"suppressed", b"Mem-", b"oom-k", b"dropped", b"Linux version")
 
 _SLUB = re.compile(
     r"SLUB: Unable to allocate memory on (?:CPU (\d+) \(of node (-?\d+)\) on )?node (-?\d+)"
@@ -156,6 +160,11 @@ class ParseResult:
         self.formats.update(other.formats)
 
 
+@functools.lru_cache(maxsize=1024)
+def _decode_cached(mask, names, kernel, layout):
+    return gfpmod.decode(mask, names, kernel=kernel, layout=layout)
+
+
 class _Record:
     __slots__ = ("ev", "caller", "last_line", "meminfo", "closed_meminfo", "kind", "zone_index",
                  "expect_cpuset")
@@ -196,6 +205,7 @@ class LogParser:
         self.prev_text: str | None = None
         self.prev_ctx = None
         self.n = 0                  # logical lines seen: staleness is counted in these
+        self.fast_gfp: dict = {}
 
     # -- state -------------------------------------------------------------------------------
     def idle(self) -> bool:
@@ -421,8 +431,7 @@ class LogParser:
     def _set_gfp(self, ev, mask, names, layout_hint=None) -> None:
         kernel = ev.get("kernel_release") or self.kernel_hint
         try:
-            g = gfpmod.decode(mask, names, kernel=kernel,
-                              layout=None if kernel else layout_hint)
+            g = _decode_cached(mask, tuple(names), kernel, None if kernel else layout_hint)
         except ValueError:
             return
         ev["gfp_mask"] = mask
@@ -626,8 +635,88 @@ def _edge_times(parser: LogParser, chunk: bytes, first: bool) -> None:
             return
 
 
-def _scan(parser: LogParser, chunks: Iterable[bytes]) -> None:
-    """Feed a parser from byte chunks, skipping stretches where nothing can start or continue."""
+_FAST_SLUB = re.compile(
+    rb"\[\s*(\d+\.\d+)\] SLUB: Unable to allocate memory on (?:CPU (\d+) \(of node (-?\d+)\) on )?"
+    rb"node (-?\d+)(?:, gfp=| \(gfp=)(0x[0-9a-fA-F]+)(?:\(([^)\n]*)\))?\)?\n"
+    rb"\[\s*\d+\.\d+\]   cache: ([^\n]+?), object size: (\d+), buffer size: (\d+), "
+    rb"default order: (\d+), min order: (\d+)\n"
+    rb"((?:\[\s*\d+\.\d+\]   node \d+: slabs: \d+, objs: \d+, free: \d+(?:\n|\Z))*)")
+_FAST_NODE = re.compile(rb"node (\d+): slabs: (\d+), objs: (\d+), free: (\d+)")
+_FAST_SUPP = re.compile(rb"\[\s*(\d+\.\d+)\] (\w+): (\d+) callbacks suppressed\n")
+
+
+def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
+    """Raw-dmesg SLUB reports and suppression lines, the bulk of a failure-dense log, matched
+    whole by one regex each, as many in a row as there are. Returns (new pos, lines consumed),
+    or None to take the slow path."""
+    if chunk[pos:pos + 1] != b"[":
+        return None
+    res = parser.res
+    events = res.events
+    supp = res.suppressed
+    source = parser.source
+    cache = parser.fast_gfp
+    used = 0
+    slub_match = _FAST_SLUB.match
+    supp_match = _FAST_SUPP.match
+    while True:
+        m = slub_match(chunk, pos)
+        if m and m.end() >= len(chunk):
+            m = None  # its node lines may be in the next chunk: let the slow path carry it over
+        if m:
+            if parser.slubs:
+                for rec in list(parser.slubs.values()):
+                    parser._close(rec)
+            g = m.groups()
+            key = (g[4], g[5], parser.kernel_hint)
+            dec = cache.get(key)
+            if dec is None:
+                tmp: dict = {"gfp_mask": None, "gfp_text": None, "gfp_flags": [],
+                             "gfp_layout": None, "migratetype": None}
+                names = [n for n in g[5].decode().split("|") if n] if g[5] else []
+                parser._set_gfp(tmp, int(g[4], 16), names, None if g[5] is not None else "L0")
+                dec = cache[key] = (tmp["gfp_mask"], tmp["gfp_text"], tmp["gfp_flags"],
+                                    tmp["gfp_layout"], tmp["migratetype"])
+            nodes_raw = g[11]
+            node_list = [{"node": int(a), "slabs": int(b), "objs": int(c), "free": int(d)}
+                         for a, b, c, d in _FAST_NODE.findall(nodes_raw)] if nodes_raw else []
+            ev = {"kind": "slub", "source": source, "line": line_no + used + 1,
+                  "time_s": float(g[0]), "time_wall": None, "caller": None,
+                  "gfp_mask": dec[0], "gfp_text": dec[1], "gfp_flags": dec[2],
+                  "gfp_layout": dec[3], "order": None, "migratetype": dec[4],
+                  "cache": g[6].decode("utf-8", "replace"), "object_size": int(g[7]),
+                  "buffer_size": int(g[8]), "default_order": int(g[9]), "min_order": int(g[10]),
+                  "nodes": node_list, "comm": None, "zones": [], "partial": False, "missing": [],
+                  "kernel_release": None, "node_requested": int(g[3])}
+            if g[1] is not None:
+                ev["cpu"], ev["cpu_node"] = int(g[1]), int(g[2])
+            res.slub_reports += 1
+            events.append(ev)
+            used += 2 + len(node_list)
+            pos = m.end()
+            continue
+        m = supp_match(chunk, pos)
+        if m:
+            func, n = m.group(2).decode(), int(m.group(3))
+            supp[func] = supp.get(func, 0) + n
+            res.suppressions.append({"func": func, "count": n, "line": line_no + used + 1,
+                                     "time_s": float(m.group(1)), "time_wall": None,
+                                     "source": source})
+            used += 1
+            pos = m.end()
+            continue
+        break
+    if not used:
+        return None
+    parser.prev_text = None
+    return pos, used
+
+
+def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True) -> None:
+    """Feed a parser from byte chunks, skipping stretches where nothing can start or continue.
+
+    Each trigger's next position in a chunk is remembered, so a chunk is searched once per
+    trigger however many records it holds."""
     line_no = 0
     find = bytes.find
     last_chunk = None
@@ -636,13 +725,20 @@ def _scan(parser: LogParser, chunks: Iterable[bytes]) -> None:
             _edge_times(parser, chunk, True)
         last_chunk = chunk
         pos, n = 0, len(chunk)
+        nextpos: dict = {}
         while pos < n:
             if parser.idle():
+                triggers = TRIGGERS if parser.res.kernel_release is None else TRIGGERS[:-1]
                 nxt = n
-                for trig in TRIGGERS:
-                    i = find(chunk, trig, pos, nxt)
-                    if i >= 0:
-                        nxt = i
+                for trig in triggers:
+                    p = nextpos.get(trig, -1)
+                    if p < pos:
+                        p = find(chunk, trig, pos)
+                        if p < 0:
+                            p = n + 1  # not in this chunk: never search it again here
+                        nextpos[trig] = p
+                    if p < nxt:
+                        nxt = p
                 if nxt >= n:
                     line_no += chunk.count(b"\n", pos, n)
                     if chunk[-1:] != b"\n":
@@ -653,6 +749,13 @@ def _scan(parser: LogParser, chunks: Iterable[bytes]) -> None:
                 if start > pos:
                     line_no += chunk.count(b"\n", pos, start)
                     pos = start
+            if fast and not parser.open:
+                # Only SLUB records (or nothing) open: a whole report may follow.
+                got = _fast_record(parser, chunk, pos, line_no)
+                if got is not None:
+                    pos, used = got
+                    line_no += used
+                    continue
             end = find(chunk, b"\n", pos)
             if end < 0:
                 end = n
@@ -667,6 +770,23 @@ def _scan(parser: LogParser, chunks: Iterable[bytes]) -> None:
 def parse_log(path: str | Path, *, source: str | None = None, kernel_hint: str | None = None,
               year: int | None = None) -> ParseResult:
     """Parse one kernel log file (any format, any compression; ``-`` is stdin)."""
+    with _no_gc():
+        return _parse_log(path, source, kernel_hint, year)
+
+
+@contextlib.contextmanager
+def _no_gc():
+    # Records are many small dicts with no cycles: the cyclic collector only costs time here.
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _parse_log(path, source, kernel_hint, year) -> ParseResult:
     src = source or str(path)
     parser = LogParser(src, kernel_hint, year)
     stream = open_binary(path)

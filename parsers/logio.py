@@ -17,7 +17,7 @@ MAGIC = {
     b"BZh": "bzip2",
     b"\x28\xb5\x2f\xfd": "zstd",
 }
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 MAX_LINE = 1 << 20  # a longer line is cut here for parsing; the rest is skipped, not buffered
 
 

@@ -134,3 +134,24 @@ def test_oom_stall_vmalloc_counted_apart():
     s = parse_text(text).summary()
     assert (s["oom_reports"], s["stall_reports"], s["vmalloc_reports"]) == (1, 1, 2)
     assert s["page_alloc_reports"] == 0 and s["orphan_meminfo"] == 0
+
+
+def test_fast_path_equals_slow_path(lab_text):
+    from parsers.dmesg import LogParser, _scan
+    dense = "".join(
+        f"[{100 + i * 0.001:12.6f}] SLUB: Unable to allocate memory on CPU {i % 4} (of node 0) on node -1, "
+        f"gfp=0x820(GFP_ATOMIC)\n[{100 + i * 0.001:12.6f}]   cache: skbuff_head_cache, object size: 232, "
+        f"buffer size: 256, default order: 1, min order: 0\n[{100 + i * 0.001:12.6f}]   node 0: slabs: {i}, "
+        f"objs: {i * 16}, free: 0\n" + (f"[{100 + i * 0.001:12.6f}] slab_out_of_memory: 9 callbacks suppressed\n"
+                                         if i % 10 == 0 else "")
+        for i in range(300))
+    for text in (lab_text, dense, lab_text + dense):
+        out = []
+        for fast in (True, False):
+            p = LogParser("x")
+            lines = text.encode().splitlines(keepends=True)
+            chunks = [b"".join(lines[i:i + 37]) for i in range(0, len(lines), 37)]
+            _scan(p, chunks, fast=fast)
+            r = p.finish()
+            out.append((r.summary(), r.events, r.suppressions))
+        assert out[0] == out[1]
