@@ -304,3 +304,34 @@ def parse_text(text: str, kernel: str | None = None, *, path: str = "<gfp>", lin
             and g.notes and g.notes[0].startswith("unrecognised"):
         raise ParseError(path, line, g.notes[0], text)
     return g
+
+
+# %pGg table order since ~6.14: composites, then single flags in bit order (kernel.md §2.1).
+_RENDER_COMPOSITES = ("GFP_TRANSHUGE", "GFP_TRANSHUGE_LIGHT", "GFP_HIGHUSER_MOVABLE", "GFP_HIGHUSER",
+                      "GFP_USER", "GFP_KERNEL_ACCOUNT", "GFP_KERNEL", "GFP_NOFS", "GFP_ATOMIC",
+                      "GFP_NOIO", "GFP_NOWAIT", "GFP_DMA", "GFP_DMA32", "__GFP_RECLAIM")
+
+
+def render(mask: int, layout: str = "L5") -> str:
+    """``%pGg`` text of a mask: greedy composites, then single flags, then leftover hex."""
+    bits = LAYOUTS[layout]
+    comps = dict(COMPOSITES[layout])
+    if layout == "L5":
+        comps["GFP_NOWAIT"] = _NOWAIT_68
+    names = []
+    rest = mask
+    for name in _RENDER_COMPOSITES:
+        flags = comps.get(name)
+        if not flags:
+            continue
+        m = to_mask(flags, layout)
+        if m and rest & m == m:
+            names.append(name)
+            rest &= ~m
+    for name, b in sorted(bits.items(), key=lambda kv: kv[1]):
+        if rest & b == b:
+            names.append(name)
+            rest &= ~b
+    if rest:
+        names.append(hex(rest))
+    return "|".join(names)

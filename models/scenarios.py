@@ -1,0 +1,135 @@
+"""Named scenarios: a host, how it starts (fragmentation), its SLUB caches and its workload
+parameter vector. Every number here is a parameter a calibration may move."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from models.engine import ZONE_DMA32, ZONE_NORMAL
+from models.sim import PARAMS
+from models.state import HostSpec
+
+GFP_ATOMIC = 0x820
+
+
+@dataclass
+class Cache:
+    name: str
+    object_size: int
+    default_order: int
+    min_order: int
+    gfp: int = GFP_ATOMIC
+    share: float = 1.0     # share of net_rate that allocates from this cache
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    host: HostSpec
+    params: dict
+    caches: list = field(default_factory=list)
+    start: dict = field(default_factory=dict)   # State.fragment() arguments
+    hours: float = 2.0
+    dt: float = 0.01
+    snap_every_s: float = 300.0
+    kernel_release: dict = field(default_factory=dict)  # policy -> release string
+    comm: str = "swapper/0"
+    corroborate_icmp: bool = False
+
+    def vector(self) -> list[float]:
+        return [float(self.params.get(n, 0.0)) for n in PARAMS]
+
+
+def _p(**kw) -> dict:
+    base = {n: 0.0 for n in PARAMS}
+    base.update(net_burst_mult=1.0, kswapd_rate=20000.0, kcompactd_rate=5000.0,
+                net_obj_life_s=0.05, atomic_high_order=3.0)
+    base.update(kw)
+    return base
+
+
+RELEASES = {"legacy": "6.16.3-model", "defrag": "6.16.3-model", "defrag-fixed": "7.2.6-model"}
+
+
+def get(name: str) -> Scenario:
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+    return SCENARIOS[name]()
+
+
+def seed_skbuff() -> Scenario:
+    """The production report: a 64 GiB network-heavy host whose page cache has fragmented the
+    movable blocks (13+ GB free, all of it in sub-pageblock holes) and whose movable blocks are
+    nearly all polluted by old unmovable steals, so compaction frees few whole blocks."""
+    return Scenario(
+        "seed-skbuff", seed_skbuff.__doc__, HostSpec.x86_64(64),
+        _p(net_rate=60000.0, net_burst_mult=12.0, net_burst_frac=0.08, net_burst_len_s=1.5,
+           net_obj_life_s=0.08, kernel_rate=300.0, kernel_life_s=600.0, pagecache_rate=3000.0,
+           pagecache_life_s=0.0, anon_rate=500.0, anon_life_s=300.0, kswapd_rate=4000.0,
+           kcompactd_rate=1500.0),
+        [Cache("skbuff_head_cache", 256, 1, 0)],
+        dict(unmovable_frac=0.05, reclaimable_frac=0.02, free_frac=0.235, pinned_per_block=1,
+             pinned_frac=0.985, zones=None),
+        hours=2.0, dt=0.01, snap_every_s=600.0, kernel_release=dict(RELEASES),
+        comm="swapper/17", corroborate_icmp=True)
+
+
+def thp_light() -> Scenario:
+    """THP faults (GFP_TRANSHUGE_LIGHT, order 9, no reclaim bits) on a fragmented 8 GiB host:
+    they fail in every policy, by design and quietly (__GFP_NOWARN)."""
+    return Scenario(
+        "thp-light", thp_light.__doc__, HostSpec.x86_64(8),
+        _p(thp_rate=20.0, thp_life_s=60.0, anon_rate=2000.0, anon_life_s=30.0,
+           pagecache_rate=1000.0, kcompactd_rate=200.0),
+        [],
+        dict(unmovable_frac=0.06, reclaimable_frac=0.03, free_frac=0.15, pinned_per_block=1,
+             pinned_frac=1.0, zones=None),
+        hours=0.5, snap_every_s=300.0, kernel_release=dict(RELEASES), comm="java")
+
+
+def low_memory() -> Scenario:
+    """Free memory genuinely below the watermarks on a 2 GiB host full of anonymous memory
+    (no swap, nothing to reclaim): atomic allocations fail in every policy."""
+    return Scenario(
+        "low-memory", low_memory.__doc__, HostSpec.x86_64(2),
+        _p(net_rate=3000.0, net_burst_mult=4.0, net_burst_frac=0.2, net_burst_len_s=2.0,
+           net_obj_life_s=0.5, anon_rate=1500.0, anon_life_s=0.0, kswapd_rate=2000.0),
+        [Cache("skbuff_head_cache", 256, 0, 0)],
+        dict(unmovable_frac=0.10, reclaimable_frac=0.0, free_frac=1.0, pinned_per_block=0,
+             zones=None, anon_share=0.985),
+        hours=0.25, snap_every_s=120.0, kernel_release=dict(RELEASES), comm="kworker/0:1")
+
+
+def high_order() -> Scenario:
+    """Order-3 GFP_ATOMIC|__GFP_COMP buffers on a host whose free memory is all in order 0-2
+    holes: failures from fragmentation, with or without defrag_mode."""
+    return Scenario(
+        "high-order", high_order.__doc__, HostSpec.x86_64(4),
+        _p(atomic_high_rate=300.0, atomic_high_order=3.0, net_obj_life_s=1.0,
+           net_burst_mult=5.0, net_burst_frac=0.1, net_burst_len_s=2.0, pagecache_rate=500.0,
+           kswapd_rate=1000.0, kcompactd_rate=20.0),
+        [],
+        dict(unmovable_frac=0.06, reclaimable_frac=0.02, free_frac=0.20, pinned_per_block=1,
+             pinned_frac=1.0, zones=None),
+        hours=0.5, snap_every_s=300.0, kernel_release=dict(RELEASES), comm="ksoftirqd/3")
+
+
+def lab() -> Scenario:
+    """The real-kernel lab run (shared/corpus/lab): a 1.5 GiB, 2-vCPU guest, one mlocked page
+    per pageblock, then a 40 s loopback ICMP flood of GFP_ATOMIC skb allocations."""
+    spec = HostSpec.x86_64(1.5, reserved_frac=0.07)
+    return Scenario(
+        "lab", lab.__doc__, spec,
+        _p(net_rate=7000.0, net_burst_mult=1.0, net_obj_life_s=10.0, kswapd_rate=0.0,
+           kcompactd_rate=0.0),
+        [Cache("skbuff_head_cache", 256, 0, 0)],
+        dict(unmovable_frac=0.0, reclaimable_frac=0.0, free_frac=0.94, pinned_per_block=1,
+             pinned_frac=1.0, zones=None, cluster=0.3),
+        hours=60 / 3600, dt=0.005, snap_every_s=10.0,
+        kernel_release={"legacy": "6.16.3+deb13-amd64", "defrag": "6.16.3+deb13-amd64",
+                        "defrag-fixed": "7.2.6+deb13-amd64"},
+        comm="pingflood", corroborate_icmp=True)
+
+
+SCENARIOS = {"seed-skbuff": seed_skbuff, "thp-light": thp_light, "low-memory": low_memory,
+             "high-order": high_order, "lab": lab}

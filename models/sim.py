@@ -1,0 +1,661 @@
+"""The simulation loop (numba): workloads, the slowpath, kswapd, kcompactd, SLUB, rate limits.
+
+State travels as two tuples of arrays: ``S`` the allocator (see :mod:`models.pages`) and ``L``
+the page pools (which allocated page belongs to which workload, for frees, reclaim and
+compaction). One call of :func:`run` simulates ``seconds`` in ticks of ``dt``.
+
+Simplifications (documented in docs/model.md): no per-CPU page lists; objects of a SLUB cache
+are fungible (a cache frees its newest slab once a slab's worth of objects is free beyond
+two spare slabs); lifetimes are exponential, so frees per tick are Poisson(in use x dt / life);
+reclaim takes random page-cache pages (an approximate LRU); compaction migrates movable pages
+out of the lowest candidate block into free pages found from the top of the zone.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from models.engine import (ALLOC_CMA, ALLOC_HIGHATOMIC, ALLOC_KSWAPD, ALLOC_NOFRAGMENT,
+                           ALLOC_WMARK_HIGH, ALLOC_WMARK_LOW, C_ALLOCSTALL, C_COMPACT_DAEMON_MIGRATE,
+                           C_COMPACT_FAIL, C_COMPACT_MIGRATE, C_COMPACT_STALL, C_COMPACT_SUCCESS,
+                           C_FAIL_TOTAL, C_KCOMPACTD_WAKE, C_KSWAPD_WAKE, C_OPS, C_PAGEOUTRUN,
+                           C_PGALLOC, C_PGFREE, C_PGSCAN_DIRECT, C_PGSCAN_KSWAPD, C_PGSTEAL_DIRECT,
+                           C_PGSTEAL_KSWAPD, C_THP_FAULT_ALLOC, C_THP_FAULT_FALLBACK, CAUSE_NONE,
+                           DEFRAG_FIXED, GFP_COMP, GFP_DIRECT_RECLAIM, GFP_KSWAPD_RECLAIM,
+                           GFP_NOFAIL, GFP_NOMEMALLOC, GFP_NORETRY, GFP_NOWARN, GFP_RETRY_MAYFAIL,
+                           LEGACY, MOVABLE, NMT, PK_ANON, PK_FREE, PK_MOVABLE, PK_THP, RECLAIMABLE,
+                           UNMOVABLE, Z_FREE, Z_FREE_BLOCKS, Z_NODE, Z_BOOST, Z_BOOSTED,
+                           Z_END, Z_START, Z_TYPE, Z_MANAGED, ZONE_DMA32, alloc_flags_nofragment,
+                           classify_failure, gfp_migratetype, gfp_to_alloc_flags, gfp_zone,
+                           wmark_pages, zone_watermark_ok, zonelist)
+from models.pages import (free_pages, reserve_highatomic, rmqueue, take,
+                          unreserve_highatomic)
+
+# Pools (which workload owns a page).
+POOL_PAGECACHE, POOL_ANON, POOL_KERNEL, POOL_RECLAIMABLE, POOL_THP, POOL_PINNED, POOL_ATOMIC = \
+    0, 1, 2, 3, 4, 5, 6
+POOL_ATOMIC_HI = 7
+NPOOLS = 8
+
+# Workload parameter vector.
+PARAMS = ("net_rate", "net_burst_mult", "net_burst_frac", "net_burst_len_s", "net_obj_life_s",
+          "kernel_rate", "kernel_life_s", "reclaimable_rate", "reclaimable_life_s",
+          "pagecache_rate", "pagecache_life_s", "anon_rate", "anon_life_s", "thp_rate",
+          "thp_life_s", "kswapd_rate", "kcompactd_rate", "atomic_page_rate",
+          "atomic_high_rate", "atomic_high_order")
+P_IDX = {n: i for i, n in enumerate(PARAMS)}
+(P_NET, P_BMULT, P_BFRAC, P_BLEN, P_NLIFE, P_KRATE, P_KLIFE, P_RRATE, P_RLIFE, P_PCRATE, P_PCLIFE,
+ P_ARATE, P_ALIFE, P_THPRATE, P_THPLIFE, P_KSWAPD, P_KCOMPACTD, P_ATOMPG, P_ATOMHI,
+ P_ATOMHI_ORDER) = range(len(PARAMS))
+
+# Report kinds in the event log.
+R_SLUB, R_WARN, R_SUPP_SLUB, R_SUPP_WARN = 0, 1, 2, 3
+# Ratelimit state columns.
+RL_BEGIN, RL_PRINTED, RL_MISSED = 0, 1, 2
+
+
+@njit(cache=True)
+def _poisson(lam):
+    if lam <= 0.0:
+        return 0
+    if lam > 1e6:
+        return int(lam + np.sqrt(lam) * np.random.standard_normal())
+    return np.random.poisson(lam)
+
+
+@njit(cache=True)
+def pool_add(L, pool, pfn):
+    pool_pfn, pool_n, ppos, ppool = L
+    i = pool_n[pool]
+    pool_pfn[pool, i] = pfn
+    ppos[pfn] = i
+    ppool[pfn] = pool
+    pool_n[pool] = i + 1
+
+
+@njit(cache=True)
+def pool_remove_at(L, pool, i):
+    pool_pfn, pool_n, ppos, ppool = L
+    pfn = pool_pfn[pool, i]
+    last = pool_n[pool] - 1
+    lp = pool_pfn[pool, last]
+    pool_pfn[pool, i] = lp
+    ppos[lp] = i
+    pool_n[pool] = last
+    ppos[pfn] = -1
+    ppool[pfn] = -1
+    return pfn
+
+
+@njit(cache=True)
+def zone_of(zs, pfn):
+    for z in range(zs.shape[0]):
+        if zs[z, Z_START] <= pfn < zs[z, Z_END]:
+            return z
+    return -1
+
+
+@njit(cache=True)
+def free_block(S, pfn, order, pbo, max_order):
+    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
+    z = zone_of(zs, pfn)
+    free_pages(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z, pfn, order,
+               pbo, max_order)
+    counters[C_PGFREE] += 1 << order
+
+
+@njit(cache=True)
+def gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl):
+    """``get_page_from_freelist`` with page moves. Returns (pfn, zone)."""
+    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
+    mt = gfp_migratetype(gfp)
+    highest = gfp_zone(gfp)
+    no_fallback = flags & ALLOC_NOFRAGMENT
+    for attempt in range(2):
+        for i in range(nzl):
+            z = zl[i]
+            if no_fallback and policy == LEGACY and zs[z, Z_NODE] != node:
+                break
+            mark = wmark_pages(zs, z, flags & 3)
+            if not zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest, flags,
+                                     zs[z, Z_FREE]):
+                continue
+            pfn, mode = rmqueue(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov,
+                                z, order, mt, flags, kind, pbo, counters)
+            if pfn >= 0:
+                counters[C_PGALLOC] += 1 << order
+                if flags & ALLOC_HIGHATOMIC:
+                    reserve_highatomic(zs, nr_free, heads, nxt, prv, forder, bmt, z, pfn, pbo,
+                                       counters)
+                return pfn, z
+        if no_fallback and policy == LEGACY:
+            flags &= ~ALLOC_NOFRAGMENT
+            no_fallback = 0
+            continue
+        break
+    return -1, -1
+
+
+@njit(cache=True)
+def wake_kswapd(S, W, node, order, policy, pbo):
+    counters = S[11]
+    o = order
+    if policy != LEGACY and o < pbo:
+        o = pbo  # defrag_mode wakes kswapd for a whole pageblock
+    if W[node, 0] < o:
+        if W[node, 0] < 0:
+            counters[C_KSWAPD_WAKE] += 1
+        W[node, 0] = o
+
+
+@njit(cache=True)
+def reclaim(S, L, node, nr, pbo, max_order, direct):
+    """Free up to ``nr`` page-cache pages of this node (random pick: an approximate LRU)."""
+    zs = S[0]
+    counters = S[11]
+    pool_pfn, pool_n, ppos, ppool = L
+    done = 0
+    tries = 0
+    while done < nr and pool_n[POOL_PAGECACHE] > 0 and tries < 4 * nr + 16:
+        tries += 1
+        i = np.random.randint(0, pool_n[POOL_PAGECACHE])
+        pfn = pool_pfn[POOL_PAGECACHE, i]
+        if zs[zone_of(zs, pfn), Z_NODE] != node:
+            continue
+        pool_remove_at(L, POOL_PAGECACHE, i)
+        free_block(S, pfn, 0, pbo, max_order)
+        done += 1
+    if direct:
+        counters[C_PGSCAN_DIRECT] += tries
+        counters[C_PGSTEAL_DIRECT] += done
+    else:
+        counters[C_PGSCAN_KSWAPD] += tries
+        counters[C_PGSTEAL_KSWAPD] += done
+    return done
+
+
+@njit(cache=True)
+def compact(S, L, z, budget, pbo, max_order, cursor, direct):
+    """Migrate movable pages out of candidate pageblocks (movable label, nothing but free and
+    movable pages in them) from the bottom of the zone, into free pages taken from the top.
+    Returns (pages migrated, blocks freed, new cursor)."""
+    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
+    pool_pfn, pool_n, ppos, ppool = L
+    per = 1 << pbo
+    b0 = zs[z, Z_START] >> pbo
+    b1 = zs[z, Z_END] >> pbo
+    migrated = 0
+    freed = 0
+    b = max(cursor, b0)
+    scanned = 0
+    free_cursor = zs[z, Z_END] - 1
+    nb = b1 - b0
+    while migrated < budget and scanned < nb:
+        if b >= b1:
+            b = b0
+        scanned += 1
+        cand = bmt[b] == MOVABLE and bfree[b] < per and bfree[b] + bmov[b] == per
+        if not cand:
+            b += 1
+            continue
+        # Migrate every movable page in block b.
+        base = b << pbo
+        p = base
+        ok = True
+        while p < base + per:
+            o = forder[p]
+            if o >= 0:
+                p += 1 << o
+                continue
+            k = pkind[p]
+            if k == PK_THP:
+                # a THP is migrated as a unit: skip the block (too expensive to model)
+                ok = False
+                break
+            # destination: the highest free order-0-able page outside block b
+            dest = -1
+            while free_cursor > base + per:
+                q = free_cursor
+                # find the head of the free buddy covering q, if any
+                found = -1
+                for oo in range(max_order):
+                    h = q & ~((1 << oo) - 1)
+                    if forder[h] >= oo:
+                        found = h
+                        break
+                if found >= 0 and bmt[found >> pbo] == MOVABLE:
+                    dest = found
+                    break
+                free_cursor -= 1
+            if dest < 0:
+                ok = False
+                break
+            take(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z, dest, 0, k,
+                 pbo)
+            pl = ppool[p]
+            if pl >= 0:
+                i = ppos[p]
+                pool_pfn[pl, i] = dest
+                ppos[dest] = i
+                ppool[dest] = pl
+                ppos[p] = -1
+                ppool[p] = -1
+            free_pages(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z, p, 0,
+                       pbo, max_order)
+            migrated += 1
+            p += 1
+            if migrated >= budget:
+                break
+        if not ok:
+            b += 1
+            if dest_exhausted(free_cursor, base, per):
+                break
+            continue
+        if bfree[b] == per:
+            freed += 1
+            b += 1
+    if direct:
+        counters[C_COMPACT_MIGRATE] += migrated
+    else:
+        counters[C_COMPACT_DAEMON_MIGRATE] += migrated
+    return migrated, freed, b
+
+
+@njit(cache=True)
+def dest_exhausted(free_cursor, base, per):
+    return free_cursor <= base + per
+
+
+@njit(cache=True)
+def alloc_pages(S, L, W, order, gfp, policy, node, pbo, max_order, kind, zl, stats, fixed_used):
+    """``__alloc_pages``: fast path, then the slowpath in kernel order (kernel.md §4.6).
+    Returns (pfn, cause). ``stats[0]`` counts direct-reclaim pages, ``fixed_used[0]`` how often
+    the 2026 fix's retry ran."""
+    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
+    counters[C_OPS] += 1
+    highest = gfp_zone(gfp)
+    nzl = zonelist(zs, highest, node, zl)
+    if nzl == 0:
+        return -1, CAUSE_NONE + 5
+    has_dma32 = False
+    for z in range(zs.shape[0]):
+        if zs[z, Z_TYPE] == ZONE_DMA32 and zs[z, Z_NODE] == node and zs[z, Z_MANAGED] > 0:
+            has_dma32 = True
+    flags = ALLOC_WMARK_LOW | alloc_flags_nofragment(zs, zl[0], gfp, policy, has_dma32)
+    if gfp_migratetype(gfp) == MOVABLE:
+        flags |= ALLOC_CMA
+    pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+    if pfn >= 0:
+        return pfn, CAUSE_NONE
+    # -- slowpath
+    flags = gfp_to_alloc_flags(gfp, order, policy)
+    can_direct = (gfp & GFP_DIRECT_RECLAIM) != 0
+    if flags & ALLOC_KSWAPD:
+        wake_kswapd(S, W, node, order, policy, pbo)
+    pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+    if pfn >= 0:
+        return pfn, CAUSE_NONE
+    retries = 0
+    while True:
+        # retry: (kswapd woken again; reserve_flags not modelled: no MEMALLOC users)
+        if retries > 0:
+            pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+            if pfn >= 0:
+                return pfn, CAUSE_NONE
+        if not can_direct:
+            if policy == DEFRAG_FIXED and (flags & ALLOC_NOFRAGMENT) and (gfp & GFP_KSWAPD_RECLAIM):
+                # The 2026 fix: clear NOFRAGMENT and retry instead of bailing out.
+                flags &= ~ALLOC_NOFRAGMENT
+                fixed_used[0] += 1
+                retries += 1
+                continue
+            break
+        counters[C_ALLOCSTALL] += 1
+        got = reclaim(S, L, node, 32 << min(order, 4), pbo, max_order, True)
+        stats[0] += got
+        pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+        if pfn >= 0:
+            return pfn, CAUSE_NONE
+        if got == 0:
+            for i in range(nzl):
+                unreserve_highatomic(zs, nr_free, heads, nxt, prv, forder, bmt, zl[i],
+                                     gfp_migratetype(gfp), False, pbo, counters)
+        if order > 0:
+            counters[C_COMPACT_STALL] += 1
+            m, fr, _c = compact(S, L, zl[0], 2 << order, pbo, max_order, 0, True)
+            pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+            if pfn >= 0:
+                counters[C_COMPACT_SUCCESS] += 1
+                return pfn, CAUSE_NONE
+            counters[C_COMPACT_FAIL] += 1
+        if gfp & GFP_NORETRY:
+            break
+        if order > 3 and not (gfp & GFP_RETRY_MAYFAIL):
+            break
+        if got > 0 and retries < 16:
+            retries += 1
+            continue
+        if policy != LEGACY and (flags & ALLOC_NOFRAGMENT):
+            # "Reclaim/compaction failed to prevent the fallback" (7a95a05f15d5).
+            flags &= ~ALLOC_NOFRAGMENT
+            retries += 1
+            continue
+        break
+    cause = classify_failure(zs, nr_free, lowmem, order, gfp, flags, node, pbo, zl, nzl)
+    counters[C_FAIL_TOTAL] += 1
+    return -1, cause
+
+
+@njit(cache=True)
+def ratelimit(RS, k, t, interval, burst, n, rep, rep_n, cache_id):
+    """lib/ratelimit.c for ``n`` calls at time t. Emits the ``callbacks suppressed`` line when an
+    interval has passed with misses. Returns how many of the n calls may print."""
+    if RS[k, RL_BEGIN] < 0:
+        RS[k, RL_BEGIN] = t
+    if t > RS[k, RL_BEGIN] + interval:
+        if RS[k, RL_MISSED] > 0:
+            i = rep_n[0]
+            if i < rep.shape[0]:
+                rep[i, 0] = t
+                rep[i, 1] = R_SUPP_SLUB if k == 0 else R_SUPP_WARN
+                rep[i, 2] = RS[k, RL_MISSED]
+                rep[i, 3] = cache_id
+                rep[i, 4] = -1
+                rep_n[0] = i + 1
+            RS[k, RL_MISSED] = 0
+        RS[k, RL_BEGIN] = t
+        RS[k, RL_PRINTED] = 0
+    room = burst - RS[k, RL_PRINTED]
+    if room < 0:
+        room = 0
+    allowed = n if n < room else room
+    RS[k, RL_PRINTED] += allowed
+    RS[k, RL_MISSED] += n - allowed
+    return allowed
+
+
+@njit(cache=True)
+def _record(rep, rep_n, t, kind, a, b, c):
+    i = rep_n[0]
+    if i < rep.shape[0]:
+        rep[i, 0] = t
+        rep[i, 1] = kind
+        rep[i, 2] = a
+        rep[i, 3] = b
+        rep[i, 4] = c
+        rep_n[0] = i + 1
+
+
+@njit(cache=True)
+def _capture(S, caps, cap_zs, cap_n):
+    i = cap_n[0]
+    if i < caps.shape[0]:
+        caps[i] = S[1]
+        cap_zs[i] = S[0]
+        cap_n[0] = i + 1
+        return i
+    return -1
+
+
+@njit(cache=True)
+def _fail(t, dt, nfail, kind, order, cause, cache_id, fail_sec, truth, truth_n):
+    """Ground truth: ``nfail`` failures spread over the tick starting at t."""
+    sec = int(t)
+    if sec < fail_sec.shape[0]:
+        fail_sec[sec, cause] += nfail
+    for j in range(nfail):
+        ti = truth_n[0]
+        if ti < truth.shape[0]:
+            truth[ti, 0] = t + dt * j / nfail
+            truth[ti, 1] = kind
+            truth[ti, 2] = order
+            truth[ti, 3] = cause
+            truth[ti, 4] = cache_id
+        truth_n[0] = ti + 1
+
+
+@njit(cache=True)
+def kswapd_balanced(zs, nr_free, lowmem, node, order, policy, pbo):
+    """``pgdat_balanced``: any eligible zone at its high mark; in defrag_mode with order > 0 the
+    free count is NR_FREE_PAGES_BLOCKS (whole free pageblocks)."""
+    for z in range(zs.shape[0]):
+        if zs[z, Z_NODE] != node or zs[z, Z_MANAGED] <= 0:
+            continue
+        mark = wmark_pages(zs, z, ALLOC_WMARK_HIGH)
+        free = zs[z, Z_FREE]
+        if policy != LEGACY and order > 0:
+            free = zs[z, Z_FREE_BLOCKS]
+        if zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, zs[z, Z_TYPE], 0, free):
+            if zs[z, Z_BOOST] == 0:
+                return True
+    return False
+
+
+@njit(cache=True)
+def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo, max_order,
+        seed, t0, seconds, dt, snap_every, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snap_n,
+        rep, rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec, nnodes, burst_state,
+        ratelimit_warn_interval, ratelimit_warn_burst):
+    """Simulate ``seconds`` from ``t0``. Returns the number of allocator calls made."""
+    np.random.seed(seed)
+    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
+    pool_pfn, pool_n, ppos, ppool = L
+    zl = np.empty(zs.shape[0], dtype=np.int64)
+    stats = np.zeros(4, dtype=np.int64)
+    fixed_used = np.zeros(1, dtype=np.int64)
+    nticks = int(seconds / dt + 0.5)
+    ncache = caches.shape[0]
+    comp_cursor = np.zeros(zs.shape[0], dtype=np.int64)
+    next_snap = t0
+    per = 1 << pbo
+    ops0 = counters[C_OPS]
+    node_rr = 0
+    for tick in range(nticks):
+        t = t0 + tick * dt
+        if snap_every > 0 and t >= next_snap - 1e-9:
+            k = snap_n[0]
+            if k < snaps_nr.shape[0]:
+                snaps_nr[k] = nr_free
+                snaps_zs[k] = zs
+                snaps_cnt[k] = counters
+                for z in range(zs.shape[0]):
+                    for mt in range(NMT):
+                        snaps_blocks[k, z, mt] = 0
+                    for b in range(zs[z, Z_START] >> pbo, zs[z, Z_END] >> pbo):
+                        snaps_blocks[k, z, bmt[b]] += 1
+                snap_n[0] = k + 1
+            next_snap += snap_every
+        node = node_rr % nnodes
+        node_rr += 1
+        # -- burst state (on/off Markov chain)
+        if P[P_BFRAC] > 0 and P[P_BLEN] > 0:
+            if burst_state[0] == 1:
+                if np.random.random() < dt / P[P_BLEN]:
+                    burst_state[0] = 0
+            else:
+                off_len = P[P_BLEN] * (1 - P[P_BFRAC]) / max(P[P_BFRAC], 1e-9)
+                if np.random.random() < dt / max(off_len, dt):
+                    burst_state[0] = 1
+        mult = P[P_BMULT] if burst_state[0] == 1 else 1.0
+        # -- page workloads: (pool, rate, life, gfp, kind, order)
+        for w in range(7):
+            order = 0
+            if w == 0:
+                pool, rate, life, gfp, kind = POOL_PAGECACHE, P[P_PCRATE], P[P_PCLIFE], 0x100cca, PK_MOVABLE
+            elif w == 1:
+                pool, rate, life, gfp, kind = POOL_ANON, P[P_ARATE], P[P_ALIFE], 0x100cca, PK_ANON
+            elif w == 2:
+                pool, rate, life, gfp, kind = POOL_KERNEL, P[P_KRATE], P[P_KLIFE], 0xcc0, 1
+            elif w == 3:
+                pool, rate, life, gfp, kind = POOL_RECLAIMABLE, P[P_RRATE], P[P_RLIFE], 0xcd0, 3
+            elif w == 4:
+                pool, rate, life, gfp, kind = POOL_ATOMIC, P[P_ATOMPG] * mult, P[P_NLIFE], 0x820, 1
+            elif w == 5:
+                # order-N atomic buffers (page_frag/jumbo rx style)
+                pool, rate, life, gfp, kind = POOL_ATOMIC_HI, P[P_ATOMHI] * mult, P[P_NLIFE], 0x40820, 1
+                order = int(P[P_ATOMHI_ORDER])
+            else:
+                # THP faults: GFP_TRANSHUGE_LIGHT, expected to fail quietly without a free block
+                pool, rate, life, gfp, kind = POOL_THP, P[P_THPRATE], P[P_THPLIFE], 0x1c20ca, PK_THP
+                order = pbo
+            if rate <= 0 and pool_n[pool] == 0:
+                continue
+            if life > 0 and pool_n[pool] > 0:
+                nf = _poisson(pool_n[pool] * dt / life)
+                for j in range(min(nf, pool_n[pool])):
+                    i = np.random.randint(0, pool_n[pool])
+                    pfn = pool_remove_at(L, pool, i)
+                    free_block(S, pfn, order, pbo, max_order)
+            na = _poisson(rate * dt)
+            for j in range(na):
+                if pool_n[pool] >= pool_pfn.shape[1]:
+                    break
+                pfn, cause = alloc_pages(S, L, W, order, gfp, policy, node, pbo, max_order, kind,
+                                         zl, stats, fixed_used)
+                if pfn >= 0:
+                    pool_add(L, pool, pfn)
+                    if w == 6:
+                        counters[C_THP_FAULT_ALLOC] += 1
+                    continue
+                if w == 6:
+                    counters[C_THP_FAULT_FALLBACK] += 1
+                # The rest of this tick's demand meets the same state and fails the same way.
+                nfail = na - j
+                _fail(t, dt, nfail, 1, order, cause, -1, fail_sec, truth, truth_n)
+                if not (gfp & GFP_NOWARN):
+                    for k in range(nfail):
+                        tk = t + dt * k / nfail
+                        if ratelimit(RS, 1, tk, ratelimit_warn_interval, ratelimit_warn_burst, 1,
+                                     rep, rep_n, -1):
+                            ci = _capture(S, caps, cap_zs, cap_n)
+                            _record(rep, rep_n, tk, R_WARN, order, gfp, ci)
+                break
+        # -- SLUB caches (network objects)
+        for c in range(ncache):
+            objs0 = caches[c, 4]
+            # object frees
+            if cstate[c, 1] > 0 and P[P_NLIFE] > 0:
+                nf = _poisson(cstate[c, 1] * dt / P[P_NLIFE])
+                if nf > cstate[c, 1]:
+                    nf = cstate[c, 1]
+                cstate[c, 1] -= nf
+                cstate[c, 0] += nf
+            # shrink: free the newest slab while a slab's worth is free beyond two spare slabs
+            while nslabs[c] > 0:
+                top = nslabs[c] - 1
+                objs = ((1 << slab_ord[c, top]) * 4096) // caches[c, 0]
+                if cstate[c, 0] < objs + 2 * objs0:
+                    break
+                cstate[c, 0] -= objs
+                free_block(S, slab_pfn[c, top], slab_ord[c, top], pbo, max_order)
+                nslabs[c] -= 1
+            demand = _poisson(P[P_NET] * caches[c, 5] / 1000.0 * mult * dt)
+            if demand <= 0:
+                continue
+            use = demand if demand < cstate[c, 0] else cstate[c, 0]
+            cstate[c, 0] -= use
+            cstate[c, 1] += use
+            need = demand - use
+            while need > 0:
+                gfp = caches[c, 3]
+                # allocate_slab: default order with NOWARN|NORETRY, then min order as asked
+                g1 = (gfp | GFP_NOWARN | GFP_NORETRY) & ~GFP_NOFAIL
+                if (g1 & GFP_DIRECT_RECLAIM) and caches[c, 1] > caches[c, 2]:
+                    g1 = (g1 | GFP_NOMEMALLOC) & ~(GFP_DIRECT_RECLAIM | GFP_KSWAPD_RECLAIM)
+                order = caches[c, 1]
+                pfn, cause = alloc_pages(S, L, W, order, g1 | GFP_COMP, policy, node, pbo,
+                                         max_order, 4, zl, stats, fixed_used)
+                if pfn < 0:
+                    order = caches[c, 2]
+                    pfn, cause = alloc_pages(S, L, W, order, gfp | GFP_COMP, policy, node, pbo,
+                                             max_order, 4, zl, stats, fixed_used)
+                if pfn >= 0:
+                    if nslabs[c] < slab_pfn.shape[1]:
+                        slab_pfn[c, nslabs[c]] = pfn
+                        slab_ord[c, nslabs[c]] = order
+                        nslabs[c] += 1
+                    objs = ((1 << order) * 4096) // caches[c, 0]
+                    take_n = need if need < objs else objs
+                    cstate[c, 0] += objs - take_n
+                    cstate[c, 1] += take_n
+                    need -= take_n
+                    continue
+                # Every remaining object allocation this tick fails the same way.
+                nfail = need
+                need = 0
+                _fail(t, dt, nfail, 0, caches[c, 2], cause, c, fail_sec, truth, truth_n)
+                cstate[c, 2] += nfail
+                for j in range(nfail):
+                    tj = t + dt * j / nfail
+                    if not (gfp & GFP_NOWARN):
+                        # the min-order page allocation warns first (warn_alloc, 1 per 10 s)
+                        if ratelimit(RS, 1, tj, ratelimit_warn_interval, ratelimit_warn_burst, 1,
+                                     rep, rep_n, c):
+                            ci = _capture(S, caps, cap_zs, cap_n)
+                            _record(rep, rep_n, tj, R_WARN, caches[c, 2], gfp | GFP_COMP, ci)
+                        # then slab_out_of_memory (10 per 5 s, shared by all caches)
+                        if ratelimit(RS, 0, tj, 5.0, 10, 1, rep, rep_n, c):
+                            _record(rep, rep_n, tj, R_SLUB, c, gfp, nslabs[c])
+        # -- kswapd and kcompactd, per node
+        for nd in range(nnodes):
+            if W[nd, 0] >= 0:
+                order = W[nd, 0]
+                if kswapd_balanced(zs, nr_free, lowmem, nd, order, policy, pbo):
+                    for z in range(zs.shape[0]):
+                        if zs[z, Z_NODE] == nd:
+                            zs[z, Z_BOOST] = 0
+                            zs[z, Z_BOOSTED] = 0
+                    W[nd, 0] = -1
+                    if order > 0 and W[nd, 1] < order:
+                        W[nd, 1] = order
+                        counters[C_KCOMPACTD_WAKE] += 1
+                else:
+                    counters[C_PAGEOUTRUN] += 1
+                    budget = int(P[P_KSWAPD] * dt + np.random.random())
+                    got = reclaim(S, L, nd, budget, pbo, max_order, False)
+                    # Enough free pages but not in blocks: hand over to kcompactd.
+                    enough = True
+                    for z in range(zs.shape[0]):
+                        if zs[z, Z_NODE] == nd and zs[z, Z_MANAGED] > 0 and zs[z, Z_TYPE] >= ZONE_DMA32:
+                            if zs[z, Z_FREE] < wmark_pages(zs, z, ALLOC_WMARK_HIGH) + (2 << order):
+                                enough = False
+                    if got == 0 or (enough and order > 0):
+                        if order > 0 and W[nd, 1] < order:
+                            W[nd, 1] = order
+                            counters[C_KCOMPACTD_WAKE] += 1
+                        if got == 0 or enough:
+                            for z in range(zs.shape[0]):
+                                if zs[z, Z_NODE] == nd:
+                                    zs[z, Z_BOOST] = 0
+                                    zs[z, Z_BOOSTED] = 0
+                            W[nd, 0] = -1
+            else:
+                # boosted watermarks or low free pages wake kswapd by themselves
+                for z in range(zs.shape[0]):
+                    if zs[z, Z_NODE] == nd and zs[z, Z_MANAGED] > 0 and zs[z, Z_BOOSTED] == 1:
+                        W[nd, 0] = 0
+            if W[nd, 1] >= 0:
+                order = W[nd, 1]
+                done = True
+                budget = int(P[P_KCOMPACTD] * dt + np.random.random())
+                for z in range(zs.shape[0]):
+                    if zs[z, Z_NODE] != nd or zs[z, Z_MANAGED] <= 0 or zs[z, Z_TYPE] < ZONE_DMA32:
+                        continue
+                    if policy != LEGACY:
+                        target = zs[z, Z_FREE_BLOCKS] >= wmark_pages(zs, z, ALLOC_WMARK_HIGH)
+                    else:
+                        target = False
+                        for o in range(order, max_order):
+                            for mt in range(3):
+                                if nr_free[z, o, mt] > 0:
+                                    target = True
+                    if target or budget <= 0:
+                        continue
+                    m, fr, comp_cursor[z] = compact(S, L, z, budget, pbo, max_order,
+                                                    comp_cursor[z], False)
+                    budget -= m
+                    if m > 0:
+                        done = False
+                if done:
+                    W[nd, 1] = -1
+    return counters[C_OPS] - ops0

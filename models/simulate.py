@@ -1,0 +1,180 @@
+"""Run a scenario under a policy: build the state, run the compiled loop, collect results."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.engine import (CAUSE_NAMES, COUNTER_NAMES, C_FB_CLAIM, C_FB_STEAL, NCOUNTERS, NMT,
+                           NZF, POLICY_NAMES)
+from models.scenarios import Scenario
+from models.sim import R_SLUB, R_SUPP_SLUB, R_SUPP_WARN, R_WARN, run
+from models.state import State
+
+POLICIES = {n: i for i, n in enumerate(POLICY_NAMES)}
+REPORT_CAP = 2_000_000
+TRUTH_CAP = 5_000_000
+CAPTURE_CAP = 4096
+
+
+@dataclass
+class SimResult:
+    scenario: Scenario
+    policy: str
+    seed: int
+    state: State
+    params: np.ndarray
+    seconds: float
+    wall_s: float
+    ops: int
+    reports: np.ndarray          # [t, kind, a, b, c]
+    captures_nr: np.ndarray      # nr_free at each printed warn_alloc
+    captures_zs: np.ndarray
+    snaps_t: np.ndarray
+    snaps_nr: np.ndarray
+    snaps_zs: np.ndarray
+    snaps_cnt: np.ndarray
+    snaps_blocks: np.ndarray
+    truth: np.ndarray            # [t, kind(0 slub/1 page), order, cause, cache]
+    truth_total: int
+    fail_sec: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+    # -- summaries ---------------------------------------------------------------------------
+    def failures_by_cause(self) -> dict:
+        tot = self.fail_sec.sum(axis=0)
+        return {CAUSE_NAMES[i]: int(tot[i]) for i in range(1, len(CAUSE_NAMES)) if tot[i]}
+
+    def failures_by_cache(self) -> dict:
+        out: dict = {}
+        t = self.truth[: min(self.truth_total, len(self.truth))]
+        for ci, c in enumerate(self.scenario.caches):
+            n = int(((t[:, 1] == 0) & (t[:, 4] == ci)).sum())
+            if n:
+                out[c.name] = n
+        pages = int((t[:, 1] == 1).sum())
+        if pages:
+            out["(page allocations)"] = pages
+        return out
+
+    def report_counts(self) -> dict:
+        k = self.reports[:, 1]
+        supp_slub = int(self.reports[k == R_SUPP_SLUB, 2].sum())
+        supp_warn = int(self.reports[k == R_SUPP_WARN, 2].sum())
+        sup = {}
+        if supp_slub:
+            sup["slab_out_of_memory"] = supp_slub
+        if supp_warn:
+            sup["warn_alloc"] = supp_warn
+        return {"slub_printed": int((k == R_SLUB).sum()), "page_alloc_printed": int((k == R_WARN).sum()),
+                "suppressed": sup}
+
+    def summary(self) -> dict:
+        st = self.state
+        c = st.counters
+        return {
+            "scenario": self.scenario.name, "policy": self.policy, "seed": self.seed,
+            "simulated_s": round(self.seconds, 3),
+            "failures": {"total": int(self.fail_sec.sum()), "by_cause": self.failures_by_cause(),
+                         "by_cache": self.failures_by_cache()},
+            "reports": self.report_counts(),
+            "end_state": {"free_mb_by_migratetype": st.free_mb_by_migratetype(),
+                          "free_pageblocks": st.free_pageblocks(),
+                          "pageblocks_by_migratetype": {
+                              n: int(v) for n, v in zip(("Unmovable", "Movable", "Reclaimable",
+                                                         "HighAtomic", "CMA", "Isolate"),
+                                                        st.block_counts().sum(axis=0)) if v}},
+            "fallbacks": {"claim": int(c[C_FB_CLAIM]), "steal": int(c[C_FB_STEAL])},
+            "counters": st.counters_dict(),
+            "ops": int(self.ops), "wall_s": round(self.wall_s, 3),
+            "ops_per_s": round(self.ops / self.wall_s) if self.wall_s > 0 else None,
+            "params": {n: float(v) for n, v in zip(_param_names(), self.params)},
+        }
+
+
+def _param_names():
+    from models.sim import PARAMS
+    return PARAMS
+
+
+def build_state(sc: Scenario, seed: int) -> State:
+    st = State(sc.host)
+    if sc.start:
+        st.fragment(seed=seed * 7919 + 1, **sc.start)
+    return st
+
+
+def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = None,
+             params: dict | np.ndarray | None = None, state: State | None = None,
+             snap_every_s: float | None = None, progress=None) -> SimResult:
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+    seconds = (hours if hours is not None else sc.hours) * 3600.0
+    vec = np.array(sc.vector(), dtype=np.float64)
+    if isinstance(params, dict):
+        from models.sim import P_IDX
+        for k, v in params.items():
+            if k not in P_IDX:
+                raise ValueError(f"unknown workload parameter {k!r}")
+            vec[P_IDX[k]] = float(v)
+    elif params is not None:
+        vec = np.asarray(params, dtype=np.float64)
+    st = state if state is not None else build_state(sc, seed)
+    spec = sc.host
+    nz = len(spec.zones)
+    mo = spec.max_order
+    snap_every = snap_every_s if snap_every_s is not None else sc.snap_every_s
+    nsnap = int(seconds / snap_every) + 2 if snap_every > 0 else 1
+    snaps_nr = np.zeros((nsnap, nz, mo, NMT), dtype=np.int64)
+    snaps_zs = np.zeros((nsnap, nz, NZF), dtype=np.int64)
+    snaps_cnt = np.zeros((nsnap, NCOUNTERS), dtype=np.int64)
+    snaps_blocks = np.zeros((nsnap, nz, NMT), dtype=np.int64)
+    snap_n = np.zeros(1, dtype=np.int64)
+    rep = np.zeros((REPORT_CAP, 5), dtype=np.float64)
+    rep_n = np.zeros(1, dtype=np.int64)
+    caps = np.zeros((CAPTURE_CAP, nz, mo, NMT), dtype=np.int64)
+    cap_zs = np.zeros((CAPTURE_CAP, nz, NZF), dtype=np.int64)
+    cap_n = np.zeros(1, dtype=np.int64)
+    truth = np.zeros((TRUTH_CAP, 5), dtype=np.float64)
+    truth_n = np.zeros(1, dtype=np.int64)
+    fail_sec = np.zeros((int(seconds) + 2, len(CAUSE_NAMES)), dtype=np.int64)
+    ncache = len(sc.caches)
+    caches = np.zeros((max(ncache, 1), 6), dtype=np.int64)
+    for i, c in enumerate(sc.caches):
+        caches[i] = (c.object_size, c.default_order, c.min_order, c.gfp,
+                     (4096 << c.default_order) // c.object_size, int(round(c.share * 1000)))
+    caches = caches[:ncache]
+    cstate = np.zeros((max(ncache, 1), 4), dtype=np.int64)[:ncache]
+    slab_cap = max(1, st.npages // 4)
+    slab_pfn = np.zeros((max(ncache, 1), slab_cap if ncache else 1), dtype=np.int64)[:ncache]
+    slab_ord = np.zeros_like(slab_pfn)
+    nslabs = np.zeros(max(ncache, 1), dtype=np.int64)[:ncache]
+    RS = np.array([[-1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]], dtype=np.float64)
+    burst = np.zeros(1, dtype=np.int64)
+    t0 = time.perf_counter()
+    # Run in slices so a progress callback can report; the loop state carries over. The
+    # slicing does not depend on the callback, so results are the same with or without it.
+    slices = max(1, min(60, int(seconds // 120)))
+    done = 0.0
+    ops = 0
+    for i in range(slices):
+        length = seconds / slices
+        ops += run(st.S, st.L, st.W, RS, vec, caches, cstate, slab_pfn, slab_ord, nslabs,
+                   POLICIES[policy], spec.pageblock_order, mo, seed * 1_000_003 + i, done, length,
+                   sc.dt, snap_every, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snap_n, rep,
+                   rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec, st.nnodes, burst, 10.0, 1)
+        done += length
+        if progress:
+            progress(done, seconds)
+    wall = time.perf_counter() - t0
+    k = int(snap_n[0])
+    snaps_t = np.arange(k) * snap_every
+    res = SimResult(sc, policy, seed, st, vec, seconds, wall, ops, rep[: int(rep_n[0])].copy(),
+                    caps[: int(cap_n[0])].copy(), cap_zs[: int(cap_n[0])].copy(), snaps_t,
+                    snaps_nr[:k].copy(), snaps_zs[:k].copy(), snaps_cnt[:k].copy(),
+                    snaps_blocks[:k].copy(), truth[: min(int(truth_n[0]), TRUTH_CAP)].copy(),
+                    int(truth_n[0]), fail_sec[: int(seconds) + 1].copy())
+    res.extra["slabs_end"] = [int(x) for x in nslabs]
+    res.extra["objects_failed"] = [int(x) for x in cstate[:, 2]] if ncache else []
+    return res

@@ -1,0 +1,392 @@
+"""Model state: zones, pageblocks, free lists, page pools; construction, checks, observation.
+
+A host is a list of zones (node, type, present and managed pages). Zones are laid out one
+after another in pfn order, each aligned to a max-order block; the pages a zone has but does
+not manage are allocated at its start as reserved. Watermarks and lowmem_reserve follow the
+kernel's defaults (``min_free_kbytes = sqrt(16 x lowmem kB)``, watermark_scale_factor 10,
+lowmem_reserve_ratio 256/256/32) unless given.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit
+
+from models.engine import (CAUSE_NAMES, COUNTER_NAMES, HIGHATOMIC, MOVABLE, MT_NAMES, NCOUNTERS,
+                           NMT, NZF, PK_ANON, PK_FREE, PK_MOVABLE, PK_RECLAIMABLE, PK_RESERVED,
+                           PK_THP, PK_UNMOVABLE, PK_PINNED, RECLAIMABLE, UNMOVABLE, Z_BOOST,
+                           Z_END, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE, Z_MANAGED, Z_NODE,
+                           Z_PRESENT, Z_START, Z_TYPE, Z_WHIGH, Z_WLOW, Z_WMIN, ZONE_DMA,
+                           ZONE_DMA32, ZONE_NAMES, ZONE_NORMAL)
+from models.pages import add_free, free_pages, mark_alloc
+from models.sim import (NPOOLS, POOL_ANON, POOL_KERNEL, POOL_PAGECACHE, POOL_PINNED, POOL_RECLAIMABLE,
+                        pool_add)
+
+GIB_PAGES = 1 << 18  # 4 KiB pages per GiB
+
+
+@dataclass
+class ZoneSpec:
+    node: int
+    type: int              # ZONE_DMA / ZONE_DMA32 / ZONE_NORMAL
+    present: int           # pages
+    managed: int           # pages
+    wmark: tuple | None = None  # (min, low, high) pages; None = kernel defaults
+
+
+@dataclass
+class HostSpec:
+    zones: list
+    pageblock_order: int = 9
+    max_order: int = 11     # NR_PAGE_ORDERS
+    min_free_kbytes: int | None = None
+    name: str = "model"
+
+    @staticmethod
+    def x86_64(mem_gib: float, nodes: int = 1, reserved_frac: float = 0.02) -> "HostSpec":
+        """A typical x86_64 layout: DMA 16 MiB, DMA32 up to 4 GiB, Normal above, per node."""
+        total = int(mem_gib * GIB_PAGES)
+        per_node = total // nodes
+        zones = []
+        for n in range(nodes):
+            left = per_node
+            if n == 0:
+                zones.append(ZoneSpec(0, ZONE_DMA, 4096, 3840))
+                left -= 4096
+                d32 = min(left, (4 << 18) - 4096 - 65536)  # below 4 GiB minus the PCI hole
+                zones.append(ZoneSpec(0, ZONE_DMA32, d32, int(d32 * (1 - reserved_frac))))
+                left -= d32
+            if left > 0:
+                zones.append(ZoneSpec(n, ZONE_NORMAL, left, int(left * (1 - reserved_frac))))
+        return HostSpec(zones)
+
+
+def default_watermarks(spec: HostSpec) -> list[tuple[int, int, int]]:
+    managed = [z.managed for z in spec.zones]
+    lowmem_kb = sum(managed) * 4
+    mfk = spec.min_free_kbytes or max(128, min(262144, int(math.isqrt(lowmem_kb * 16))))
+    pages_min = mfk // 4
+    total = sum(managed)
+    out = []
+    for z in spec.zones:
+        if z.wmark:
+            out.append(tuple(z.wmark))
+            continue
+        mn = pages_min * z.managed // total
+        gap = max(mn // 4, z.managed * 10 // 10000)
+        out.append((mn, mn + gap, mn + 2 * gap))
+    return out
+
+
+def lowmem_reserve(spec: HostSpec) -> np.ndarray:
+    ratio = {ZONE_DMA: 256, ZONE_DMA32: 256, ZONE_NORMAL: 32}
+    nz = len(spec.zones)
+    lr = np.zeros((nz, 4), dtype=np.int64)
+    for i, zi in enumerate(spec.zones):
+        for jt in range(zi.type + 1, 4):
+            tot = sum(z.managed for z in spec.zones if z.node == zi.node and zi.type < z.type <= jt)
+            lr[i, jt] = tot // ratio.get(zi.type, 32)
+    return lr
+
+
+@njit(cache=True)
+def _init_free(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, pbo, max_order):
+    """Every managed page free as the largest aligned buddies; unmanaged pages reserved."""
+    per = 1 << pbo
+    for z in range(zs.shape[0]):
+        start = zs[z, Z_START]
+        end = zs[z, Z_END]
+        reserved = zs[z, Z_PRESENT] - zs[z, Z_MANAGED]
+        for b in range(start >> pbo, end >> pbo):
+            bfree[b] = 0
+            bmov[b] = 0
+        p = start
+        first_free = start + reserved
+        while p < first_free:
+            pkind[p] = PK_RESERVED
+            p += 1
+        # reserved pages live in unmovable blocks
+        for b in range(start >> pbo, (first_free + per - 1) >> pbo):
+            bmt[b] = UNMOVABLE
+        p = first_free
+        while p < end:
+            o = max_order - 1
+            while o > 0 and ((p & ((1 << o) - 1)) != 0 or p + (1 << o) > end):
+                o -= 1
+            for q in range(p, p + (1 << o)):
+                pkind[q] = PK_FREE
+            if o <= pbo:
+                bfree[p >> pbo] += 1 << o
+            else:
+                for b in range(p >> pbo, (p + (1 << o)) >> pbo):
+                    bfree[b] += per
+            add_free(zs, nr_free, heads, nxt, prv, forder, bmt, z, p, o, pbo)
+            p += 1 << o
+
+
+class State:
+    """All arrays of one simulated host."""
+
+    def __init__(self, spec: HostSpec):
+        self.spec = spec
+        pbo, max_order = spec.pageblock_order, spec.max_order
+        align = 1 << (max_order - 1)
+        nz = len(spec.zones)
+        self.zs = np.zeros((nz, NZF), dtype=np.int64)
+        pfn = 0
+        wm = default_watermarks(spec)
+        for i, z in enumerate(spec.zones):
+            present = (z.present + align - 1) // align * align
+            self.zs[i, Z_START] = pfn
+            self.zs[i, Z_END] = pfn + present
+            self.zs[i, Z_PRESENT] = present
+            self.zs[i, Z_MANAGED] = min(z.managed + (present - z.present), present)
+            self.zs[i, Z_TYPE] = z.type
+            self.zs[i, Z_NODE] = z.node
+            self.zs[i, Z_WMIN], self.zs[i, Z_WLOW], self.zs[i, Z_WHIGH] = wm[i]
+            pfn += present
+        self.npages = pfn
+        self.nblocks = pfn >> pbo
+        self.nr_free = np.zeros((nz, max_order, NMT), dtype=np.int64)
+        self.heads = np.full((nz, max_order, NMT), -1, dtype=np.int64)
+        self.nxt = np.full(pfn, -1, dtype=np.int32)
+        self.prv = np.full(pfn, -1, dtype=np.int32)
+        self.forder = np.full(pfn, -1, dtype=np.int8)
+        self.pkind = np.zeros(pfn, dtype=np.int8)
+        self.bmt = np.full(self.nblocks, MOVABLE, dtype=np.int8)
+        self.bfree = np.zeros(self.nblocks, dtype=np.int32)
+        self.bmov = np.zeros(self.nblocks, dtype=np.int32)
+        self.lowmem = lowmem_reserve(spec)
+        self.counters = np.zeros(NCOUNTERS, dtype=np.int64)
+        self.pool_pfn = np.zeros((NPOOLS, pfn), dtype=np.int32)
+        self.pool_n = np.zeros(NPOOLS, dtype=np.int64)
+        self.ppos = np.full(pfn, -1, dtype=np.int32)
+        self.ppool = np.full(pfn, -1, dtype=np.int8)
+        self.W = np.full((max(z.node for z in spec.zones) + 1, 2), -1, dtype=np.int64)
+        _init_free(self.zs, self.nr_free, self.heads, self.nxt, self.prv, self.forder, self.bmt,
+                   self.pkind, self.bfree, self.bmov, pbo, max_order)
+
+    @property
+    def S(self):
+        return (self.zs, self.nr_free, self.heads, self.nxt, self.prv, self.forder, self.bmt,
+                self.pkind, self.bfree, self.bmov, self.lowmem, self.counters)
+
+    @property
+    def L(self):
+        return (self.pool_pfn, self.pool_n, self.ppos, self.ppool)
+
+    @property
+    def nnodes(self) -> int:
+        return self.W.shape[0]
+
+    def fragment(self, seed: int, unmovable_frac: float, reclaimable_frac: float,
+                 free_frac: float, pinned_per_block: int = 0, zones=None,
+                 cluster: float = 0.0, pinned_frac: float = 1.0, anon_share: float = 0.0) -> None:
+        """Build a fragmented steady state directly: label a share of blocks unmovable and
+        reclaimable and fill them, fill the rest with page cache, then free a random
+        ``free_frac`` of the page-cache pages (scattered holes, so no pageblock is wholly
+        free). ``pinned_per_block`` unmovable pages in a ``pinned_frac`` share of the movable
+        blocks (mlocked pages, or old steals) pin those blocks against compaction.
+        """
+        zs_idx = np.array([i for i in range(len(self.spec.zones))
+                           if zones is None or self.spec.zones[i].type in zones], dtype=np.int64)
+        _fragment(*self.S, *self.L, zs_idx, seed, unmovable_frac, reclaimable_frac, free_frac,
+                  pinned_per_block, self.spec.pageblock_order, self.spec.max_order, cluster,
+                  pinned_frac, anon_share)
+
+    # -- observation ---------------------------------------------------------------------------
+    def block_counts(self) -> np.ndarray:
+        pbo = self.spec.pageblock_order
+        out = np.zeros((len(self.spec.zones), NMT), dtype=np.int64)
+        for z in range(len(self.spec.zones)):
+            b0, b1 = self.zs[z, Z_START] >> pbo, self.zs[z, Z_END] >> pbo
+            out[z] = np.bincount(self.bmt[b0:b1], minlength=NMT)[:NMT]
+        return out
+
+    def free_mb_by_migratetype(self) -> dict:
+        pages = (self.nr_free * (1 << np.arange(self.spec.max_order))[None, :, None]).sum(axis=(0, 1))
+        return {MT_NAMES[m]: round(float(pages[m]) * 4096 / 2**20, 1) for m in range(NMT)
+                if m < 4 or pages[m]}
+
+    def free_pageblocks(self) -> int:
+        return int(self.zs[:, Z_FREE_BLOCKS].sum() >> self.spec.pageblock_order)
+
+    def counters_dict(self) -> dict:
+        return {n: int(self.counters[i]) for i, n in enumerate(COUNTER_NAMES)}
+
+    def check(self) -> list[str]:
+        """Invariants: pages conserved, no buddies left unmerged, lists match labels, counters
+        match recounts. Returns problems (empty = consistent)."""
+        return check_state(self)
+
+
+@njit(cache=True)
+def _fragment(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters,
+              pool_pfn, pool_n, ppos, ppool, zidx, seed, unmov_frac, recl_frac, free_frac,
+              pinned_per_block, pbo, max_order, cluster, pinned_frac, anon_share):
+    np.random.seed(seed)
+    per = 1 << pbo
+    L = (pool_pfn, pool_n, ppos, ppool)
+    for zi in range(zidx.shape[0]):
+        z = zidx[zi]
+        start = zs[z, Z_START]
+        end = zs[z, Z_END]
+        # take every free page off the lists
+        for o in range(max_order):
+            for mt in range(nr_free.shape[2]):
+                heads[z, o, mt] = -1
+                nr_free[z, o, mt] = 0
+        zs[z, Z_FREE] = 0
+        zs[z, Z_FREE_BLOCKS] = 0
+        zs[z, Z_HA_FREE] = 0
+        for p in range(start, end):
+            forder[p] = -1
+        b0 = start >> pbo
+        b1 = end >> pbo
+        for b in range(b0, b1):
+            base = b << pbo
+            if pkind[base] == PK_RESERVED:
+                # a block holding reserved pages is an unmovable block; fill its other pages
+                bmt[b] = UNMOVABLE
+                bfree[b] = 0
+                bmov[b] = 0
+                for p in range(base, base + per):
+                    if pkind[p] != PK_RESERVED:
+                        pkind[p] = PK_UNMOVABLE
+                        pool_add(L, POOL_KERNEL, p)
+                continue
+            r = np.random.random()
+            if r < unmov_frac:
+                mt = UNMOVABLE
+                kind = PK_UNMOVABLE
+                pool = POOL_KERNEL
+            elif r < unmov_frac + recl_frac:
+                mt = RECLAIMABLE
+                kind = PK_RECLAIMABLE
+                pool = POOL_RECLAIMABLE
+            else:
+                mt = MOVABLE
+                kind = PK_MOVABLE
+                pool = POOL_PAGECACHE
+            bmt[b] = mt
+            bfree[b] = 0
+            bmov[b] = 0
+            npin = pinned_per_block if np.random.random() < pinned_frac else 0
+            off = np.random.randint(0, per)
+            for p in range(base, base + per):
+                if pkind[p] == PK_RESERVED:
+                    continue
+                k = kind
+                pl = pool
+                if mt == MOVABLE and ((p - base - off) % per) < npin:
+                    k = PK_PINNED
+                    pl = POOL_PINNED
+                elif mt == MOVABLE and anon_share > 0 and np.random.random() < anon_share:
+                    k = PK_ANON
+                    pl = POOL_ANON
+                pkind[p] = k
+                if k == PK_MOVABLE or k == PK_ANON:
+                    bmov[b] += 1
+                pool_add(L, pl, p)
+        # scatter frees among page-cache pages
+        n = pool_n[POOL_PAGECACHE]
+        target = int(n * free_frac)
+        done = 0
+        tries = 0
+        while done < target and tries < 4 * target + 100:
+            tries += 1
+            i = np.random.randint(0, pool_n[POOL_PAGECACHE])
+            pfn = pool_pfn[POOL_PAGECACHE, i]
+            if pfn < start or pfn >= end:
+                continue
+            # cluster > 0 frees whole aligned runs (bigger holes), still inside one block
+            run = 1
+            if cluster > 0 and np.random.random() < cluster:
+                run = 1 << np.random.randint(1, pbo - 1)
+                pfn = pfn & ~(run - 1)
+            for q in range(pfn, pfn + run):
+                if pkind[q] == PK_MOVABLE and ppool[q] == POOL_PAGECACHE:
+                    from_i = ppos[q]
+                    last = pool_n[POOL_PAGECACHE] - 1
+                    lp = pool_pfn[POOL_PAGECACHE, last]
+                    pool_pfn[POOL_PAGECACHE, from_i] = lp
+                    ppos[lp] = from_i
+                    pool_n[POOL_PAGECACHE] = last
+                    ppos[q] = -1
+                    ppool[q] = -1
+                    free_pages(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z,
+                               q, 0, pbo, max_order)
+                    done += 1
+
+
+def check_state(st: State) -> list[str]:
+    problems = []
+    pbo, mo = st.spec.pageblock_order, st.spec.max_order
+    free_pages_tot = 0
+    nr = np.zeros_like(st.nr_free)
+    for z in range(len(st.spec.zones)):
+        for o in range(mo):
+            for mt in range(NMT):
+                p = st.heads[z, o, mt]
+                seen = 0
+                prev = -1
+                while p >= 0:
+                    if st.forder[p] != o:
+                        problems.append(f"zone {z} list o{o} mt{mt}: page {p} has order {st.forder[p]}")
+                        break
+                    if st.bmt[p >> pbo] != mt:
+                        problems.append(f"zone {z}: page {p} on list {MT_NAMES[mt]} in a "
+                                        f"{MT_NAMES[st.bmt[p >> pbo]]} block")
+                    if st.prv[p] != prev:
+                        problems.append(f"zone {z}: broken prev link at {p}")
+                        break
+                    seen += 1
+                    prev = p
+                    p = st.nxt[p]
+                    if seen > st.npages:
+                        problems.append("list cycle")
+                        break
+                nr[z, o, mt] = seen
+                free_pages_tot += seen << o
+    if not np.array_equal(nr, st.nr_free):
+        problems.append("nr_free counters differ from list lengths")
+    heads_pfn = np.nonzero(st.forder >= 0)[0]
+    covered = np.zeros(st.npages, dtype=bool)
+    for p in heads_pfn:
+        o = int(st.forder[p])
+        if p & ((1 << o) - 1):
+            problems.append(f"free buddy {p} order {o} not aligned")
+        covered[p:p + (1 << o)] = True
+        if o < mo - 1:
+            buddy = p ^ (1 << o)
+            z = int(np.searchsorted(st.zs[:, Z_END], p, side="right"))
+            if st.zs[z, Z_START] <= buddy < st.zs[z, Z_END] and st.forder[buddy] == o:
+                mt_a, mt_b = st.bmt[p >> pbo], st.bmt[buddy >> pbo]
+                if o < pbo or (mt_a == mt_b) or (mt_a <= RECLAIMABLE and mt_b <= RECLAIMABLE):
+                    problems.append(f"free buddies {p} and {buddy} of order {o} not merged")
+    if covered.sum() != free_pages_tot:
+        problems.append("free buddies overlap")
+    if np.any(covered != (st.pkind == PK_FREE)):
+        problems.append("page kinds disagree with free buddies")
+    if int(st.zs[:, Z_FREE].sum()) != free_pages_tot:
+        problems.append(f"zone free {int(st.zs[:, Z_FREE].sum())} != recount {free_pages_tot}")
+    allocated = int((st.pkind != PK_FREE).sum())
+    if allocated + free_pages_tot != st.npages:
+        problems.append("pages not conserved")
+    fb = sum(1 << int(st.forder[p]) for p in heads_pfn if st.forder[p] >= pbo)
+    if fb != int(st.zs[:, Z_FREE_BLOCKS].sum()):
+        problems.append("nr_free_pages_blocks differs from recount")
+    per = 1 << pbo
+    bf = covered.reshape(-1, per).sum(axis=1) if st.npages % per == 0 else None
+    if bf is not None and not np.array_equal(bf, st.bfree):
+        problems.append("per-block free counts differ from recount")
+    movable = np.isin(st.pkind, [PK_MOVABLE, PK_ANON, PK_THP])
+    if st.npages % per == 0 and not np.array_equal(movable.reshape(-1, per).sum(axis=1), st.bmov):
+        problems.append("per-block movable counts differ from recount")
+    pools = int(st.pool_n.sum())
+    in_pool = int((st.ppool >= 0).sum())
+    if pools != in_pool:
+        problems.append(f"pool sizes {pools} != pages marked in pools {in_pool}")
+    return problems
