@@ -188,7 +188,6 @@ def compact(S, L, z, budget, pbo, max_order, cursor, direct):
     freed = 0
     b = max(cursor, b0)
     scanned = 0
-    free_cursor = zs[z, Z_END] - 1
     nb = b1 - b0
     while migrated < budget and scanned < nb:
         if b >= b1:
@@ -208,25 +207,27 @@ def compact(S, L, z, budget, pbo, max_order, cursor, direct):
                 p += 1 << o
                 continue
             k = pkind[p]
-            if k == PK_THP:
-                # a THP is migrated as a unit: skip the block (too expensive to model)
+            if k == PK_FREE:
+                p += 1  # inside a buddy that merged after an earlier migration
+                continue
+            if k != PK_MOVABLE and k != PK_ANON:
+                # THPs move as a unit and everything else cannot move: skip the block
                 ok = False
                 break
-            # destination: the highest free order-0-able page outside block b
+            # destination: the smallest free movable buddy outside block b (the free scanner
+            # takes isolated free pages; holes elsewhere are filled first)
             dest = -1
-            while free_cursor > base + per:
-                q = free_cursor
-                # find the head of the free buddy covering q, if any
-                found = -1
-                for oo in range(max_order):
-                    h = q & ~((1 << oo) - 1)
-                    if forder[h] >= oo:
-                        found = h
+            for oo in range(max_order):
+                h = heads[z, oo, MOVABLE]
+                tries = 0
+                while h >= 0 and tries < 4:
+                    if (h >> pbo) != b:
+                        dest = h
                         break
-                if found >= 0 and bmt[found >> pbo] == MOVABLE:
-                    dest = found
+                    h = nxt[h]
+                    tries += 1
+                if dest >= 0:
                     break
-                free_cursor -= 1
             if dest < 0:
                 ok = False
                 break
@@ -248,8 +249,6 @@ def compact(S, L, z, budget, pbo, max_order, cursor, direct):
                 break
         if not ok:
             b += 1
-            if dest_exhausted(free_cursor, base, per):
-                break
             continue
         if bfree[b] == per:
             freed += 1
