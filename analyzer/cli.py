@@ -158,6 +158,11 @@ def collect(
         [{"field": k, "value": v} for k, v in meta.items()], fmt))
 
 
+from analyzer import model_cli  # noqa: E402
+
+app.add_typer(model_cli.app, name="model")
+
+
 def main() -> None:
     app()
 

@@ -121,11 +121,11 @@ def lab() -> Scenario:
     return Scenario(
         "lab", lab.__doc__, spec,
         _p(net_rate=7000.0, net_burst_mult=1.0, net_obj_life_s=10.0, kswapd_rate=0.0,
-           kcompactd_rate=0.0),
+           kcompactd_rate=0.0, net_start_s=44.9, net_stop_s=84.9),
         [Cache("skbuff_head_cache", 256, 0, 0)],
         dict(unmovable_frac=0.0, reclaimable_frac=0.0, free_frac=0.94, pinned_per_block=1,
              pinned_frac=1.0, zones=None, cluster=0.3),
-        hours=60 / 3600, dt=0.005, snap_every_s=10.0,
+        hours=90 / 3600, dt=0.005, snap_every_s=10.0,
         kernel_release={"legacy": "6.16.3+deb13-amd64", "defrag": "6.16.3+deb13-amd64",
                         "defrag-fixed": "7.2.6+deb13-amd64"},
         comm="pingflood", corroborate_icmp=True)

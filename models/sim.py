@@ -42,11 +42,11 @@ PARAMS = ("net_rate", "net_burst_mult", "net_burst_frac", "net_burst_len_s", "ne
           "kernel_rate", "kernel_life_s", "reclaimable_rate", "reclaimable_life_s",
           "pagecache_rate", "pagecache_life_s", "anon_rate", "anon_life_s", "thp_rate",
           "thp_life_s", "kswapd_rate", "kcompactd_rate", "atomic_page_rate",
-          "atomic_high_rate", "atomic_high_order")
+          "atomic_high_rate", "atomic_high_order", "net_start_s", "net_stop_s")
 P_IDX = {n: i for i, n in enumerate(PARAMS)}
 (P_NET, P_BMULT, P_BFRAC, P_BLEN, P_NLIFE, P_KRATE, P_KLIFE, P_RRATE, P_RLIFE, P_PCRATE, P_PCLIFE,
  P_ARATE, P_ALIFE, P_THPRATE, P_THPLIFE, P_KSWAPD, P_KCOMPACTD, P_ATOMPG, P_ATOMHI,
- P_ATOMHI_ORDER) = range(len(PARAMS))
+ P_ATOMHI_ORDER, P_NSTART, P_NSTOP) = range(len(PARAMS))
 
 # Report kinds in the event log.
 R_SLUB, R_WARN, R_SUPP_SLUB, R_SUPP_WARN = 0, 1, 2, 3
@@ -476,6 +476,8 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                 if np.random.random() < dt / max(off_len, dt):
                     burst_state[0] = 1
         mult = P[P_BMULT] if burst_state[0] == 1 else 1.0
+        if t < P[P_NSTART] or (P[P_NSTOP] > 0 and t >= P[P_NSTOP]):
+            mult = 0.0  # network load is off outside its window
         # -- page workloads: (pool, rate, life, gfp, kind, order)
         for w in range(7):
             order = 0

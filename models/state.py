@@ -255,17 +255,19 @@ def _fragment(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, low
                 for p in range(base, base + per):
                     if pkind[p] != PK_RESERVED:
                         pkind[p] = PK_UNMOVABLE
-                        pool_add(L, POOL_KERNEL, p)
+                        pool_add(L, POOL_PINNED, p)
                 continue
             r = np.random.random()
+            # Long-lived kernel memory goes to the static pool: the kernel/reclaimable
+            # workloads churn only what they allocate themselves.
             if r < unmov_frac:
                 mt = UNMOVABLE
                 kind = PK_UNMOVABLE
-                pool = POOL_KERNEL
+                pool = POOL_PINNED
             elif r < unmov_frac + recl_frac:
                 mt = RECLAIMABLE
                 kind = PK_RECLAIMABLE
-                pool = POOL_RECLAIMABLE
+                pool = POOL_PINNED
             else:
                 mt = MOVABLE
                 kind = PK_MOVABLE
