@@ -1,14 +1,17 @@
 PY ?= python3
 PIP ?= $(PY) -m pip
+OUT ?= out
 
 .PHONY: install demo test test-fast bench clean
 
 install:
 	$(PIP) install -q -e '.[dev]'
 
+# Triage the real defrag_mode bailout capture: HTML report and plots under out/, verdict printed.
 demo: install
-	$(PY) -m analyzer.cli parse sample_logs/lab-6.16.3-defrag1 --format table
-	$(PY) -m analyzer.cli proc sample_logs/lab-6.16.3-defrag1/snapshots/20261125T200043Z/pagetypeinfo --format table
+	$(PY) -m analyzer.cli triage sample_logs/lab-6.16.3-defrag1 --format html \
+		--output $(OUT)/lab-6.16.3-defrag1.html --plots $(OUT)/plots
+	@echo "report: $(OUT)/lab-6.16.3-defrag1.html"
 
 test: install
 	$(PY) -m pytest -q
@@ -20,4 +23,4 @@ bench: install
 	$(PY) bench/run.py
 
 clean:
-	rm -rf out .bench .pytest_cache .hypothesis
+	rm -rf $(OUT) .bench .pytest_cache .hypothesis

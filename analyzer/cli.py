@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from analyzer.output import (Format, dumps, emit, err, handle_errors, json_array, rows_text,
+from analyzer.output import (Format, ReportFormat, dumps, emit, err, handle_errors, json_array, rows_text,
                              stream_json, table_text)
 
 app = typer.Typer(
@@ -156,6 +156,53 @@ def collect(
                progress=lambda n: err(f"snapshot {n} written"))
     emit(dumps(meta) if fmt == Format.json else rows_text(
         [{"field": k, "value": v} for k, v in meta.items()], fmt))
+
+
+@app.command()
+@handle_errors
+def triage(
+    path: Annotated[str, typer.Argument(help="A bundle (directory, tarball, sosreport) or a kernel log.")],
+    fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="Report format.")] = ReportFormat.table,
+    output: OutputOpt = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Also write the plots (PNG and SVG) here.")] = None,
+    fixed_in: Annotated[Optional[list[str]], typer.Option("--fixed-in", help="A kernel release "
+                        "(prefix) known to carry the fix; repeatable.")] = None,
+):
+    """Per-host report: which allocations failed, how many really, and why.
+
+    Example:
+
+        mmtriage triage sample_logs/lab-6.16.3-defrag1 --format html --output out/report.html
+        mmtriage triage /var/log/kern.log --format json | jq .attribution
+    """
+    from analyzer.attribution import attribute
+    from analyzer import report as rp
+    from parsers.bundle import load
+    with load(path) as b:
+        doc = attribute(b, fixed_in)
+        images = {}
+        if fmt in (ReportFormat.html, ReportFormat.markdown) or plots is not None:
+            outdir = plots
+            if fmt == ReportFormat.markdown and output is not None and outdir is None:
+                outdir = Path(output).parent
+            images = rp.plots(doc, b, outdir)
+    if fmt == ReportFormat.json:
+        stream_json(_triage_doc(doc), output)
+    elif fmt == ReportFormat.markdown:
+        emit(rp.markdown(doc, {k: v for k, v in images.items() if k.endswith(".png")}), output)
+    elif fmt == ReportFormat.html:
+        emit(rp.html_report(doc, images), output)
+    else:
+        emit(rp.table(doc), output)
+    err(doc["verdict"])
+
+
+def _triage_doc(doc):
+    head = {k: v for k, v in doc.items() if k not in ("events", "suppressions")}
+    text = dumps(head, None)
+    yield text[:-1] + ', "events": '
+    yield from json_array(doc["events"])
+    yield "}"
 
 
 from analyzer import model_cli  # noqa: E402

@@ -65,7 +65,7 @@ def seed_skbuff() -> Scenario:
         "seed-skbuff", seed_skbuff.__doc__, HostSpec.x86_64(64),
         _p(net_rate=60000.0, net_burst_mult=12.0, net_burst_frac=0.08, net_burst_len_s=1.5,
            net_obj_life_s=0.08, kernel_rate=300.0, kernel_life_s=600.0, pagecache_rate=3000.0,
-           pagecache_life_s=0.0, anon_rate=500.0, anon_life_s=300.0, kswapd_rate=4000.0,
+           pagecache_life_s=3600.0, anon_rate=500.0, anon_life_s=300.0, kswapd_rate=4000.0,
            kcompactd_rate=1500.0),
         [Cache("skbuff_head_cache", 256, 1, 0)],
         dict(unmovable_frac=0.05, reclaimable_frac=0.02, free_frac=0.235, pinned_per_block=1,

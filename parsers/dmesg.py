@@ -507,6 +507,9 @@ class LogParser:
                 return
         if rec.closed_meminfo:
             return
+        if not rec.meminfo and ("slab_alloc" in text or "allocate_slab" in text or
+                                "new_slab" in text):
+            ev["slab_page"] = True  # the failed pages were for a SLUB slab (stack frame)
         if not rec.meminfo:
             if _MEMINFO.match(text):
                 rec.meminfo = True
