@@ -125,6 +125,17 @@ def _decide(obs: Observed, order: int, gfp: int, policy: int, can_direct: bool):
     return cause, would, flags
 
 
+def _tight(obs: Observed, gfp: int) -> bool:
+    highest = E.gfp_zone(gfp)
+    for i in range(obs.zs.shape[0]):
+        if obs.zs[i, E.Z_TYPE] > highest:
+            continue
+        high = int(E.wmark_pages(obs.zs, i, E.ALLOC_WMARK_HIGH))
+        if obs.zs[i, E.Z_FREE] - obs.lowmem[i, min(highest, 3)] > high:
+            return False
+    return True
+
+
 def _evidence(obs: Observed, order: int, gfp: int, flags: int) -> dict:
     mt = E.gfp_migratetype(gfp)
     pbo = obs.pageblock_order
@@ -241,7 +252,13 @@ def attribute(bundle, fixed_in=None) -> dict:
             continue
         code, would, flags = _decide(obs, order, gfp, facts.policy, can_direct)
         cause = E.CAUSE_NAMES[code] if code != E.CAUSE_NONE else "unknown"
-        if cause == "unknown":
+        if cause == "unknown" and not src.startswith("own") and _tight(obs, gfp):
+            # A borrowed state taken under memory pressure: free was within the unreduced
+            # high watermark, and it moves fast there. Low memory, with less confidence.
+            cause = "low_memory"
+            conf = min(conf, 0.5)
+            missing.append("the borrowed state is just above this request's watermark")
+        elif cause == "unknown":
             missing.append("the observed state lets this request through: the state moved "
                            "between the failure and the observation")
         if cause == "defrag_nofragment_bailout" and facts.policy == E.LEGACY:

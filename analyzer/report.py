@@ -70,7 +70,8 @@ def plots(doc: dict, bundle, outdir: Path | None = None, fmt: str = "png") -> di
             ax2.legend(loc="upper left", fontsize=8)
         ax.set_xlabel("seconds since boot")
         ax.set_ylabel("printed reports per bin")
-        ax.legend(loc="upper right", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no failures with a timestamp", ha="center", va="center",
                 transform=ax.transAxes)

@@ -111,7 +111,7 @@ def dmesg_lines(res: SimResult, release: str) -> list[str]:
     order = np.argsort(rep[:, 0], kind="stable")
     comm = sc.comm
     for i in order:
-        t, kind, a, b, c = rep[i]
+        t, kind, a, b, c, cache_id = rep[i]
         kind = int(kind)
         s = _stamp(t)
         if kind == R_SUPP_SLUB:
@@ -138,10 +138,15 @@ def dmesg_lines(res: SimResult, release: str) -> list[str]:
             out.append(f"{s} Hardware name: mmtriage model (synthetic)")
             out.append(f"{s} Call Trace:")
             out.append(f"{s}  <IRQ>")
-            for fr in ("dump_stack_lvl+0x5d/0x80", "warn_alloc+0x162/0x190",
-                       "__alloc_pages_slowpath.constprop.0+0x912/0xdd0",
-                       "__alloc_frozen_pages_noprof+0x307/0x320", "allocate_slab+0x34c/0x410",
-                       "___slab_alloc+0x7ba/0xcb0", "__alloc_skb+0x148/0x1a0"):
+            frames = ["dump_stack_lvl+0x5d/0x80", "warn_alloc+0x162/0x190",
+                      "__alloc_pages_slowpath.constprop.0+0x912/0xdd0",
+                      "__alloc_frozen_pages_noprof+0x307/0x320"]
+            if cache_id >= 0:
+                frames += ["allocate_slab+0x34c/0x410", "___slab_alloc+0x7ba/0xcb0",
+                           "__alloc_skb+0x148/0x1a0"]
+            else:
+                frames += ["page_frag_alloc_align+0x10c/0x1a0", "__napi_alloc_skb+0x6e/0x140"]
+            for fr in frames:
                 out.append(f"{s}  {fr}")
             out.append(f"{s}  </IRQ>")
             if 0 <= ci < len(res.captures_nr):

@@ -51,10 +51,14 @@ def _p(**kw) -> dict:
 RELEASES = {"legacy": "6.16.3-model", "defrag": "6.16.3-model", "defrag-fixed": "7.2.6-model"}
 
 
-def get(name: str) -> Scenario:
+def get(name: str, mem_gib: float | None = None) -> Scenario:
+    """A scenario by name; ``mem_gib`` resizes its host (tests use small ones)."""
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
-    return SCENARIOS[name]()
+    sc = SCENARIOS[name]()
+    if mem_gib is not None:
+        sc.host = HostSpec.x86_64(mem_gib)
+    return sc
 
 
 def seed_skbuff() -> Scenario:

@@ -360,6 +360,7 @@ def ratelimit(RS, k, t, interval, burst, n, rep, rep_n, cache_id):
                 rep[i, 2] = RS[k, RL_MISSED]
                 rep[i, 3] = cache_id
                 rep[i, 4] = -1
+                rep[i, 5] = cache_id
                 rep_n[0] = i + 1
             RS[k, RL_MISSED] = 0
         RS[k, RL_BEGIN] = t
@@ -374,7 +375,7 @@ def ratelimit(RS, k, t, interval, burst, n, rep, rep_n, cache_id):
 
 
 @njit(cache=True)
-def _record(rep, rep_n, t, kind, a, b, c):
+def _record(rep, rep_n, t, kind, a, b, c, cache_id):
     i = rep_n[0]
     if i < rep.shape[0]:
         rep[i, 0] = t
@@ -382,6 +383,7 @@ def _record(rep, rep_n, t, kind, a, b, c):
         rep[i, 2] = a
         rep[i, 3] = b
         rep[i, 4] = c
+        rep[i, 5] = cache_id
         rep_n[0] = i + 1
 
 
@@ -529,7 +531,7 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                         if ratelimit(RS, 1, tk, ratelimit_warn_interval, ratelimit_warn_burst, 1,
                                      rep, rep_n, -1):
                             ci = _capture(S, caps, cap_zs, cap_n)
-                            _record(rep, rep_n, tk, R_WARN, order, gfp, ci)
+                            _record(rep, rep_n, tk, R_WARN, order, gfp, ci, -1)
                 break
         # -- SLUB caches (network objects)
         for c in range(ncache):
@@ -593,10 +595,10 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                         if ratelimit(RS, 1, tj, ratelimit_warn_interval, ratelimit_warn_burst, 1,
                                      rep, rep_n, c):
                             ci = _capture(S, caps, cap_zs, cap_n)
-                            _record(rep, rep_n, tj, R_WARN, caches[c, 2], gfp | GFP_COMP, ci)
+                            _record(rep, rep_n, tj, R_WARN, caches[c, 2], gfp | GFP_COMP, ci, c)
                         # then slab_out_of_memory (10 per 5 s, shared by all caches)
                         if ratelimit(RS, 0, tj, 5.0, 10, 1, rep, rep_n, c):
-                            _record(rep, rep_n, tj, R_SLUB, c, gfp, nslabs[c])
+                            _record(rep, rep_n, tj, R_SLUB, c, gfp, nslabs[c], c)
         # -- kswapd and kcompactd, per node
         for nd in range(nnodes):
             if W[nd, 0] >= 0:

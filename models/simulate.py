@@ -28,7 +28,7 @@ class SimResult:
     seconds: float
     wall_s: float
     ops: int
-    reports: np.ndarray          # [t, kind, a, b, c]
+    reports: np.ndarray          # [t, kind, a, b, c, cache (-1: not a slab)]
     captures_nr: np.ndarray      # nr_free at each printed warn_alloc
     captures_zs: np.ndarray
     snaps_t: np.ndarray
@@ -131,7 +131,7 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
     snaps_cnt = np.zeros((nsnap, NCOUNTERS), dtype=np.int64)
     snaps_blocks = np.zeros((nsnap, nz, NMT), dtype=np.int64)
     snap_n = np.zeros(1, dtype=np.int64)
-    rep = np.zeros((REPORT_CAP, 5), dtype=np.float64)
+    rep = np.zeros((REPORT_CAP, 6), dtype=np.float64)
     rep_n = np.zeros(1, dtype=np.int64)
     caps = np.zeros((CAPTURE_CAP, nz, mo, NMT), dtype=np.int64)
     cap_zs = np.zeros((CAPTURE_CAP, nz, NZF), dtype=np.int64)
