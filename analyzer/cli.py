@@ -208,6 +208,9 @@ def _triage_doc(doc):
 from analyzer import model_cli  # noqa: E402
 
 app.add_typer(model_cli.app, name="model")
+from analyzer import fleet_cli  # noqa: E402
+
+app.add_typer(fleet_cli.app, name="fleet")
 
 
 def main() -> None:
