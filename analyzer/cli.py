@@ -205,6 +205,46 @@ def _triage_doc(doc):
     yield "}"
 
 
+@app.command()
+@handle_errors
+def validate(
+    before: Annotated[str, typer.Option(help="Bundle (or log) from before the change.")],
+    after: Annotated[str, typer.Option(help="Bundle (or log) from after the change.")],
+    fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="Report format.")] = ReportFormat.table,
+    output: OutputOpt = None,
+    fixed_in: Annotated[Optional[list[str]], typer.Option("--fixed-in", help="A kernel release "
+                        "(prefix) known to carry the fix; repeatable.")] = None,
+):
+    """Did the change (a fixed kernel, or defrag_mode=0) fix the host? Exit 0 fixed, 3 not
+    fixed, 4 inconclusive, 1 error.
+
+    Example:
+
+        mmtriage validate --before bundle-week1 --after bundle-week2 && echo rollout ok
+    """
+    from analyzer.validate import EXIT, validate as run
+    from parsers.bundle import load
+    with load(before) as b, load(after) as a:
+        doc = run(b, a, fixed_in)
+    if fmt == ReportFormat.json:
+        emit(dumps(doc), output)
+    else:
+        lines = [f"verdict: {doc['verdict'].upper()}"] + [f"- {r}" for r in doc["reasons"]]
+        for side in ("before", "after"):
+            w = doc[side]
+            lines.append(f"{side}: {w['host']} kernel {w['kernel_release']['value']} defrag_mode "
+                         f"{w['defrag_mode'].get('value')} | {w['hours']:.3g} h | printed "
+                         f"{w['printed']:,} suppressed {w['suppressed']:,} estimated "
+                         f"{w['estimated']:,} (target {w['target_estimated']:,}) | exposure "
+                         f"{w['exposure']['intervals_exposed']}/{w['exposure']['intervals_known']}")
+        text = "\n".join(lines) + "\n"
+        if fmt == ReportFormat.html:
+            import html as _h
+            text = "<!doctype html><html><body><pre>" + _h.escape(text) + "</pre></body></html>"
+        emit(text, output)
+    raise typer.Exit(EXIT[doc["verdict"]])
+
+
 from analyzer import model_cli  # noqa: E402
 
 app.add_typer(model_cli.app, name="model")

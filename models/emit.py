@@ -21,7 +21,7 @@ import numpy as np
 
 from models.engine import (CAUSE_NAMES, C_ALLOCSTALL, C_COMPACT_DAEMON_MIGRATE, C_COMPACT_FAIL,
                            C_COMPACT_MIGRATE, C_COMPACT_STALL, C_COMPACT_SUCCESS, C_KCOMPACTD_WAKE,
-                           C_KSWAPD_WAKE, C_PAGEOUTRUN, C_PGALLOC, C_PGFREE, C_PGSCAN_DIRECT,
+                           C_KSWAPD_WAKE, C_NET_DEMAND, C_PAGEOUTRUN, C_PGALLOC, C_PGFREE, C_PGSCAN_DIRECT,
                            C_PGSCAN_KSWAPD, C_PGSTEAL_DIRECT, C_PGSTEAL_KSWAPD,
                            C_THP_FAULT_ALLOC, C_THP_FAULT_FALLBACK, MT_LETTERS, MT_NAMES, NMT,
                            Z_BOOST, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE, Z_HA_RESERVED, Z_MANAGED,
@@ -235,13 +235,13 @@ def _meminfo(res: SimResult, k: int) -> str:
             f"MemAvailable:   {free:8d} kB\nBuffers:               0 kB\nCached:                0 kB\n")
 
 
-def _net_snmp(out_errors: int) -> str:
+def _net_snmp(out_errors: int, out_msgs: int) -> str:
     return ("Icmp: InMsgs InErrors InCsumErrors InDestUnreachs InTimeExcds InParmProbs InSrcQuenchs "
             "InRedirects InEchos InEchoReps InTimestamps InTimestampReps InAddrMasks InAddrMaskReps "
             "OutMsgs OutErrors OutRateLimitGlobal OutRateLimitHost OutDestUnreachs OutTimeExcds "
             "OutParmProbs OutSrcQuenchs OutRedirects OutEchos OutEchoReps OutTimestamps "
             "OutTimestampReps OutAddrMasks OutAddrMaskReps\n"
-            f"Icmp: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 {out_errors} 0 0 0 0 0 0 0 0 0 0 0 0 0\n")
+            f"Icmp: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 {out_msgs} {out_errors} 0 0 0 0 0 0 0 0 0 0 0 0 0\n")
 
 
 def emit(res: SimResult, out: Path, boot: datetime = BOOT) -> dict:
@@ -257,7 +257,7 @@ def emit(res: SimResult, out: Path, boot: datetime = BOOT) -> dict:
         (tmp / "proc/sys/vm/defrag_mode").write_text("0\n" if res.policy == "legacy" else "1\n")
         (tmp / "uname").write_text(f"Linux {sc.name} {release} #1 SMP PREEMPT_DYNAMIC x86_64 GNU/Linux\n")
         slub_fail_cum = None
-        if sc.corroborate_icmp and len(res.truth):
+        if sc.corroborate_icmp:
             slub_t = np.sort(res.truth[res.truth[:, 1] == 0, 0])
             slub_fail_cum = slub_t
         for k, t in enumerate(res.snaps_t):
@@ -270,7 +270,7 @@ def emit(res: SimResult, out: Path, boot: datetime = BOOT) -> dict:
             (d / "meminfo").write_text(_meminfo(res, k))
             if slub_fail_cum is not None:
                 n = int(np.searchsorted(slub_fail_cum, float(t), side="right"))
-                (d / "net_snmp").write_text(_net_snmp(n))
+                (d / "net_snmp").write_text(_net_snmp(n, int(res.snaps_cnt[k][C_NET_DEMAND])))
         summ = res.summary()
         meta = {
             "host": f"model-{sc.name}-{res.policy}-{res.seed}",

@@ -18,7 +18,7 @@ from numba import njit
 from models.engine import (ALLOC_CMA, ALLOC_HIGHATOMIC, ALLOC_KSWAPD, ALLOC_NOFRAGMENT,
                            ALLOC_WMARK_HIGH, ALLOC_WMARK_LOW, C_ALLOCSTALL, C_COMPACT_DAEMON_MIGRATE,
                            C_COMPACT_FAIL, C_COMPACT_MIGRATE, C_COMPACT_STALL, C_COMPACT_SUCCESS,
-                           C_FAIL_TOTAL, C_KCOMPACTD_WAKE, C_KSWAPD_WAKE, C_OPS, C_PAGEOUTRUN,
+                           C_FAIL_TOTAL, C_KCOMPACTD_WAKE, C_KSWAPD_WAKE, C_NET_DEMAND, C_OPS, C_PAGEOUTRUN,
                            C_PGALLOC, C_PGFREE, C_PGSCAN_DIRECT, C_PGSCAN_KSWAPD, C_PGSTEAL_DIRECT,
                            C_PGSTEAL_KSWAPD, C_THP_FAULT_ALLOC, C_THP_FAULT_FALLBACK, CAUSE_NONE,
                            DEFRAG_FIXED, GFP_COMP, GFP_DIRECT_RECLAIM, GFP_KSWAPD_RECLAIM,
@@ -555,6 +555,7 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
             demand = _poisson(P[P_NET] * caches[c, 5] / 1000.0 * mult * dt)
             if demand <= 0:
                 continue
+            counters[C_NET_DEMAND] += demand
             use = demand if demand < cstate[c, 0] else cstate[c, 0]
             cstate[c, 0] -= use
             cstate[c, 1] += use

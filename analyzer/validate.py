@@ -1,0 +1,214 @@
+"""Did the change fix the host? Before/after failure rates with exact Poisson intervals and a
+conditional binomial test, weighed by exposure: how much of each window the host spent where
+the bailout bites (no free pageblock, memory free in other migratetypes, atomic allocation load).
+No failures and no exposure proves nothing: that is ``inconclusive``.
+
+Counts compared are "target" failures: requests of the class that failed through the bailout
+before (cannot direct-reclaim, wake kswapd, unmovable), whatever cause they get after.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from analyzer.attribution import attribute
+from analyzer.observe import from_snapshot
+from models import engine as E
+
+P_FIXED = 0.01         # significance for "the rate went down"
+RESIDUAL_SHARE = 0.05  # after rate at most 5 % of before
+
+
+def poisson_ci(n: int, t: float, conf: float = 0.95):
+    """Exact (Garwood) interval for a Poisson rate n / t."""
+    if not t or t <= 0:
+        return None, None
+    a = 1 - conf
+    lo = 0.0 if n == 0 else stats.chi2.ppf(a / 2, 2 * n) / 2
+    hi = stats.chi2.ppf(1 - a / 2, 2 * n + 2) / 2
+    return lo / t, hi / t
+
+
+def _target(e: dict) -> bool:
+    req = e.get("evidence", {}).get("request")
+    if req:
+        return (not req["can_direct_reclaim"]) and req["kswapd_reclaim"] and \
+            e.get("evidence", {}).get("requested_type", "Unmovable") == "Unmovable"
+    flags = set(e.get("gfp_flags") or [])
+    return "__GFP_DIRECT_RECLAIM" not in flags and "__GFP_KSWAPD_RECLAIM" in flags and \
+        e.get("migratetype") in (None, "Unmovable")
+
+
+def _load_deltas(bundle) -> list[float | None]:
+    """Per snapshot interval: allocation load seen (ICMP/IP sends, else vmstat pgalloc)."""
+    snaps = bundle.snapshots
+    out = []
+    for a, b in zip(snaps, snaps[1:]):
+        d = None
+        if a.net_snmp and b.net_snmp:
+            d = 0
+            for proto, key in (("Icmp", "OutMsgs"), ("Ip", "OutRequests"), ("Udp", "OutDatagrams"),
+                               ("Tcp", "OutSegs")):
+                try:
+                    d += b.net_snmp[proto][key] - a.net_snmp[proto][key]
+                except KeyError:
+                    pass
+        elif a.vmstat and b.vmstat:
+            d = sum(v - a.vmstat.get(k, 0) for k, v in b.vmstat.items() if k.startswith("pgalloc_"))
+        out.append(d)
+    return out
+
+
+def exposure(bundle, doc: dict) -> dict:
+    """Share of snapshot intervals in the risky state with load, plus what the failures saw."""
+    snaps = bundle.snapshots
+    frag = []
+    for s in snaps:
+        obs = from_snapshot(s)
+        if obs is None:
+            frag.append(None)
+            continue
+        gfp = E.GFP_ATOMIC | E.GFP_COMP
+        flags = E.gfp_to_alloc_flags(gfp, 0, E.DEFRAG)
+        risky = False
+        for i in range(obs.zs.shape[0]):
+            if obs.zs[i, E.Z_TYPE] < E.ZONE_DMA32:
+                continue
+            blocks = int(obs.zs[i, E.Z_FREE_BLOCKS]) >> obs.pageblock_order
+            other = int(sum((obs.nr_free[i, :, m] * (1 << np.arange(obs.orders))).sum()
+                            for m in (E.MOVABLE, E.RECLAIMABLE)))
+            mark = int(E.wmark_pages(obs.zs, i, E.ALLOC_WMARK_HIGH))
+            if blocks == 0 and other > mark:
+                risky = True
+        frag.append(risky)
+    loads = _load_deltas(bundle)
+    intervals = []
+    for k, ld in enumerate(loads):
+        r = frag[k + 1] if frag[k + 1] is not None else frag[k]
+        intervals.append({"from": snaps[k].name, "to": snaps[k + 1].name, "fragmented": r,
+                          "load": ld})
+    known = [iv for iv in intervals if iv["fragmented"] is not None and iv["load"] is not None]
+    exposed = [iv for iv in known if iv["fragmented"] and iv["load"] > 0]
+    failures_saw = sum(1 for e in doc["events"] if e.get("cause") == "defrag_nofragment_bailout")
+    share = (len(exposed) / len(known)) if known else None
+    return {"snapshots": len(snaps), "intervals_known": len(known),
+            "intervals_exposed": len(exposed), "share": share,
+            "fragmented_snapshots": sum(1 for f in frag if f),
+            "records_in_bailout_state": failures_saw,
+            "exposed": bool(exposed) or failures_saw > 0,
+            "intervals": intervals}
+
+
+def window(bundle, fixed_in=None) -> dict:
+    doc = attribute(bundle, fixed_in)
+    f = doc["failures"]
+    hours = f["span_hours"]
+    if len(bundle.snapshots) >= 2:
+        sh = (bundle.snapshots[-1].time - bundle.snapshots[0].time).total_seconds() / 3600
+        hours = max(hours or 0, sh)
+    events = [e for e in doc["events"] if not e.get("slab_page") or not any(
+        x["kind"] == "slub" for x in doc["events"])]
+    target_printed = sum(1 for e in events if _target(e))
+    share = target_printed / len(events) if events else 0.0
+    target_est = int(round(f["estimated"] * share)) if events else 0
+    exp = exposure(bundle, doc)
+    corr = doc.get("corroboration") or {}
+    return {"host": doc["host"], "kernel_release": doc["kernel_release"],
+            "defrag_mode": doc["defrag_mode"], "fix": doc["fix"], "policy": doc["policy"],
+            "hours": hours, "printed": f["reported"],
+            "suppressed": sum(doc["summary"]["suppressed"].get(k, 0)
+                              for k in ("slab_out_of_memory", "warn_alloc", "warn_alloc_failed")),
+            "estimated": f["estimated"], "by_cause_estimated": f["by_cause_estimated"],
+            "target_printed": target_printed, "target_estimated": target_est,
+            "rate_per_hour": (target_est / hours) if hours else None,
+            "rate_ci": poisson_ci(target_est, hours) if hours else (None, None),
+            "corroborated": corr.get("counters"),
+            "exposure": exp, "verdict_text": doc["verdict"], "_doc": doc}
+
+
+def _would_succeed_share(doc: dict, policy: str) -> float | None:
+    vals = [e["evidence"]["would_succeed"].get(policy) for e in doc["events"]
+            if e.get("evidence", {}).get("would_succeed") and _target(e)]
+    return (sum(1 for v in vals if v) / len(vals)) if vals else None
+
+
+def validate(before, after, fixed_in=None) -> dict:
+    b = window(before, fixed_in)
+    a = window(after, fixed_in)
+    reasons = []
+    n1, n2 = b["target_estimated"], a["target_estimated"]
+    t1, t2 = b["hours"] or 0, a["hours"] or 0
+    ratio = p = None
+    if t1 > 0 and t2 > 0 and n1 > 0:
+        ratio = (n2 / t2) / (n1 / t1)
+        p = float(stats.binomtest(n2, n1 + n2, t2 / (t1 + t2), alternative="less").pvalue)
+    # Model check: the decision functions on the before window's own states, under the after
+    # window's policy. Share of the before failures the after kernel would have let through.
+    after_policy = a["policy"]
+    ws = _would_succeed_share(b["_doc"], after_policy)
+    predicted = None
+    if ws is not None and b["rate_per_hour"] is not None:
+        predicted = b["rate_per_hour"] * (1 - ws)
+    mitigated = a["defrag_mode"].get("value") == 0 and b["defrag_mode"].get("value") == 1
+    exposed_after = a["exposure"]["exposed"]
+    if n1 == 0:
+        verdict = "inconclusive"
+        reasons.append("the before window has no failures of the bailout's kind: nothing to fix")
+    elif not exposed_after:
+        verdict = "inconclusive"
+        why = []
+        if a["exposure"]["intervals_known"] == 0:
+            why.append("no snapshot pairs with load counters")
+        elif a["exposure"]["fragmented_snapshots"] == 0:
+            why.append("memory never reached the risky state (a free pageblock was always there)")
+        else:
+            why.append("the allocation load did not come back")
+        reasons.append(f"after the change the host was not exposed to the conditions of the "
+                       f"bailout ({'; '.join(why)}): no failures proves nothing")
+    elif n2 == 0 or (p is not None and p < P_FIXED and ratio is not None and ratio <= RESIDUAL_SHARE):
+        verdict = "fixed"
+        lo, hi = a["rate_ci"]
+        reasons.append(f"failures of the bailout's kind went from {n1:,} in {t1:.3g} h "
+                       f"({b['rate_per_hour']:.4g}/h) to {n2:,} in {t2:.3g} h "
+                       f"(95% upper bound {hi:.4g}/h), p = {p:.3g}" if p is not None else
+                       f"failures went from {n1:,} to {n2:,}")
+        share = a["exposure"]["share"]
+        reasons.append(f"the after window was exposed: {a['exposure']['intervals_exposed']} of "
+                       f"{a['exposure']['intervals_known']} snapshot intervals had no free "
+                       f"pageblock, free memory in other migratetypes and allocation load"
+                       + (f" ({share:.0%})" if share is not None else ""))
+        if mitigated:
+            reasons.append("mitigated by vm.defrag_mode=0, not by a fixed kernel: the fix is "
+                           "still needed before defrag_mode can be turned back on")
+    else:
+        verdict = "not_fixed"
+        reasons.append(f"failures of the bailout's kind continue: {n2:,} in {t2:.3g} h "
+                       f"({a['rate_per_hour']:.4g}/h) against {b['rate_per_hour']:.4g}/h before"
+                       + (f", rate ratio {ratio:.3g}, p = {p:.3g}" if p is not None else ""))
+        if a["by_cause_estimated"].get("defrag_nofragment_bailout"):
+            reasons.append(f"{a['by_cause_estimated']['defrag_nofragment_bailout']:,} after-window "
+                           f"failures still match the bailout on kernel "
+                           f"{a['kernel_release']['value']}")
+    if predicted is not None:
+        obs_rate = a["rate_per_hour"]
+        agree = (predicted < 1e-9 and n2 == 0) or (
+            predicted > 0 and obs_rate is not None and
+            poisson_ci(n2, t2)[0] <= predicted <= poisson_ci(n2, t2)[1])
+        reasons.append(f"model check: under the after policy ({after_policy}) the decision model "
+                       f"lets {ws:.0%} of the before failures through, predicting "
+                       f"{predicted:.4g}/h; observed {obs_rate:.4g}/h: "
+                       f"{'agrees' if agree else 'disagrees'}")
+    if a["corroborated"] or b["corroborated"]:
+        reasons.append(f"corroborating counters (not mixed into the rates): before "
+                       f"{b['corroborated'] or {}}, after {a['corroborated'] or {}}")
+    strip = lambda w: {k: v for k, v in w.items() if k != "_doc"}
+    return {"verdict": verdict, "before": strip(b), "after": strip(a), "rate_ratio": ratio,
+            "p_value": p, "exposure": {"before": b["exposure"], "after": a["exposure"]},
+            "model_check": {"after_policy": after_policy, "would_succeed_share": ws,
+                            "predicted_per_hour": predicted},
+            "mitigated_by_defrag_mode_0": mitigated, "reasons": reasons}
+
+
+EXIT = {"fixed": 0, "not_fixed": 3, "inconclusive": 4}
