@@ -21,7 +21,7 @@ import numpy as np
 
 from models.engine import (CAUSE_NAMES, C_ALLOCSTALL, C_COMPACT_DAEMON_MIGRATE, C_COMPACT_FAIL,
                            C_COMPACT_MIGRATE, C_COMPACT_STALL, C_COMPACT_SUCCESS, C_KCOMPACTD_WAKE,
-                           C_KSWAPD_WAKE, C_NET_DEMAND, C_PAGEOUTRUN, C_PGALLOC, C_PGFREE, C_PGSCAN_DIRECT,
+                           C_KSWAPD_WAKE, C_NET_DEMAND, C_NET_INUSE, C_PAGEOUTRUN, C_PGALLOC, C_PGFREE, C_PGSCAN_DIRECT,
                            C_PGSCAN_KSWAPD, C_PGSTEAL_DIRECT, C_PGSTEAL_KSWAPD,
                            C_THP_FAULT_ALLOC, C_THP_FAULT_FALLBACK, MT_LETTERS, MT_NAMES, NMT,
                            Z_BOOST, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE, Z_HA_RESERVED, Z_MANAGED,
@@ -271,6 +271,18 @@ def emit(res: SimResult, out: Path, boot: datetime = BOOT) -> dict:
             if slub_fail_cum is not None:
                 n = int(np.searchsorted(slub_fail_cum, float(t), side="right"))
                 (d / "net_snmp").write_text(_net_snmp(n, int(res.snaps_cnt[k][C_NET_DEMAND])))
+            if sc.caches:
+                c0 = sc.caches[0]
+                inuse = int(res.snaps_cnt[k][C_NET_INUSE])
+                per = (4096 << c0.default_order) // c0.object_size
+                slabs = (inuse + per - 1) // per
+                (d / "slabinfo").write_text(
+                    "slabinfo - version: 2.1\n# name            <active_objs> <num_objs> <objsize> "
+                    "<objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : "
+                    "slabdata <active_slabs> <num_slabs> <sharedavail>\n"
+                    f"{c0.name:<17} {inuse:6d} {slabs * per:6d} {c0.object_size:6d} {per:4d} "
+                    f"{1 << c0.default_order:4d} : tunables    0    0    0 : slabdata {slabs:6d} "
+                    f"{slabs:6d}      0\n")
         summ = res.summary()
         meta = {
             "host": f"model-{sc.name}-{res.policy}-{res.seed}",

@@ -72,7 +72,8 @@ PK_THP = 8  # head of an order-9 anonymous THP (movable)
  C_PGSCAN_KSWAPD, C_PGSTEAL_KSWAPD, C_PGSCAN_DIRECT, C_PGSTEAL_DIRECT, C_KSWAPD_WAKE,
  C_KCOMPACTD_WAKE, C_COMPACT_MIGRATE, C_FB_CLAIM, C_FB_STEAL, C_FB_HIGHATOMIC, C_FAIL_TOTAL,
  C_OPS, C_CLAIMED_BLOCKS, C_THP_FAULT_ALLOC, C_THP_FAULT_FALLBACK, C_COMPACT_DAEMON_MIGRATE,
- C_PAGEOUTRUN, C_HA_RESERVE, C_HA_UNRESERVE, C_WMARK_BOOST, C_NET_DEMAND) = range(27)
+ C_PAGEOUTRUN, C_HA_RESERVE, C_HA_UNRESERVE, C_WMARK_BOOST, C_NET_DEMAND, C_NET_INUSE,
+ C_NET_FAILED) = range(29)
 NCOUNTERS = 32
 COUNTER_NAMES = ("pgalloc", "pgfree", "allocstall", "compact_stall", "compact_fail",
                  "compact_success", "pgscan_kswapd", "pgsteal_kswapd", "pgscan_direct",
@@ -80,7 +81,8 @@ COUNTER_NAMES = ("pgalloc", "pgfree", "allocstall", "compact_stall", "compact_fa
                  "fallback_claim", "fallback_steal", "fallback_highatomic", "alloc_fail", "ops",
                  "claimed_blocks", "thp_fault_alloc", "thp_fault_fallback",
                  "compact_daemon_migrate_scanned", "pageoutrun", "highatomic_reserve",
-                 "highatomic_unreserve", "watermark_boost", "net_objects_demanded")
+                 "highatomic_unreserve", "watermark_boost", "net_objects_demanded",
+                 "net_objects_in_use", "net_objects_failed")
 
 FALLBACKS = np.array([[RECLAIMABLE, MOVABLE], [RECLAIMABLE, UNMOVABLE], [UNMOVABLE, MOVABLE]],
                      dtype=np.int64)

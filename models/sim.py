@@ -18,7 +18,7 @@ from numba import njit
 from models.engine import (ALLOC_CMA, ALLOC_HIGHATOMIC, ALLOC_KSWAPD, ALLOC_NOFRAGMENT,
                            ALLOC_WMARK_HIGH, ALLOC_WMARK_LOW, C_ALLOCSTALL, C_COMPACT_DAEMON_MIGRATE,
                            C_COMPACT_FAIL, C_COMPACT_MIGRATE, C_COMPACT_STALL, C_COMPACT_SUCCESS,
-                           C_FAIL_TOTAL, C_KCOMPACTD_WAKE, C_KSWAPD_WAKE, C_NET_DEMAND, C_OPS, C_PAGEOUTRUN,
+                           C_FAIL_TOTAL, C_KCOMPACTD_WAKE, C_KSWAPD_WAKE, C_NET_DEMAND, C_NET_FAILED, C_NET_INUSE, C_OPS, C_PAGEOUTRUN,
                            C_PGALLOC, C_PGFREE, C_PGSCAN_DIRECT, C_PGSCAN_KSWAPD, C_PGSTEAL_DIRECT,
                            C_PGSTEAL_KSWAPD, C_THP_FAULT_ALLOC, C_THP_FAULT_FALLBACK, CAUSE_NONE,
                            DEFRAG_FIXED, GFP_COMP, GFP_DIRECT_RECLAIM, GFP_KSWAPD_RECLAIM,
@@ -434,7 +434,7 @@ def kswapd_balanced(zs, nr_free, lowmem, node, order, policy, pbo):
 
 @njit(cache=True)
 def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo, max_order,
-        seed, t0, seconds, dt, snap_every, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snap_n,
+        seed, t0, seconds, dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snap_n,
         rep, rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec, nnodes, burst_state,
         ratelimit_warn_interval, ratelimit_warn_burst):
     """Simulate ``seconds`` from ``t0``. Returns the number of allocator calls made."""
@@ -447,14 +447,21 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
     nticks = int(seconds / dt + 0.5)
     ncache = caches.shape[0]
     comp_cursor = np.zeros(zs.shape[0], dtype=np.int64)
-    next_snap = t0
     per = 1 << pbo
     ops0 = counters[C_OPS]
     node_rr = 0
     for tick in range(nticks):
         t = t0 + tick * dt
-        if snap_every > 0 and t >= next_snap - 1e-9:
-            k = snap_n[0]
+        k = snap_n[0]
+        if k < snap_times.shape[0] and t >= snap_times[k] - 1e-9:
+            if ncache > 0:
+                counters[C_NET_INUSE] = cstate[0, 1]  # objects of the first cache in use now
+                # a network object fails once, whichever of its allocations (head, data) failed
+                worst = 0
+                for c in range(ncache):
+                    if not (caches[c, 3] & GFP_DIRECT_RECLAIM) and cstate[c, 2] > worst:
+                        worst = cstate[c, 2]
+                counters[C_NET_FAILED] = worst
             if k < snaps_nr.shape[0]:
                 snaps_nr[k] = nr_free
                 snaps_zs[k] = zs
@@ -465,11 +472,10 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                     for b in range(zs[z, Z_START] >> pbo, zs[z, Z_END] >> pbo):
                         snaps_blocks[k, z, bmt[b]] += 1
                 snap_n[0] = k + 1
-            next_snap += snap_every
         node = node_rr % nnodes
         node_rr += 1
         # -- burst state (on/off Markov chain)
-        if P[P_BFRAC] > 0 and P[P_BLEN] > 0:
+        if P[P_BFRAC] > 0 and P[P_BLEN] > 0 and burst_state[0] != 2:
             if burst_state[0] == 1:
                 if np.random.random() < dt / P[P_BLEN]:
                     burst_state[0] = 0
@@ -478,8 +484,16 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                 if np.random.random() < dt / max(off_len, dt):
                     burst_state[0] = 1
         mult = P[P_BMULT] if burst_state[0] == 1 else 1.0
+        if burst_state[0] == 2:
+            mult = 0.0
         if t < P[P_NSTART] or (P[P_NSTOP] > 0 and t >= P[P_NSTOP]):
             mult = 0.0  # network load is off outside its window
+            if P[P_NSTOP] > 0 and t >= P[P_NSTOP] and burst_state[0] != 2:
+                # the load stopped: its sockets close and the objects they queued are freed
+                for c in range(ncache):
+                    cstate[c, 0] += cstate[c, 1]
+                    cstate[c, 1] = 0
+                burst_state[0] = 2
         # -- page workloads: (pool, rate, life, gfp, kind, order)
         for w in range(7):
             order = 0

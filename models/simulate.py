@@ -107,7 +107,8 @@ def build_state(sc: Scenario, seed: int) -> State:
 
 def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = None,
              params: dict | np.ndarray | None = None, state: State | None = None,
-             snap_every_s: float | None = None, progress=None) -> SimResult:
+             snap_every_s: float | None = None, progress=None,
+             snap_times: np.ndarray | None = None) -> SimResult:
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
     seconds = (hours if hours is not None else sc.hours) * 3600.0
@@ -125,7 +126,11 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
     nz = len(spec.zones)
     mo = spec.max_order
     snap_every = snap_every_s if snap_every_s is not None else sc.snap_every_s
-    nsnap = int(seconds / snap_every) + 2 if snap_every > 0 else 1
+    if snap_times is None:
+        snap_times = (np.arange(0.0, seconds + 1e-9, snap_every) if snap_every > 0
+                      else np.zeros(0))
+    snap_times = np.asarray(snap_times, dtype=np.float64)
+    nsnap = max(len(snap_times), 1)
     snaps_nr = np.zeros((nsnap, nz, mo, NMT), dtype=np.int64)
     snaps_zs = np.zeros((nsnap, nz, NZF), dtype=np.int64)
     snaps_cnt = np.zeros((nsnap, NCOUNTERS), dtype=np.int64)
@@ -162,14 +167,14 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
         length = seconds / slices
         ops += run(st.S, st.L, st.W, RS, vec, caches, cstate, slab_pfn, slab_ord, nslabs,
                    POLICIES[policy], spec.pageblock_order, mo, seed * 1_000_003 + i, done, length,
-                   sc.dt, snap_every, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snap_n, rep,
+                   sc.dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snap_n, rep,
                    rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec, st.nnodes, burst, 10.0, 1)
         done += length
         if progress:
             progress(done, seconds)
     wall = time.perf_counter() - t0
     k = int(snap_n[0])
-    snaps_t = np.arange(k) * snap_every
+    snaps_t = snap_times[:k].copy()
     res = SimResult(sc, policy, seed, st, vec, seconds, wall, ops, rep[: int(rep_n[0])].copy(),
                     caps[: int(cap_n[0])].copy(), cap_zs[: int(cap_n[0])].copy(), snaps_t,
                     snaps_nr[:k].copy(), snaps_zs[:k].copy(), snaps_cnt[:k].copy(),

@@ -183,7 +183,8 @@ class State:
 
     def fragment(self, seed: int, unmovable_frac: float, reclaimable_frac: float,
                  free_frac: float, pinned_per_block: int = 0, zones=None,
-                 cluster: float = 0.0, pinned_frac: float = 1.0, anon_share: float = 0.0) -> None:
+                 cluster: float = 0.0, pinned_frac: float = 1.0, anon_share: float = 0.0,
+                 keep_labels: bool = False) -> None:
         """Build a fragmented steady state directly: label a share of blocks unmovable and
         reclaimable and fill them, fill the rest with page cache, then free a random
         ``free_frac`` of the page-cache pages (scattered holes, so no pageblock is wholly
@@ -194,7 +195,7 @@ class State:
                            if zones is None or self.spec.zones[i].type in zones], dtype=np.int64)
         _fragment(*self.S, *self.L, zs_idx, seed, unmovable_frac, reclaimable_frac, free_frac,
                   pinned_per_block, self.spec.pageblock_order, self.spec.max_order, cluster,
-                  pinned_frac, anon_share)
+                  pinned_frac, anon_share, keep_labels)
 
     # -- observation ---------------------------------------------------------------------------
     def block_counts(self) -> np.ndarray:
@@ -225,7 +226,7 @@ class State:
 @njit(cache=True)
 def _fragment(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters,
               pool_pfn, pool_n, ppos, ppool, zidx, seed, unmov_frac, recl_frac, free_frac,
-              pinned_per_block, pbo, max_order, cluster, pinned_frac, anon_share):
+              pinned_per_block, pbo, max_order, cluster, pinned_frac, anon_share, keep_labels):
     np.random.seed(seed)
     per = 1 << pbo
     L = (pool_pfn, pool_n, ppos, ppool)
@@ -258,13 +259,24 @@ def _fragment(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, low
                         pool_add(L, POOL_PINNED, p)
                 continue
             r = np.random.random()
+            if keep_labels:
+                # labels were set by the caller: r selects the branch that matches
+                if bmt[b] == UNMOVABLE or bmt[b] == HIGHATOMIC:
+                    r = -1.0
+                    unmov_frac = 0.0
+                elif bmt[b] == RECLAIMABLE:
+                    r = 0.0
+                    unmov_frac = 0.0
+                    recl_frac = 1.0
+                else:
+                    r = 2.0
             # Long-lived kernel memory goes to the static pool: the kernel/reclaimable
             # workloads churn only what they allocate themselves.
-            if r < unmov_frac:
+            if r < unmov_frac or r < 0:
                 mt = UNMOVABLE
                 kind = PK_UNMOVABLE
                 pool = POOL_PINNED
-            elif r < unmov_frac + recl_frac:
+            elif r < unmov_frac + recl_frac or (keep_labels and bmt[b] == RECLAIMABLE):
                 mt = RECLAIMABLE
                 kind = PK_RECLAIMABLE
                 pool = POOL_PINNED
@@ -392,3 +404,163 @@ def check_state(st: State) -> list[str]:
     if pools != in_pool:
         problems.append(f"pool sizes {pools} != pages marked in pools {in_pool}")
     return problems
+
+
+@njit(cache=True)
+def _place_free(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, pool_pfn, pool_n,
+                ppos, ppool, z, mt, counts, pbo, max_order, seed):
+    """Carve free buddies of type ``mt`` with ``counts[order]`` out of the zone's blocks of that
+    type (which start fully allocated), never next to an equal free buddy (they would merge).
+    Returns how many buddies could not be placed."""
+    np.random.seed(seed)
+    per = 1 << pbo
+    start = zs[z, Z_START]
+    end = zs[z, Z_END]
+    blocks = []
+    for b in range(start >> pbo, end >> pbo):
+        if bmt[b] == mt and pkind[b << pbo] != PK_RESERVED:
+            blocks.append(b)
+    nb = len(blocks)
+    if nb == 0:
+        return counts.sum()
+    L = (pool_pfn, pool_n, ppos, ppool)
+    unplaced = 0
+    cursor = np.random.randint(0, nb)
+    for o in range(max_order - 1, -1, -1):
+        size = 1 << o
+        need = counts[o]
+        tries = 0
+        while need > 0 and tries < 4 * nb + 8:
+            if o >= pbo:
+                # whole blocks (or runs of them): find an aligned run of allocated blocks
+                nblk = size // per
+                placed = False
+                for k in range(nb):
+                    b = blocks[(cursor + k) % nb]
+                    base = b << pbo
+                    if base & (size - 1):
+                        continue
+                    ok = True
+                    for q in range(base, base + size, per):
+                        bb = q >> pbo
+                        if q >= end or bmt[bb] != mt or pkind[q] == PK_FREE or bfree[bb] != 0:
+                            ok = False
+                            break
+                    bud = base ^ size
+                    if ok and bud >= start and bud < end and forder[bud] == o:
+                        ok = False
+                    if ok:
+                        _release(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov,
+                                 L, z, base, o, pbo, max_order)
+                        need -= 1
+                        cursor = (cursor + k + 1) % nb
+                        placed = True
+                        break
+                if not placed:
+                    break
+                continue
+            b = blocks[cursor % nb]
+            cursor += 1
+            tries += 1
+            base = b << pbo
+            slots = per // size
+            s0 = np.random.randint(0, slots)
+            for k in range(slots):
+                p = base + ((s0 + k) % slots) * size
+                free_here = False
+                for q in range(p, p + size):
+                    if pkind[q] == PK_FREE or pkind[q] == PK_RESERVED or ppool[q] < 0:
+                        free_here = True
+                        break
+                if free_here:
+                    continue
+                bud = p ^ size
+                if forder[bud] == o:
+                    continue
+                _release(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, L, z, p,
+                         o, pbo, max_order)
+                need -= 1
+                tries = 0
+                break
+        unplaced += need
+    return unplaced
+
+
+@njit(cache=True)
+def _release(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, L, z, p, o, pbo,
+             max_order):
+    """Take the pages p..p+2^o out of their pools and free them as one buddy (no merge: the
+    caller made sure the buddy is not free at this order)."""
+    pool_pfn, pool_n, ppos, ppool = L
+    n = 1 << o
+    for q in range(p, p + n):
+        pl = ppool[q]
+        if pl >= 0:
+            i = ppos[q]
+            last = pool_n[pl] - 1
+            lp = pool_pfn[pl, last]
+            pool_pfn[pl, i] = lp
+            ppos[lp] = i
+            pool_n[pl] = last
+            ppos[q] = -1
+            ppool[q] = -1
+        if pkind[q] == PK_MOVABLE or pkind[q] == PK_ANON:
+            bmov[q >> pbo] -= 1
+        pkind[q] = PK_FREE
+        bfree[q >> pbo] += 1
+    add_free(zs, nr_free, heads, nxt, prv, forder, bmt, z, p, o, pbo)
+
+
+def from_snapshot(pagetypeinfo, zoneinfo, seed: int = 0, pinned_per_block: int = 0) -> State:
+    """A page-level state that shows exactly the observed free counts per zone x migratetype x
+    order and pageblocks per type: blocks are labelled by the observed counts, filled (movable
+    blocks with page cache, others with static kernel memory), then the observed free buddies
+    are carved out of blocks of their own type. Buddies that cannot be placed are reported in
+    ``State.placement_unplaced``."""
+    from parsers.pagetypeinfo import PageTypeInfo
+    pbo = pagetypeinfo.pageblock_order or 9
+    orders = pagetypeinfo.orders
+    zmap = {(z.node, z.zone): z for z in zoneinfo if z.populated}
+    keys = []
+    for r in pagetypeinfo.free:
+        if (r.node, r.zone) not in keys and (r.node, r.zone) in zmap:
+            keys.append((r.node, r.zone))
+    specs = []
+    for node, zone in keys:
+        z = zmap[(node, zone)]
+        boost = z.boost or 0
+        specs.append(ZoneSpec(node, {"DMA": ZONE_DMA, "DMA32": ZONE_DMA32}.get(zone, ZONE_NORMAL),
+                              z.present or z.managed, z.managed,
+                              ((z.min or 0) - boost, (z.low or 0) - boost, (z.high or 0) - boost)))
+    spec = HostSpec(specs, pageblock_order=pbo, max_order=orders, name="observed")
+    st = State(spec)
+    names = {"Unmovable": UNMOVABLE, "Movable": MOVABLE, "Reclaimable": RECLAIMABLE,
+             "HighAtomic": HIGHATOMIC, "Reserve": HIGHATOMIC}
+    unplaced = 0
+    for zi, (node, zone) in enumerate(keys):
+        blocks = pagetypeinfo.blocks.get((node, zone), {})
+        counts = {names[t]: c for t, c in blocks.items() if t in names and c}
+        # label blocks: unmovable first (after reserved ones), then reclaimable, highatomic, movable
+        b0, b1 = int(st.zs[zi, Z_START]) >> pbo, int(st.zs[zi, Z_END]) >> pbo
+        order_types = [UNMOVABLE, RECLAIMABLE, HIGHATOMIC]
+        labels = []
+        for t in order_types:
+            labels += [t] * counts.get(t, 0)
+        res_blocks = [b for b in range(b0, b1) if st.pkind[b << pbo] == PK_RESERVED]
+        n_unmov = counts.get(UNMOVABLE, 0)
+        labels = labels[len(res_blocks):] if n_unmov >= len(res_blocks) else labels
+        free_blocks = [b for b in range(b0, b1) if b not in set(res_blocks)]
+        for b, t in zip(free_blocks, labels):
+            st.bmt[b] = t
+        for b in free_blocks[len(labels):]:
+            st.bmt[b] = MOVABLE
+        st.fragment(seed, 0.0, 0.0, 0.0, pinned_per_block=pinned_per_block,
+                    zones=(st.spec.zones[zi].type,), keep_labels=True)
+        for r in pagetypeinfo.free:
+            if (r.node, r.zone) != (node, zone) or r.type not in names:
+                continue
+            c = np.array(r.counts, dtype=np.int64)
+            unplaced += int(_place_free(*st.S[:10], *st.L, zi, names[r.type], c, pbo, orders,
+                                        seed + zi))
+    st.placement_unplaced = unplaced
+    return st
