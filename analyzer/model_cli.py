@@ -76,3 +76,89 @@ def simulate(
         for k, v in summary.items():
             flat.append({"field": k, "value": v})
         emit(rows_text(flat, fmt), output)
+
+
+@app.command()
+@handle_errors
+def calibrate(
+    bundle: Annotated[str, typer.Argument(help="A host bundle with pagetypeinfo + zoneinfo snapshots.")],
+    budget: Annotated[float, typer.Option(help="Seconds to spend fitting.")] = 60.0,
+    seeds: Annotated[int, typer.Option(help="Seeds averaged per evaluation.")] = 2,
+    fit: Annotated[Optional[list[str]], typer.Option("--fit", help="Parameters to fit "
+                   "(default: chosen from what the bundle shows).")] = None,
+    fix: Annotated[Optional[list[str]], typer.Option("--fix", help="Hold NAME=VALUE fixed.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.json,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the fit (params.json) here.")] = None,
+):
+    """Fit the model's workload to a host and report the fit per observable.
+
+    Example:
+
+        mmtriage model calibrate sample_logs/lab-6.16.3-defrag1 --budget 60 -o params.json
+    """
+    from models.calibrate import calibrate as run
+    from parsers.bundle import load
+    fixed = {}
+    for f in fix or []:
+        k, _, v = f.partition("=")
+        fixed[k.strip()] = float(v)
+    prog, task = _progress()
+    if prog:
+        prog.start()
+    try:
+        with load(bundle) as b:
+            res = run(b, budget, tuple(range(1, seeds + 1)), names=fit or None, fixed=fixed,
+                      progress=(lambda d, t: prog.update(task, completed=min(d / t, 1.0))) if prog else None)
+    finally:
+        if prog:
+            prog.stop()
+    if fmt == Format.json:
+        emit(dumps(res), output)
+    else:
+        emit(rows_text(res["fit"], fmt), output)
+        err("params: " + dumps(res["params"], None))
+
+
+@app.command()
+@handle_errors
+def whatif(
+    bundle: Annotated[str, typer.Argument(help="The host bundle the parameters were fitted to.")],
+    policy: Annotated[str, typer.Option(help="legacy, defrag or defrag-fixed.")] = "defrag-fixed",
+    params: Annotated[Optional[Path], typer.Option(help="params.json from 'model calibrate' "
+                                                         "(default: calibrate now).")] = None,
+    budget: Annotated[float, typer.Option(help="Seconds to fit when no --params is given.")] = 60.0,
+    seeds: Annotated[int, typer.Option(help="Replays (seeds) for the interval.")] = 8,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.json,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the result here.")] = None,
+):
+    """Replay the fitted workload under another policy: predicted failures and their price.
+
+    Example:
+
+        mmtriage model whatif sample_logs/lab-6.16.3-defrag1 --policy defrag-fixed
+    """
+    import json as _json
+    from models.calibrate import calibrate as fit, whatif as run
+    from parsers.bundle import load
+    if policy not in ("legacy", "defrag", "defrag-fixed"):
+        raise ValueError(f"--policy {policy!r}: legacy, defrag or defrag-fixed")
+    with load(bundle) as b:
+        if params is not None:
+            try:
+                doc = _json.loads(Path(params).read_text())
+            except ValueError as e:
+                raise ValueError(f"{params}:1: not JSON: {e}") from None
+            p = doc.get("params", doc)
+        else:
+            p = fit(b, budget)["params"]
+        res = run(b, p, policy, seeds=range(1, seeds + 1))
+    f = res["failures"]
+    res["answer"] = (f"under {policy}: {f['mean']:,.0f} failures predicted (5-95 %: "
+                     f"{f['p5']:,.0f}-{f['p95']:,.0f}) against {res['observed_failures']:,.0f} "
+                     f"observed; price: {res['price']['blocks_converted']['mean']:.0f} pageblocks "
+                     f"converted, {res['price']['steals']['mean']:.0f} steals, "
+                     f"{res['price']['free_pageblocks_left']['mean']:.0f} free pageblocks left")
+    if fmt == Format.json:
+        emit(dumps(res), output)
+    else:
+        emit(res["answer"] + "\n", output)
