@@ -2,7 +2,7 @@ PY ?= python3
 PIP ?= $(PY) -m pip
 OUT ?= out
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-fleet docs clean
 
 install:
 	$(PIP) install -q -e '.[dev]'
@@ -21,6 +21,13 @@ test-fast: install
 
 bench: install
 	$(PY) bench/run.py
+
+# 10,000 synthetic bundles through ingest and the report (about 6 minutes here)
+bench-fleet: install
+	$(PY) bench/fleet_bench.py --bundles 10000
+
+docs: install
+	$(PY) docs/gen_cli.py
 
 clean:
 	rm -rf $(OUT) .bench .pytest_cache .hypothesis
