@@ -2,7 +2,7 @@ PY ?= python3
 PIP ?= $(PY) -m pip
 OUT ?= out
 
-.PHONY: install demo test test-fast bench bench-fleet docs clean
+.PHONY: install demo test test-fast bench bench-fleet docs lab-kernels clean
 
 install:
 	$(PIP) install -q -e '.[dev]'
@@ -31,3 +31,7 @@ docs: install
 
 clean:
 	rm -rf $(OUT) .bench .pytest_cache .hypothesis
+
+# Debian kernel builds for the lab (private apt configuration; see scripts/get-kernel.sh)
+lab-kernels:
+	scripts/get-kernel.sh 6.16.3+deb13 7.3.4+deb13

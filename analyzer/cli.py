@@ -251,6 +251,9 @@ app.add_typer(model_cli.app, name="model")
 from analyzer import fleet_cli  # noqa: E402
 
 app.add_typer(fleet_cli.app, name="fleet")
+from analyzer import lab_cli  # noqa: E402
+
+app.add_typer(lab_cli.app, name="lab")
 
 
 def main() -> None:

@@ -66,3 +66,12 @@ def test_model_pairs(lab_bundles, before, after, verdict, code):
 def test_bad_input_is_an_error(tmp_path):
     r = runner.invoke(app, ["validate", "--before", str(tmp_path / "nope"), "--after", str(need(LAB0))])
     assert r.exit_code == 1 and r.stderr.startswith("Error: ")
+
+
+def test_real_affected_kernel_then_fixed_kernel_is_fixed():
+    from tests.conftest import SAMPLES
+    code, d = run(SAMPLES / "lab-6.16.3-defrag1-mmtriage-lab", SAMPLES / "lab-7.3.4-defrag1-mmtriage-lab")
+    assert code == 0 and d["verdict"] == "fixed" and not d["mitigated_by_defrag_mode_0"]
+    assert d["after"]["fix"]["status"] == "fixed" and d["after"]["kernel_release"]["value"].startswith("7.3.4")
+    assert d["exposure"]["after"]["intervals_exposed"] >= 1
+    assert d["model_check"]["would_succeed_share"] == 1.0

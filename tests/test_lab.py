@@ -1,0 +1,65 @@
+"""The kernel lab on real Debian kernel builds (slow: about 65 s a run under TCG).
+
+Kernels come from `make lab-kernels` (scripts/get-kernel.sh); .ci/run fetches them. Without
+qemu, busybox-static or the kernels the test is skipped with the reason."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+KERNELS = Path(os.environ.get("LAB_KERNELS", ROOT / ".lab" / "kernels"))
+
+
+def _kernel(ver):
+    k = KERNELS / f"vmlinuz-{ver}-amd64"
+    if not k.exists():
+        pytest.skip(f"{k} missing (make lab-kernels)")
+    return k
+
+
+@pytest.fixture(scope="module")
+def tools():
+    from analyzer.lab import LabError, check_tools
+    try:
+        check_tools()
+    except LabError as e:
+        pytest.skip(str(e))
+
+
+def test_initramfs_is_a_valid_cpio(tools, tmp_path):
+    import gzip
+    from analyzer.lab import build_initramfs
+    data = gzip.decompress(build_initramfs().read_bytes())
+    assert data.startswith(b"070701")
+    for name in (b"init\0", b"bin/busybox\0", b"fragmenter\0", b"pingflood\0", b"TRAILER!!!\0"):
+        assert name in data
+
+
+def test_missing_kernel_is_a_clear_error(tmp_path):
+    from typer.testing import CliRunner
+    from analyzer.cli import app
+    r = CliRunner().invoke(app, ["lab", "run", "--kernel", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "no such kernel image" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ver,expect", [("6.16.3+deb13", "AFFECTED"), ("7.3.4+deb13", "NOT AFFECTED")])
+def test_lab_on_real_kernels(tools, tmp_path, ver, expect):
+    from analyzer.lab import run
+    from analyzer.attribution import attribute
+    from parsers.bundle import load
+    r = run(_kernel(ver), 1, out=tmp_path / ver, accel=os.environ.get("LAB_ACCEL", "auto"))
+    assert r["verdict"]["result"] == expect, r["verdict"]
+    assert r["kernel_release"] == f"{ver}-amd64" and r["defrag_mode"] == 1
+    with load(tmp_path / ver) as b:
+        assert len(b.snapshots) == 6
+        d = attribute(b)
+    if expect == "AFFECTED":
+        assert d["attribution"]["defrag_nofragment_bailout"] > 0
+        assert r["ground_truth"]["failed_echo_replies"] > 1000
+    else:
+        assert d["failures"]["reported"] == 0
+        assert r["ground_truth"]["echo_replies_attempted"] > 10000
