@@ -141,3 +141,54 @@ def query(
     cols = [d[0] for d in cur.description]
     rows = [dict(zip(cols, r)) for r in cur.fetchall()]
     emit(rows_text(rows, fmt), output)
+
+
+@app.command("validate")
+@handle_errors
+def validate_cmd(
+    dataset: Annotated[Path, typer.Option(help="The dataset folder.")],
+    before_kernel: Annotated[str, typer.Option(help="Kernel release (prefix) of the before window.")],
+    after_kernel: Annotated[str, typer.Option(help="Kernel release (prefix) of the after window.")],
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the result here.")] = None,
+):
+    """Per host: did moving from one kernel to another fix it? Pairs each host's newest bundle
+    on each kernel and runs `mmtriage validate` on them (the bundles must still be at the path
+    they were ingested from). Prints the fleet summary: fixed, not fixed, inconclusive.
+
+    Example:
+
+        mmtriage fleet validate --dataset fleet.parquet --before-kernel 6.17 --after-kernel 7.2
+    """
+    from analyzer.fleet import connect
+    from analyzer.validate import validate as run
+    from parsers.bundle import load
+    con = connect(dataset)
+    rows = con.execute("""SELECT host, kernel_release, source_path, last_time FROM hosts
+        ORDER BY host, last_time""").fetchall()
+    pairs: dict = {}
+    for host, kr, path, _t in rows:
+        side = "before" if kr and kr.startswith(before_kernel) else (
+            "after" if kr and kr.startswith(after_kernel) else None)
+        if side:
+            pairs.setdefault(host, {})[side] = path
+    results = []
+    for host, p in sorted(pairs.items()):
+        if "before" not in p or "after" not in p:
+            continue
+        try:
+            with load(p["before"]) as b, load(p["after"]) as a:
+                d = run(b, a)
+            results.append({"host": host, "verdict": d["verdict"], "rate_ratio": d["rate_ratio"],
+                            "p_value": d["p_value"], "reason": d["reasons"][0]})
+        except (OSError, ValueError) as e:
+            results.append({"host": host, "verdict": "inconclusive", "rate_ratio": None,
+                            "p_value": None, "reason": f"bundle not readable: {e}"})
+    summary = {v: sum(1 for r in results if r["verdict"] == v)
+               for v in ("fixed", "not_fixed", "inconclusive")}
+    doc = {"before_kernel": before_kernel, "after_kernel": after_kernel,
+           "hosts_paired": len(results), "summary": summary, "hosts": results}
+    if fmt == Format.json:
+        emit(dumps(doc), output)
+    else:
+        emit(rows_text(results, fmt) + f"summary: {summary}\n", output)

@@ -22,7 +22,7 @@ from models.engine import (CAUSE_NAMES, COUNTER_NAMES, HIGHATOMIC, MOVABLE, MT_N
                            ZONE_DMA32, ZONE_NAMES, ZONE_NORMAL)
 from models.pages import add_free, free_pages, mark_alloc
 from models.sim import (NPOOLS, POOL_ANON, POOL_KERNEL, POOL_PAGECACHE, POOL_PINNED, POOL_RECLAIMABLE,
-                        pool_add)
+                        pool_add, pool_remove_at)
 
 GIB_PAGES = 1 << 18  # 4 KiB pages per GiB
 
@@ -322,14 +322,7 @@ def _fragment(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, low
                 pfn = pfn & ~(run - 1)
             for q in range(pfn, pfn + run):
                 if pkind[q] == PK_MOVABLE and ppool[q] == POOL_PAGECACHE:
-                    from_i = ppos[q]
-                    last = pool_n[POOL_PAGECACHE] - 1
-                    lp = pool_pfn[POOL_PAGECACHE, last]
-                    pool_pfn[POOL_PAGECACHE, from_i] = lp
-                    ppos[lp] = from_i
-                    pool_n[POOL_PAGECACHE] = last
-                    ppos[q] = -1
-                    ppool[q] = -1
+                    pool_remove_at(L, POOL_PAGECACHE, ppos[q])
                     free_pages(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z,
                                q, 0, pbo, max_order)
                     done += 1
@@ -494,16 +487,8 @@ def _release(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, L, z
     pool_pfn, pool_n, ppos, ppool = L
     n = 1 << o
     for q in range(p, p + n):
-        pl = ppool[q]
-        if pl >= 0:
-            i = ppos[q]
-            last = pool_n[pl] - 1
-            lp = pool_pfn[pl, last]
-            pool_pfn[pl, i] = lp
-            ppos[lp] = i
-            pool_n[pl] = last
-            ppos[q] = -1
-            ppool[q] = -1
+        if ppool[q] >= 0:
+            pool_remove_at(L, ppool[q], ppos[q])
         if pkind[q] == PK_MOVABLE or pkind[q] == PK_ANON:
             bmov[q >> pbo] -= 1
         pkind[q] = PK_FREE

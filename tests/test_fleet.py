@@ -189,3 +189,23 @@ def test_query_and_report_cli(bundles, tmp_path):
                                 "--plots", str(tmp_path / "p")])
         assert r.exit_code == 0, r.output
     assert (tmp_path / "p/failures_per_host.png").stat().st_size > 3000
+
+
+def test_fleet_validate_pairs_hosts_across_kernels(tmp_path):
+    from tests.conftest import SAMPLES
+    before = tmp_path / "b"
+    after = tmp_path / "a"
+    shutil.copytree(SAMPLES / "lab-6.16.3-defrag1-mmtriage-lab", before)
+    shutil.copytree(SAMPLES / "lab-7.3.4-defrag1-mmtriage-lab", after)
+    for d in (before, after):
+        meta = json.loads((d / "meta.json").read_text())
+        meta["host"] = "db-01"
+        (d / "meta.json").write_text(json.dumps(meta))
+    ds = tmp_path / "ds"
+    ingest([str(before), str(after)], ds, workers=1)
+    r = runner.invoke(app, ["fleet", "validate", "--dataset", str(ds), "--before-kernel", "6.16",
+                            "--after-kernel", "7.3", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["summary"] == {"fixed": 1, "not_fixed": 0, "inconclusive": 0}
+    assert d["hosts"][0]["host"] == "db-01"
