@@ -89,6 +89,7 @@ def calibrate(
     fix: Annotated[Optional[list[str]], typer.Option("--fix", help="Hold NAME=VALUE fixed.")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.json,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the fit (params.json) here.")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Write observed-vs-simulated plots here.")] = None,
 ):
     """Fit the model's workload to a host and report the fit per observable.
 
@@ -112,6 +113,9 @@ def calibrate(
     finally:
         if prog:
             prog.stop()
+    if plots is not None:
+        from models.calibrate import plot_fit
+        res["plots"] = plot_fit(res, plots)
     if fmt == Format.json:
         emit(dumps(res), output)
     else:

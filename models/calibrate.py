@@ -314,13 +314,68 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
         unc[n] = {"value": params[n], "profile_low": lo_hi[0], "profile_high": lo_hi[1],
                   "note": "None = the loss rose by more than 10 % one step away (well determined)"}
     fitrows = _fit_table(obs, sims)
+    series = _series(obs, sims)
     wall = time.perf_counter() - t0
     return {"host": bundle.host, "policy": obs.policy, "start_snapshot": obs.start_snapshot,
             "window_s": obs.window_s, "failures_source": obs.failures_source,
             "params": params, "fitted": names, "uncertainty": unc, "loss": best["f"],
             "evaluations": fit.evals, "per_evaluation_s": round(per_eval, 3),
             "fit": fitrows, "notes": obs.notes, "wall_s": round(wall, 2),
-            "caches": [c.__dict__ for c in obs.caches], "seeds": list(seeds)}
+            "caches": [c.__dict__ for c in obs.caches], "seeds": list(seeds),
+            "series": series}
+
+
+def _series(obs: Observations, sims: list[dict]) -> dict:
+    """Observed vs simulated at each snapshot time, for plots and for the JSON."""
+    out = {"time_s": [float(t) for t in obs.times]}
+    for j, ty in enumerate(TYPES):
+        out[f"free_mib_{ty.lower()}_observed"] = [float(v) for v in obs.free_mb[:, j]]
+        out[f"free_mib_{ty.lower()}_simulated"] = [float(np.mean([s["free_mb"][k, j] for s in sims]))
+                                                  for k in range(len(obs.times))]
+    if obs.inuse is not None:
+        out["objects_in_use_observed"] = [float(v) for v in obs.inuse]
+        out["objects_in_use_simulated"] = [float(np.mean([s["inuse"][k] for s in sims]))
+                                           for k in range(len(obs.times))]
+    return out
+
+
+def plot_fit(result: dict, outdir) -> list:
+    """observed vs simulated over time (PNG and SVG). Returns the files written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+    s = result["series"]
+    t = s["time_s"]
+    n = 2 if "objects_in_use_observed" in s else 1
+    fig, axes = plt.subplots(1, n, figsize=(6 * n, 3.6))
+    axes = np.atleast_1d(axes)
+    for ty, color in (("unmovable", "#9467bd"), ("movable", "#2ca02c"), ("reclaimable", "#8c564b")):
+        axes[0].plot(t, s[f"free_mib_{ty}_observed"], "o-", color=color, label=f"{ty} observed")
+        axes[0].plot(t, s[f"free_mib_{ty}_simulated"], "x--", color=color, label=f"{ty} simulated")
+    axes[0].set_xlabel(f"seconds after {result['start_snapshot']}")
+    axes[0].set_ylabel("free MiB")
+    axes[0].set_title("Free memory by migratetype")
+    axes[0].legend(fontsize=7)
+    if n == 2:
+        axes[1].plot(t, s["objects_in_use_observed"], "o-", label="observed (slabinfo)")
+        axes[1].plot(t, s["objects_in_use_simulated"], "x--", label="simulated")
+        axes[1].set_xlabel(f"seconds after {result['start_snapshot']}")
+        axes[1].set_title("Objects in use, failing cache")
+        axes[1].legend(fontsize=7)
+    f = result["fit"][0]
+    fig.suptitle(f"{result['host']}: failures observed {f['observed']:,.0f}, simulated "
+                 f"{f['simulated']:,.0f} ({f['rel_error']:+.1%})", fontsize=10)
+    fig.tight_layout()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for ext in ("png", "svg"):
+        p = outdir / f"calibration_fit.{ext}"
+        fig.savefig(p, dpi=110)
+        files.append(str(p))
+    plt.close(fig)
+    return files
 
 
 def _fit_table(obs: Observations, sims: list[dict]) -> list[dict]:
