@@ -208,8 +208,10 @@ def _triage_doc(doc):
 @app.command()
 @handle_errors
 def validate(
-    before: Annotated[str, typer.Option(help="Bundle (or log) from before the change.")],
-    after: Annotated[str, typer.Option(help="Bundle (or log) from after the change.")],
+    bundle: Annotated[Optional[str], typer.Argument(help="One bundle (or log) spanning the change: "
+                                                         "split at the reboot into another kernel.")] = None,
+    before: Annotated[Optional[str], typer.Option(help="Bundle (or log) from before the change.")] = None,
+    after: Annotated[Optional[str], typer.Option(help="Bundle (or log) from after the change.")] = None,
     fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="Report format.")] = ReportFormat.table,
     output: OutputOpt = None,
     fixed_in: Annotated[Optional[list[str]], typer.Option("--fixed-in", help="A kernel release "
@@ -221,11 +223,25 @@ def validate(
     Example:
 
         mmtriage validate --before bundle-week1 --after bundle-week2 && echo rollout ok
+        mmtriage validate /var/log/kern.log   # a log spanning the reboot into the new kernel
     """
-    from analyzer.validate import EXIT, validate as run
+    from analyzer.validate import EXIT, split_at_change, validate as run
     from parsers.bundle import load
-    with load(before) as b, load(after) as a:
-        doc = run(b, a, fixed_in)
+    if bundle is not None and (before or after):
+        raise ValueError("give either one BUNDLE or --before and --after")
+    if bundle is not None:
+        with load(bundle) as whole:
+            b, a, where = split_at_change(whole)
+            doc = run(b, a, fixed_in)
+        doc["split"] = where
+        doc["reasons"].insert(0, f"split at the reboot into {where['after_kernel']} "
+                                 f"({where['source']}:{where['line']}"
+                                 + (f", {where['time_wall']}" if where["time_wall"] else "") + ")")
+    elif before and after:
+        with load(before) as b, load(after) as a:
+            doc = run(b, a, fixed_in)
+    else:
+        raise ValueError("give one BUNDLE spanning the change, or --before and --after")
     if fmt == ReportFormat.json:
         emit(dumps(doc), output)
     else:

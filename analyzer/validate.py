@@ -212,3 +212,55 @@ def validate(before, after, fixed_in=None) -> dict:
 
 
 EXIT = {"fixed": 0, "not_fixed": 3, "inconclusive": 4}
+
+
+def split_at_change(bundle):
+    """One bundle whose log spans a reboot into another kernel -> (before, after, where).
+    Events and suppression lines split at the new boot's line; snapshots at its wall time."""
+    import dataclasses
+    from parsers.dmesg import ParseResult
+    boots = bundle.log.boots
+    if not boots:
+        raise ValueError(f"{bundle.path}: no 'Linux version' line in the log: cannot find where "
+                         f"the change happened (give --before and --after)")
+    first = boots[0]
+    change = next((b for b in boots[1:] if b["release"] != first["release"]), None)
+    if change is None:
+        raise ValueError(f"{bundle.path}:{boots[0]['line']}: one kernel throughout "
+                         f"({first['release']}): no change to validate")
+    src, line, wall = change["source"], change["line"], change["time_wall"]
+
+    def part(after: bool):
+        res = ParseResult()
+        keep = (lambda e: (e["source"] == src and e["line"] >= line)) if after else \
+            (lambda e: not (e["source"] == src and e["line"] >= line))
+        res.events = [e for e in bundle.log.events if keep(e)]
+        res.suppressions = [s for s in bundle.log.suppressions if keep(s)]
+        for s in res.suppressions:
+            res.suppressed[s["func"]] = res.suppressed.get(s["func"], 0) + s["count"]
+        res.slub_reports = sum(1 for e in res.events if e["kind"] == "slub")
+        res.page_alloc_reports = sum(1 for e in res.events if e["kind"] == "page_alloc")
+        walls = [e["time_wall"] for e in res.events if e.get("time_wall")]
+        if after:
+            res.first_time_wall, res.last_time_wall = wall, bundle.log.last_time_wall
+        else:
+            res.first_time_wall, res.last_time_wall = bundle.log.first_time_wall, wall
+        if not walls and res.events:
+            res.first_time_s = min(e["time_s"] for e in res.events if e["time_s"] is not None)
+        release = change["release"] if after else first["release"]
+        res.kernel_release = release
+        snaps = bundle.snapshots
+        if wall:
+            from datetime import datetime, timezone
+            t = datetime.fromisoformat(wall.replace("Z", "+00:00"))
+            t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+            snaps = [s for s in snaps if (s.time >= t) == after]
+        else:
+            snaps = []
+        return dataclasses.replace(bundle, log=res, snapshots=snaps, _tmp=None,
+                                   kernel_release={"value": release,
+                                                   "source": f"log (boot at {src}:{change['line']})"
+                                                   if after else f"log (boot at {src}:{first['line']})"})
+    where = {"source": src, "line": line, "time_wall": wall, "before_kernel": first["release"],
+             "after_kernel": change["release"]}
+    return part(False), part(True), where

@@ -32,8 +32,7 @@ from parsers.framing import ExportReader, Framer, split_midline
 from parsers.logio import iter_chunks, open_binary
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
-# "allocat" covers SLUB, warn_alloc, vmalloc and stall headers; "Linux version" must stay last
-# (it is dropped once the release is known).
+# "allocat" covers SLUB, warn_alloc, vmalloc and stall headers; "Linux version" marks each boot.
 TRIGGERS = (b"allocat", b"suppressed", b"Mem-", b"oom-k", b"dropped", b"Linux version")
 
 _SLUB = re.compile(
@@ -109,6 +108,7 @@ class ParseResult:
     last_time_wall: str | None = None
     sources: list = field(default_factory=list)
     formats: dict = field(default_factory=dict)
+    boots: list = field(default_factory=list)   # every "Linux version" line: a boot
 
     @property
     def partial_records(self) -> int:
@@ -148,6 +148,7 @@ class ParseResult:
             self.suppressed[k] = self.suppressed.get(k, 0) + v
         self.suppressions.extend(other.suppressions)
         self.sources.extend(other.sources)
+        self.boots.extend(other.boots)
         if other.kernel_release and not self.kernel_release:
             self.kernel_release = other.kernel_release
             self.kernel_release_source = other.kernel_release_source
@@ -206,6 +207,7 @@ class LogParser:
         self.prev_ctx = None
         self.n = 0                  # logical lines seen: staleness is counted in these
         self.fast_gfp: dict = {}
+        self.boots_seen = 0
 
     # -- state -------------------------------------------------------------------------------
     def idle(self) -> bool:
@@ -350,6 +352,12 @@ class LogParser:
                 return
         if "Linux version" in text and not replace:
             m = _LINUX_VERSION.search(text)
+            if m:
+                res.boots.append({"source": self.source, "line": line_no, "release": m.group(1),
+                                  "time_wall": wall})
+                if self.boots_seen and m.group(1) != self.kernel_hint:
+                    self.kernel_hint = m.group(1)  # a reboot into another kernel
+                self.boots_seen += 1
             if m and res.kernel_release is None:
                 res.kernel_release = m.group(1)
                 res.kernel_release_source = "log"
@@ -731,7 +739,7 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True) -> None
         nextpos: dict = {}
         while pos < n:
             if parser.idle():
-                triggers = TRIGGERS if parser.res.kernel_release is None else TRIGGERS[:-1]
+                triggers = TRIGGERS
                 nxt = n
                 for trig in triggers:
                     p = nextpos.get(trig, -1)

@@ -75,3 +75,38 @@ def test_real_affected_kernel_then_fixed_kernel_is_fixed():
     assert d["after"]["fix"]["status"] == "fixed" and d["after"]["kernel_release"]["value"].startswith("7.3.4")
     assert d["exposure"]["after"]["intervals_exposed"] >= 1
     assert d["model_check"]["would_succeed_share"] == 1.0
+
+
+def test_one_bundle_spanning_a_reboot_into_the_fixed_kernel(tmp_path):
+    """kern.log across the reboot from 6.16.3 into 7.3.4, snapshots from both boots."""
+    import shutil
+    from datetime import datetime, timedelta, timezone
+    from parsers.bundle import parse_snapshot_time
+    from tests.conftest import SAMPLES
+    from tests.formats import lines
+    b = tmp_path / "db-01"
+    out = []
+    for name, boot in (("lab-6.16.3-defrag1-mmtriage-lab", datetime(2026, 11, 25, 10, tzinfo=timezone.utc)),
+                       ("lab-7.3.4-defrag1-mmtriage-lab", datetime(2026, 11, 25, 11, tzinfo=timezone.utc))):
+        src = SAMPLES / name
+        for t, msg in lines((src / "dmesg").read_text()):
+            w = boot + timedelta(seconds=t or 0)
+            out.append(f"{w.strftime('%b %e %H:%M:%S')} db-01 kernel: [{t or 0:12.6f}] {msg}")
+        old_boot = datetime.fromisoformat(json.loads((src / "meta.json").read_text())["boot_time"]
+                                          .replace("Z", "+00:00"))
+        for snap in (src / "snapshots").iterdir():
+            t = boot + (parse_snapshot_time(snap.name) - old_boot)
+            shutil.copytree(snap, b / "snapshots" / t.strftime("%Y%m%dT%H%M%SZ"))
+    (b / "kern.log").write_text("\n".join(out) + "\n")
+    (b / "meta.json").write_text(json.dumps({"host": "db-01", "defrag_mode": 1}))
+    r = runner.invoke(app, ["validate", str(b), "--format", "json"])
+    d = json.loads(r.stdout)
+    assert r.exit_code == 0 and d["verdict"] == "fixed", d["reasons"]
+    assert d["split"]["before_kernel"].startswith("6.16.3") and d["split"]["after_kernel"].startswith("7.3.4")
+    assert d["before"]["target_estimated"] == 126355 and d["after"]["target_estimated"] == 0
+    assert d["exposure"]["after"]["intervals_exposed"] >= 1
+
+
+def test_one_kernel_throughout_is_an_error(tmp_path):
+    r = runner.invoke(app, ["validate", str(need(LAB1))])
+    assert r.exit_code == 1 and "one kernel throughout" in r.stderr
