@@ -47,3 +47,27 @@ def test_collect_fixture_root(tmp_path):
         assert b.snapshots[0].net_snmp["Icmp"]["OutErrors"] == 173507
         assert b.defrag_mode == {"value": 1, "source": "meta.json"}
     assert not list((tmp_path / "out/snapshots").glob(".*"))
+
+
+@pytest.mark.live
+@pytest.mark.skipif(not Path("/proc/vmstat").exists(), reason="needs a Linux /proc")
+def test_ctrl_c_leaves_a_valid_bundle(tmp_path):
+    import signal
+    import subprocess
+    import time
+    from tests.conftest import ROOT
+    out = tmp_path / "b"
+    p = subprocess.Popen([sys.executable, "-m", "analyzer.cli", "collect", "--out", str(out),
+                          "--interval", "0.3", "--duration", "60", "--kmsg", ""], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while time.time() < deadline and len(list((out / "snapshots").glob("2*"))) < 3:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=30)
+    assert p.returncode == 130
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["collector"]["snapshots"] >= 3 and "finished" in meta["collector"]
+    assert not list((out / "snapshots").glob(".*"))  # no half-written snapshot
+    with load(out) as b:
+        assert len(b.snapshots) >= 3 and all(s.vmstat for s in b.snapshots)
