@@ -216,6 +216,9 @@ def validate(
     output: OutputOpt = None,
     fixed_in: Annotated[Optional[list[str]], typer.Option("--fixed-in", help="A kernel release "
                         "(prefix) known to carry the fix; repeatable.")] = None,
+    calibrate: Annotated[float, typer.Option("--calibrate", help="Also fit the model to the "
+                         "before window for this many seconds and replay it under the after "
+                         "policy (0: only the decision-model check).")] = 0.0,
 ):
     """Did the change (a fixed kernel, or defrag_mode=0) fix the host? Exit 0 fixed, 3 not
     fixed, 4 inconclusive, 1 error.
@@ -232,14 +235,14 @@ def validate(
     if bundle is not None:
         with load(bundle) as whole:
             b, a, where = split_at_change(whole)
-            doc = run(b, a, fixed_in)
+            doc = run(b, a, fixed_in, calibrate or None)
         doc["split"] = where
         doc["reasons"].insert(0, f"split at the reboot into {where['after_kernel']} "
                                  f"({where['source']}:{where['line']}"
                                  + (f", {where['time_wall']}" if where["time_wall"] else "") + ")")
     elif before and after:
         with load(before) as b, load(after) as a:
-            doc = run(b, a, fixed_in)
+            doc = run(b, a, fixed_in, calibrate or None)
     else:
         raise ValueError("give one BUNDLE spanning the change, or --before and --after")
     if fmt == ReportFormat.json:

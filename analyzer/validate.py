@@ -134,7 +134,20 @@ def _would_succeed_share(doc: dict, policy: str) -> float | None:
     return (sum(1 for v in vals if v) / len(vals)) if vals else None
 
 
-def validate(before, after, fixed_in=None) -> dict:
+def calibrated_check(before, after_policy: str, after_hours: float, budget_s: float) -> dict:
+    """Fit the model to the before window and replay it under the after window's policy."""
+    from models.calibrate import calibrate, whatif
+    fit = calibrate(before, budget_s=budget_s)
+    w = whatif(before, fit["params"], after_policy, seeds=range(1, 6))
+    scale = after_hours * 3600 / max(w["window_s"], 1e-9)
+    return {"fitted": fit["params"], "fit_failures_rel_error": fit["fit"][0]["rel_error"],
+            "after_policy": after_policy,
+            "predicted_failures_per_hour": w["failures"]["mean"] / max(w["window_s"], 1e-9) * 3600,
+            "predicted_p95_per_hour": w["failures"]["p95"] / max(w["window_s"], 1e-9) * 3600,
+            "predicted_in_after_window": w["failures"]["mean"] * scale}
+
+
+def validate(before, after, fixed_in=None, calibrated_budget: float | None = None) -> dict:
     b = window(before, fixed_in)
     a = window(after, fixed_in)
     reasons = []
@@ -200,6 +213,21 @@ def validate(before, after, fixed_in=None) -> dict:
                        f"lets {ws:.0%} of the before failures through, predicting "
                        f"{predicted:.4g}/h; observed {obs_rate:.4g}/h: "
                        f"{'agrees' if agree else 'disagrees'}")
+    cal = None
+    if calibrated_budget:
+        try:
+            cal = calibrated_check(before, after_policy, t2, calibrated_budget)
+            obs = a["rate_per_hour"] or 0.0
+            lo, hi = poisson_ci(n2, t2) if t2 else (0, 0)
+            pred = cal["predicted_failures_per_hour"]
+            agree = (pred <= (hi or 0) * 1.0 + 1e-9 and cal["predicted_p95_per_hour"] >= (lo or 0))
+            reasons.append(f"calibrated model check: fitted to the before window (failures within "
+                           f"{abs(cal['fit_failures_rel_error'] or 0):.0%}), replayed under "
+                           f"{after_policy}: {pred:.4g}/h predicted, {obs:.4g}/h observed: "
+                           f"{'agrees' if agree else 'disagrees'}")
+            cal["agrees"] = bool(agree)
+        except ValueError as e:
+            reasons.append(f"calibrated model check not possible: {e}")
     if a["corroborated"] or b["corroborated"]:
         reasons.append(f"corroborating counters (not mixed into the rates): before "
                        f"{b['corroborated'] or {}}, after {a['corroborated'] or {}}")
@@ -207,7 +235,7 @@ def validate(before, after, fixed_in=None) -> dict:
     return {"verdict": verdict, "before": strip(b), "after": strip(a), "rate_ratio": ratio,
             "p_value": p, "exposure": {"before": b["exposure"], "after": a["exposure"]},
             "model_check": {"after_policy": after_policy, "would_succeed_share": ws,
-                            "predicted_per_hour": predicted},
+                            "predicted_per_hour": predicted, "calibrated": cal},
             "mitigated_by_defrag_mode_0": mitigated, "reasons": reasons}
 
 

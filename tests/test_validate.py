@@ -110,3 +110,14 @@ def test_one_bundle_spanning_a_reboot_into_the_fixed_kernel(tmp_path):
 def test_one_kernel_throughout_is_an_error(tmp_path):
     r = runner.invoke(app, ["validate", str(need(LAB1))])
     assert r.exit_code == 1 and "one kernel throughout" in r.stderr
+
+
+@pytest.mark.slow
+def test_calibrated_model_check_agrees_on_the_real_pair():
+    from tests.conftest import SAMPLES
+    code, d = run(SAMPLES / "lab-6.16.3-defrag1-mmtriage-lab", SAMPLES / "lab-7.3.4-defrag1-mmtriage-lab",
+                  "--calibrate", "20")
+    cal = d["model_check"]["calibrated"]
+    assert code == 0 and cal["after_policy"] == "defrag-fixed"
+    assert cal["predicted_failures_per_hour"] < 0.01 * d["before"]["rate_per_hour"]
+    assert cal["agrees"]
