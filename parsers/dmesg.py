@@ -33,7 +33,8 @@ from parsers.logio import iter_chunks, open_binary
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
 # "allocat" covers SLUB, warn_alloc, vmalloc and stall headers; "Linux version" marks each boot.
-TRIGGERS = (b"allocat", b"suppressed", b"Mem-", b"oom-k", b"dropped", b"Linux version")
+TRIGGERS = (b"allocat", b"suppressed", b"Mem-", b"invoked oom-killer", b"messages dropped",
+            b"Linux version")
 
 _SLUB = re.compile(
     r"SLUB: Unable to allocate memory on (?:CPU (\d+) \(of node (-?\d+)\) on )?node (-?\d+)"
