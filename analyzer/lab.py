@@ -128,7 +128,13 @@ def _qemu(kernel: Path, initrd: Path, append: str, memory: int, workdir: Path, a
                 p.kill()
                 return False, f"the guest did not finish within {timeout:.0f} s"
         ok = b"@@DONE" in data.read_bytes()
-        return ok, "" if ok else f"the guest stopped early: {p.stdout.read().decode()[-300:]}"
+        if ok:
+            return True, ""
+        tail = console.read_bytes().decode("utf-8", "replace").strip().splitlines()[-5:]
+        qemu = p.stdout.read().decode("utf-8", "replace").strip()[-300:]
+        return False, ("the guest stopped early" + (f"; qemu: {qemu}" if qemu else "")
+                       + (f"; console: {' | '.join(tail)}" if tail else "")
+                       + f"; data: {data.stat().st_size} bytes")
     finally:
         if p.poll() is None:
             p.kill()
@@ -186,6 +192,7 @@ def run(kernel: str | Path, defrag_mode: int = 1, memory: int = 1536, seconds: i
     tries = ["kvm", "tcg"] if accel == "auto" else [accel]
     if "kvm" in tries and not os.access("/dev/kvm", os.R_OK | os.W_OK):
         tries = ["tcg"]
+    tries.append(tries[-1])  # one more go on the last accelerator: a guest can die by chance
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="mmtriage-lab-") as td:
         wd = Path(td)
