@@ -209,7 +209,8 @@ def _triage_doc(doc):
 @handle_errors
 def validate(
     bundle: Annotated[Optional[str], typer.Argument(help="One bundle (or log) spanning the change: "
-                                                         "split at the reboot into another kernel.")] = None,
+                                                         "split at the reboot into another kernel, "
+                                                         "or where the snapshots' defrag_mode changed.")] = None,
     before: Annotated[Optional[str], typer.Option(help="Bundle (or log) from before the change.")] = None,
     after: Annotated[Optional[str], typer.Option(help="Bundle (or log) from after the change.")] = None,
     fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="Report format.")] = ReportFormat.table,
@@ -237,9 +238,13 @@ def validate(
             b, a, where = split_at_change(whole)
             doc = run(b, a, fixed_in, calibrate or None)
         doc["split"] = where
-        doc["reasons"].insert(0, f"split at the reboot into {where['after_kernel']} "
-                                 f"({where['source']}:{where['line']}"
-                                 + (f", {where['time_wall']}" if where["time_wall"] else "") + ")")
+        if where.get("defrag_mode"):
+            doc["reasons"].insert(0, f"split where defrag_mode went from {where['defrag_mode']['before']} "
+                                     f"to {where['defrag_mode']['after']} (snapshot at {where['time_wall']})")
+        else:
+            doc["reasons"].insert(0, f"split at the reboot into {where['after_kernel']} "
+                                     f"({where['source']}:{where['line']}"
+                                     + (f", {where['time_wall']}" if where["time_wall"] else "") + ")")
     elif before and after:
         with load(before) as b, load(after) as a:
             doc = run(b, a, fixed_in, calibrate or None)

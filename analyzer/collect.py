@@ -169,6 +169,9 @@ def _snapshot(out: Path, proc_root: Path, t: datetime, meta: dict) -> None:
                 meta["collector"]["missing"].append(dest)
             continue
         (tmp / dest).write_bytes(data)
+    dm = _read(proc_root / "sys/vm/defrag_mode")
+    if dm is not None:  # per snapshot, so that a change during the capture can be found
+        (tmp / "defrag_mode").write_bytes(dm)
     os.replace(tmp, final)
 
 

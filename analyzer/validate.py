@@ -248,14 +248,16 @@ def split_at_change(bundle):
     import dataclasses
     from parsers.dmesg import ParseResult
     boots = bundle.log.boots
-    if not boots:
-        raise ValueError(f"{bundle.path}: no 'Linux version' line in the log: cannot find where "
-                         f"the change happened (give --before and --after)")
-    first = boots[0]
-    change = next((b for b in boots[1:] if b["release"] != first["release"]), None)
+    dm_change = _defrag_mode_change(bundle)
+    first = boots[0] if boots else None
+    change = next((b for b in boots[1:] if b["release"] != first["release"]), None) if boots else None
+    if change is None and dm_change is not None:
+        return _split_by_time(bundle, *dm_change)
     if change is None:
-        raise ValueError(f"{bundle.path}:{boots[0]['line']}: one kernel throughout "
-                         f"({first['release']}): no change to validate")
+        what = f"one kernel throughout ({first['release']})" if first else "no 'Linux version' line"
+        where = f"{bundle.path}:{first['line']}" if first else str(bundle.path)
+        raise ValueError(f"{where}: {what} and no defrag_mode change in the snapshots: "
+                         f"no change to validate (give --before and --after)")
     src, line, wall = change["source"], change["line"], change["time_wall"]
 
     def part(after: bool):
@@ -291,4 +293,52 @@ def split_at_change(bundle):
                                                    if after else f"log (boot at {src}:{first['line']})"})
     where = {"source": src, "line": line, "time_wall": wall, "before_kernel": first["release"],
              "after_kernel": change["release"]}
+    return part(False), part(True), where
+
+
+def _defrag_mode_change(bundle):
+    """(time, old, new) of the first snapshot whose recorded defrag_mode differs, or None."""
+    prev = None
+    for s in bundle.snapshots:
+        if s.defrag_mode is None:
+            continue
+        if prev is not None and s.defrag_mode != prev:
+            return s.time, prev, s.defrag_mode
+        prev = s.defrag_mode
+    return None
+
+
+def _split_by_time(bundle, t, old, new):
+    """Split at a defrag_mode change seen between snapshots: events by their wall time."""
+    import dataclasses
+    from parsers.dmesg import ParseResult
+
+    def part(after: bool):
+        res = ParseResult()
+        keep = lambda e: (bundle.event_wall_time(e) is not None and
+                          (bundle.event_wall_time(e) >= t) == after)
+        res.events = [e for e in bundle.log.events if keep(e)]
+        res.suppressions = [s for s in bundle.log.suppressions if keep(s)]
+        for s in res.suppressions:
+            res.suppressed[s["func"]] = res.suppressed.get(s["func"], 0) + s["count"]
+        res.slub_reports = sum(1 for e in res.events if e["kind"] == "slub")
+        res.page_alloc_reports = sum(1 for e in res.events if e["kind"] == "page_alloc")
+        iso = t.strftime("%Y-%m-%dT%H:%M:%S")
+        if after:
+            res.first_time_wall, res.last_time_wall = iso, bundle.log.last_time_wall
+        else:
+            res.first_time_wall, res.last_time_wall = bundle.log.first_time_wall, iso
+        snaps = [s for s in bundle.snapshots if (s.time >= t) == after]
+        if snaps and not (res.first_time_wall and res.last_time_wall and
+                          res.first_time_wall < res.last_time_wall):
+            res.first_time_wall = snaps[0].time.strftime("%Y-%m-%dT%H:%M:%S")
+            res.last_time_wall = snaps[-1].time.strftime("%Y-%m-%dT%H:%M:%S")
+        res.kernel_release = bundle.log.kernel_release
+        return dataclasses.replace(bundle, log=res, snapshots=snaps, _tmp=None,
+                                   defrag_mode={"value": new if after else old,
+                                                "source": "snapshots (defrag_mode recorded per snapshot)"})
+    where = {"source": "snapshots", "line": None, "time_wall": t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "before_kernel": bundle.kernel_release.get("value"),
+             "after_kernel": bundle.kernel_release.get("value"),
+             "defrag_mode": {"before": old, "after": new}}
     return part(False), part(True), where

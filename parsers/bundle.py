@@ -64,6 +64,7 @@ class Snapshot:
     meminfo: dict | None = None
     slabinfo: dict | None = None
     net_snmp: dict | None = None
+    defrag_mode: int | None = None   # /proc/sys/vm/defrag_mode at this snapshot, if recorded
 
     @property
     def name(self) -> str:
@@ -239,6 +240,12 @@ def _load_snapshot(d: Path, t: datetime, sos: bool = False) -> Snapshot:
             continue
         text = p.read_bytes().decode("utf-8", "replace")
         setattr(snap, name, mod.parse(text, str(p)))
+    dm = d / "defrag_mode"
+    if dm.is_file():
+        raw = dm.read_text(errors="replace").strip()
+        if not raw.isdigit():
+            raise BundleError(str(dm), 1, "defrag_mode is not a number", raw)
+        snap.defrag_mode = int(raw)
     return snap
 
 

@@ -121,3 +121,36 @@ def test_calibrated_model_check_agrees_on_the_real_pair():
     assert code == 0 and cal["after_policy"] == "defrag-fixed"
     assert cal["predicted_failures_per_hour"] < 0.01 * d["before"]["rate_per_hour"]
     assert cal["agrees"]
+
+
+def test_one_bundle_with_a_defrag_mode_change_in_its_snapshots(tmp_path):
+    """The real defrag_mode=1 run, then the =0 run of the same kernel: collect records
+    defrag_mode in every snapshot, and validate splits where it changed."""
+    import shutil
+    from datetime import datetime, timedelta, timezone
+    from parsers.bundle import parse_snapshot_time
+    from tests.formats import lines
+    b = tmp_path / "web-07"
+    out = []
+    for src, boot, dm in ((need(LAB1), datetime(2026, 11, 25, 10, tzinfo=timezone.utc), 1),
+                          (need(LAB0), datetime(2026, 11, 25, 11, tzinfo=timezone.utc), 0)):
+        for t, msg in lines((src / "dmesg").read_text()):
+            w = boot + timedelta(seconds=t or 0)
+            out.append(f"{w.strftime('%b %e %H:%M:%S')} web-07 kernel: [{t or 0:12.6f}] {msg}")
+        old_boot = datetime.fromisoformat(json.loads((src / "meta.json").read_text())["boot_time"]
+                                          .replace("Z", "+00:00"))
+        for snap in (src / "snapshots").iterdir():
+            t = boot + (parse_snapshot_time(snap.name) - old_boot)
+            dst = b / "snapshots" / t.strftime("%Y%m%dT%H%M%SZ")
+            shutil.copytree(snap, dst)
+            for p in [dst] + list(dst.iterdir()):
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            (dst / "defrag_mode").write_text(f"{dm}\n")
+    (b / "kern.log").write_text("\n".join(out) + "\n")
+    (b / "meta.json").write_text(json.dumps({"host": "web-07"}))
+    r = runner.invoke(app, ["validate", str(b), "--format", "json"])
+    d = json.loads(r.stdout)
+    assert r.exit_code == 0 and d["verdict"] == "fixed", d["reasons"]
+    assert d["split"]["defrag_mode"] == {"before": 1, "after": 0}
+    assert d["mitigated_by_defrag_mode_0"]
+    assert d["before"]["target_estimated"] == 2975 and d["after"]["target_estimated"] == 0
