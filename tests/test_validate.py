@@ -77,28 +77,44 @@ def test_real_affected_kernel_then_fixed_kernel_is_fixed():
     assert d["model_check"]["would_succeed_share"] == 1.0
 
 
-def test_one_bundle_spanning_a_reboot_into_the_fixed_kernel(tmp_path):
-    """kern.log across the reboot from 6.16.3 into 7.3.4, snapshots from both boots."""
+def _spanning_bundle(root, host, parts):
+    """A bundle whose kern.log runs through two boots, with both boots' snapshots re-timed.
+    ``parts``: (source bundle, boot time, defrag_mode to record per snapshot or None)."""
     import shutil
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
     from parsers.bundle import parse_snapshot_time
-    from tests.conftest import SAMPLES
     from tests.formats import lines
-    b = tmp_path / "db-01"
+    b = root / host
     out = []
-    for name, boot in (("lab-6.16.3-defrag1-mmtriage-lab", datetime(2026, 11, 25, 10, tzinfo=timezone.utc)),
-                       ("lab-7.3.4-defrag1-mmtriage-lab", datetime(2026, 11, 25, 11, tzinfo=timezone.utc))):
-        src = SAMPLES / name
+    for src, boot, dm in parts:
         for t, msg in lines((src / "dmesg").read_text()):
             w = boot + timedelta(seconds=t or 0)
-            out.append(f"{w.strftime('%b %e %H:%M:%S')} db-01 kernel: [{t or 0:12.6f}] {msg}")
+            out.append(f"{w.strftime('%b %e %H:%M:%S')} {host} kernel: [{t or 0:12.6f}] {msg}")
         old_boot = datetime.fromisoformat(json.loads((src / "meta.json").read_text())["boot_time"]
                                           .replace("Z", "+00:00"))
         for snap in (src / "snapshots").iterdir():
             t = boot + (parse_snapshot_time(snap.name) - old_boot)
-            shutil.copytree(snap, b / "snapshots" / t.strftime("%Y%m%dT%H%M%SZ"))
+            dst = b / "snapshots" / t.strftime("%Y%m%dT%H%M%SZ")
+            shutil.copytree(snap, dst)
+            for p in [dst] + list(dst.iterdir()):
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            if dm is not None:
+                (dst / "defrag_mode").write_text(f"{dm}\n")
     (b / "kern.log").write_text("\n".join(out) + "\n")
-    (b / "meta.json").write_text(json.dumps({"host": "db-01", "defrag_mode": 1}))
+    (b / "meta.json").write_text(json.dumps({"host": host}))
+    return b
+
+
+def test_one_bundle_spanning_a_reboot_into_the_fixed_kernel(tmp_path):
+    """kern.log across the reboot from 6.16.3 into 7.3.4, snapshots from both boots."""
+    from datetime import datetime, timezone
+    from tests.conftest import SAMPLES
+    b = _spanning_bundle(tmp_path, "db-01", [
+        (SAMPLES / "lab-6.16.3-defrag1-mmtriage-lab", datetime(2026, 11, 25, 10, tzinfo=timezone.utc), None),
+        (SAMPLES / "lab-7.3.4-defrag1-mmtriage-lab", datetime(2026, 11, 25, 11, tzinfo=timezone.utc), None)])
+    meta = json.loads((b / "meta.json").read_text())
+    meta["defrag_mode"] = 1
+    (b / "meta.json").write_text(json.dumps(meta))
     r = runner.invoke(app, ["validate", str(b), "--format", "json"])
     d = json.loads(r.stdout)
     assert r.exit_code == 0 and d["verdict"] == "fixed", d["reasons"]
@@ -126,28 +142,10 @@ def test_calibrated_model_check_agrees_on_the_real_pair():
 def test_one_bundle_with_a_defrag_mode_change_in_its_snapshots(tmp_path):
     """The real defrag_mode=1 run, then the =0 run of the same kernel: collect records
     defrag_mode in every snapshot, and validate splits where it changed."""
-    import shutil
-    from datetime import datetime, timedelta, timezone
-    from parsers.bundle import parse_snapshot_time
-    from tests.formats import lines
-    b = tmp_path / "web-07"
-    out = []
-    for src, boot, dm in ((need(LAB1), datetime(2026, 11, 25, 10, tzinfo=timezone.utc), 1),
-                          (need(LAB0), datetime(2026, 11, 25, 11, tzinfo=timezone.utc), 0)):
-        for t, msg in lines((src / "dmesg").read_text()):
-            w = boot + timedelta(seconds=t or 0)
-            out.append(f"{w.strftime('%b %e %H:%M:%S')} web-07 kernel: [{t or 0:12.6f}] {msg}")
-        old_boot = datetime.fromisoformat(json.loads((src / "meta.json").read_text())["boot_time"]
-                                          .replace("Z", "+00:00"))
-        for snap in (src / "snapshots").iterdir():
-            t = boot + (parse_snapshot_time(snap.name) - old_boot)
-            dst = b / "snapshots" / t.strftime("%Y%m%dT%H%M%SZ")
-            shutil.copytree(snap, dst)
-            for p in [dst] + list(dst.iterdir()):
-                p.chmod(0o755 if p.is_dir() else 0o644)
-            (dst / "defrag_mode").write_text(f"{dm}\n")
-    (b / "kern.log").write_text("\n".join(out) + "\n")
-    (b / "meta.json").write_text(json.dumps({"host": "web-07"}))
+    from datetime import datetime, timezone
+    b = _spanning_bundle(tmp_path, "web-07", [
+        (need(LAB1), datetime(2026, 11, 25, 10, tzinfo=timezone.utc), 1),
+        (need(LAB0), datetime(2026, 11, 25, 11, tzinfo=timezone.utc), 0)])
     r = runner.invoke(app, ["validate", str(b), "--format", "json"])
     d = json.loads(r.stdout)
     assert r.exit_code == 0 and d["verdict"] == "fixed", d["reasons"]
