@@ -21,7 +21,7 @@ import numpy as np
 from scipy import optimize
 
 from analyzer.attribution import host_facts
-from models.engine import C_NET_FAILED, C_NET_INUSE, NMT, POLICY_NAMES
+from models.engine import C_NET_DEMAND, C_NET_FAILED, C_NET_INUSE, NMT, POLICY_NAMES
 from models.scenarios import Cache, Scenario, _p
 from models.simulate import simulate
 from models.state import from_snapshot
@@ -43,6 +43,7 @@ class Observations:
     times: np.ndarray            # seconds after the start snapshot, one per later snapshot
     free_mb: np.ndarray          # [snapshot, type] free MiB (Unmovable, Movable, Reclaimable)
     inuse: np.ndarray | None     # objects of the failing cache in use at each snapshot
+    demand: np.ndarray | None    # cumulative send attempts since the start (ICMP OutMsgs)
     failures: float
     failures_source: str
     printed: int
@@ -90,10 +91,20 @@ def observe(bundle) -> Observations:
     rel = np.array([(s.time - s0.time).total_seconds() for s in later])
     free = np.array([_free_mb(s) for s in later])
     notes = []
-    cache_name = slub[0]["cache"] if slub else None
+    # The head cache: skbuff_head_cache when it failed, else the cache that failed most.
+    freq: dict = {}
+    for e in slub:
+        freq[e["cache"]] = freq.get(e["cache"], 0) + 1
+    order = sorted(freq, key=lambda c: (c != "skbuff_head_cache", -freq[c]))
+    slub = sorted(slub, key=lambda e: order.index(e["cache"]))
+    cache_name = order[0] if order else None
     inuse = None
     if cache_name and all(s.slabinfo and cache_name in s.slabinfo for s in later):
         inuse = np.array([s.slabinfo[cache_name]["active_objs"] for s in later], dtype=float)
+    demand = None
+    if s0.net_snmp and all(s.net_snmp and "Icmp" in s.net_snmp for s in later):
+        base = s0.net_snmp.get("Icmp", {}).get("OutMsgs", 0)
+        demand = np.array([s.net_snmp["Icmp"]["OutMsgs"] - base for s in later], dtype=float)
     fails, src = None, None
     if s0.net_snmp and later[-1].net_snmp and "Icmp" in later[-1].net_snmp:
         fails = float(max(s.net_snmp["Icmp"]["OutErrors"] for s in later if s.net_snmp)
@@ -115,7 +126,7 @@ def observe(bundle) -> Observations:
     facts = host_facts(bundle)
     ff = (first - s0.time).total_seconds() if first is not None else None
     sup = log.summary()["suppressed"].get("slab_out_of_memory", 0)
-    return Observations(s0.name, bundle.snapshots.index(s0), rel, free, inuse, fails, src,
+    return Observations(s0.name, bundle.snapshots.index(s0), rel, free, inuse, demand, fails, src,
                         len(slub), sup, ff, float(rel[-1]) if len(rel) else 0.0, caches,
                         facts.policy_name, notes)
 
@@ -123,8 +134,10 @@ def observe(bundle) -> Observations:
 def scenario_for(bundle, obs: Observations, params: dict, spec) -> Scenario:
     caches = list(obs.caches) or [Cache("skbuff_head_cache", 256, 0, 0)]
     share = params.get("kernel_share", 0.0)
+    # net_rate is the atomic objects' rate (what the send counters count); the process-context
+    # share and the data buffers come on top of it
     caches = [Cache(caches[0].name, caches[0].object_size, caches[0].default_order,
-                    caches[0].min_order, 0x820, 1.0 - share)]
+                    caches[0].min_order, 0x820, 1.0)]
     if share > 0:
         # the same objects allocated in process context (GFP_KERNEL): the slowpath's last
         # retry drops NOFRAGMENT for them, so they convert blocks the atomic ones then use
@@ -180,12 +193,14 @@ class Fitter:
             free[i] = pages[:3] * 4 / 1024
         fails = float(res.snaps_cnt[-1][C_NET_FAILED]) if k else float(res.fail_sec.sum())
         inuse = res.snaps_cnt[:, C_NET_INUSE].astype(float) if k else None
+        demand = res.snaps_cnt[:, C_NET_DEMAND].astype(float) if k else None
         rc = res.report_counts()
         first = None
         t = res.truth
         if len(t):
             first = float(t[:, 0].min())
-        return {"failures": fails, "free_mb": free, "inuse": inuse, "printed": rc["slub_printed"],
+        return {"failures": fails, "free_mb": free, "inuse": inuse, "demand": demand,
+                "printed": rc["slub_printed"],
                 "suppressed": rc["suppressed"].get("slab_out_of_memory", 0), "first": first}
 
     def loss_of(self, sims: list[dict]) -> float:
@@ -199,6 +214,10 @@ class Fitter:
             iu = np.mean([s["inuse"] for s in sims], axis=0)
             if iu is not None and iu.shape == o.inuse.shape:
                 loss += float(np.mean((np.log1p(iu) - np.log1p(o.inuse)) ** 2))
+        if o.demand is not None:
+            dm = np.mean([s["demand"] for s in sims], axis=0)
+            if dm is not None and dm.shape == o.demand.shape:
+                loss += 2.0 * float(np.mean((np.log1p(dm) - np.log1p(o.demand)) ** 2))
         pr = np.mean([s["printed"] for s in sims])
         loss += 0.5 * (math.log1p(pr) - math.log1p(o.printed)) ** 2
         if o.first_failure_s is not None:
@@ -275,26 +294,35 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
     # from the best point.
     rng = np.random.default_rng(0)
     best = {"x": x0, "f": f0}
-    n_search = int(min(24, max(4, budget_s * 0.3 / max(per_eval, 1e-3))))
+    n_search = int(min(48, max(4, budget_s * 0.3 / max(per_eval, 1e-3))))
     for _ in range(n_search):
         x = x0 + rng.uniform(-2.0, 2.0, len(x0)) * scale
         f = fit.objective(x)
         if f < best["f"]:
             best = {"x": x, "f": f}
-        if time.perf_counter() - t0 > budget_s * 0.4:
+        if time.perf_counter() - t0 > budget_s * 0.3:
             break
-    maxfev = max(10, int((budget_s - (time.perf_counter() - t0)) * 0.75 / max(per_eval, 1e-3)))
-    simplex = [best["x"]] + [best["x"] + np.eye(len(x0))[i] * scale[i] for i in range(len(x0))]
 
     def cb(xk):
         if progress:
             progress(time.perf_counter() - t0, budget_s)
 
-    res = optimize.minimize(fit.objective, best["x"], method="Nelder-Mead", callback=cb,
-                            options={"maxfev": maxfev, "initial_simplex": np.array(simplex),
-                                     "xatol": 1e-3, "fatol": 1e-4})
-    if res.fun < best["f"]:
-        best = {"x": res.x, "f": float(res.fun)}
+    # Nelder-Mead, restarted from the best point with a smaller simplex while budget remains
+    # (the loss is noisy: one simplex collapses early).
+    shrink = 1.0
+    while True:
+        left = budget_s * 0.7 - (time.perf_counter() - t0)  # the rest: profile and checks
+        maxfev = int(left / max(per_eval, 1e-3))
+        if maxfev < 2 * len(x0) + 4:
+            break
+        simplex = [best["x"]] + [best["x"] + np.eye(len(x0))[i] * scale[i] * shrink
+                                 for i in range(len(x0))]
+        res = optimize.minimize(fit.objective, best["x"], method="Nelder-Mead", callback=cb,
+                                options={"maxfev": maxfev, "initial_simplex": np.array(simplex),
+                                         "xatol": 1e-3, "fatol": 1e-4})
+        if res.fun < best["f"]:
+            best = {"x": res.x, "f": float(res.fun)}
+        shrink *= 0.5
     params = fit.params(best["x"])
     # Uncertainty: the fitted parameters' effect over more seeds, and a one-dimensional
     # profile (the range within which the loss grows by at most 10 %).
@@ -400,6 +428,8 @@ def _fit_table(obs: Observations, sims: list[dict]) -> list[dict]:
                     [s["free_mb"][k, j] for s in sims])
         if obs.inuse is not None:
             row(f"objects in use at +{t:.0f} s", obs.inuse[k], [s["inuse"][k] for s in sims])
+        if obs.demand is not None:
+            row(f"send attempts by +{t:.0f} s", obs.demand[k], [s["demand"][k] for s in sims])
     return rows
 
 

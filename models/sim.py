@@ -569,7 +569,8 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
             demand = _poisson(P[P_NET] * caches[c, 5] / 1000.0 * mult * dt)
             if demand <= 0:
                 continue
-            counters[C_NET_DEMAND] += demand
+            if c == 0:
+                counters[C_NET_DEMAND] += demand  # objects of the first (reported) cache
             use = demand if demand < cstate[c, 0] else cstate[c, 0]
             cstate[c, 0] -= use
             cstate[c, 1] += use
