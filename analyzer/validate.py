@@ -261,15 +261,9 @@ def split_at_change(bundle):
     src, line, wall = change["source"], change["line"], change["time_wall"]
 
     def part(after: bool):
-        res = ParseResult()
         keep = (lambda e: (e["source"] == src and e["line"] >= line)) if after else \
             (lambda e: not (e["source"] == src and e["line"] >= line))
-        res.events = [e for e in bundle.log.events if keep(e)]
-        res.suppressions = [s for s in bundle.log.suppressions if keep(s)]
-        for s in res.suppressions:
-            res.suppressed[s["func"]] = res.suppressed.get(s["func"], 0) + s["count"]
-        res.slub_reports = sum(1 for e in res.events if e["kind"] == "slub")
-        res.page_alloc_reports = sum(1 for e in res.events if e["kind"] == "page_alloc")
+        res = _sub_result(bundle.log, keep)
         walls = [e["time_wall"] for e in res.events if e.get("time_wall")]
         if after:
             res.first_time_wall, res.last_time_wall = wall, bundle.log.last_time_wall
@@ -314,15 +308,9 @@ def _split_by_time(bundle, t, old, new):
     from parsers.dmesg import ParseResult
 
     def part(after: bool):
-        res = ParseResult()
         keep = lambda e: (bundle.event_wall_time(e) is not None and
                           (bundle.event_wall_time(e) >= t) == after)
-        res.events = [e for e in bundle.log.events if keep(e)]
-        res.suppressions = [s for s in bundle.log.suppressions if keep(s)]
-        for s in res.suppressions:
-            res.suppressed[s["func"]] = res.suppressed.get(s["func"], 0) + s["count"]
-        res.slub_reports = sum(1 for e in res.events if e["kind"] == "slub")
-        res.page_alloc_reports = sum(1 for e in res.events if e["kind"] == "page_alloc")
+        res = _sub_result(bundle.log, keep)
         iso = t.strftime("%Y-%m-%dT%H:%M:%S")
         if after:
             res.first_time_wall, res.last_time_wall = iso, bundle.log.last_time_wall
@@ -342,3 +330,16 @@ def _split_by_time(bundle, t, old, new):
              "after_kernel": bundle.kernel_release.get("value"),
              "defrag_mode": {"before": old, "after": new}}
     return part(False), part(True), where
+
+
+def _sub_result(log, keep):
+    """The records and suppression lines of a log that ``keep`` selects, with their counts."""
+    from parsers.dmesg import ParseResult
+    res = ParseResult()
+    res.events = [e for e in log.events if keep(e)]
+    res.suppressions = [s for s in log.suppressions if keep(s)]
+    for s in res.suppressions:
+        res.suppressed[s["func"]] = res.suppressed.get(s["func"], 0) + s["count"]
+    res.slub_reports = sum(1 for e in res.events if e["kind"] == "slub")
+    res.page_alloc_reports = sum(1 for e in res.events if e["kind"] == "page_alloc")
+    return res
