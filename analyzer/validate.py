@@ -246,7 +246,6 @@ def split_at_change(bundle):
     """One bundle whose log spans a reboot into another kernel -> (before, after, where).
     Events and suppression lines split at the new boot's line; snapshots at its wall time."""
     import dataclasses
-    from parsers.dmesg import ParseResult
     boots = bundle.log.boots
     dm_change = _defrag_mode_change(bundle)
     first = boots[0] if boots else None
@@ -305,7 +304,6 @@ def _defrag_mode_change(bundle):
 def _split_by_time(bundle, t, old, new):
     """Split at a defrag_mode change seen between snapshots: events by their wall time."""
     import dataclasses
-    from parsers.dmesg import ParseResult
 
     def part(after: bool):
         keep = lambda e: (bundle.event_wall_time(e) is not None and
