@@ -9,7 +9,7 @@ from __future__ import annotations
 from numba import njit
 
 from models.engine import (ALLOC_HIGHATOMIC, ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_NON_BLOCK,
-                           ALLOC_OOM, FALLBACKS, should_try_claim_block, C_CLAIMED_BLOCKS, C_FB_CLAIM,
+                           ALLOC_OOM, FALLBACKS, _smallest, should_try_claim_block, C_CLAIMED_BLOCKS, C_FB_CLAIM,
                            C_FB_HIGHATOMIC, C_FB_STEAL, C_HA_RESERVE, C_HA_UNRESERVE,
                            C_PGALLOC, C_PGFREE, C_WMARK_BOOST, HIGHATOMIC, MODE_CLAIM,
                            MODE_HIGHATOMIC, MODE_NONE, MODE_NORMAL, MODE_STEAL, MOVABLE,
@@ -240,21 +240,13 @@ def rmqueue(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z, or
                 if try_claim_block(zs, nr_free, heads, nxt, prv, forder, bmt, bfree, bmov, z, pfn,
                                    co, order, mt, flags, pbo, counters):
                     counters[C_FB_CLAIM] += 1
-                    o2 = -1
-                    for o in range(order, nr_free.shape[1]):
-                        if nr_free[z, o, mt] > 0:
-                            o2 = o
-                            break
+                    o2 = _smallest(nr_free, z, order, mt)
                     if o2 >= 0:
                         return take(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree,
                                     bmov, z, heads[z, o2, mt], order, kind, pbo), MODE_CLAIM
         if flags & ALLOC_NOFRAGMENT:
             if flags & (ALLOC_OOM | ALLOC_NON_BLOCK):
-                o = -1
-                for oo in range(order, nr_free.shape[1]):
-                    if nr_free[z, oo, HIGHATOMIC] > 0:
-                        o = oo
-                        break
+                o = _smallest(nr_free, z, order, HIGHATOMIC)
                 if o >= 0:
                     counters[C_FB_HIGHATOMIC] += 1
                     return take(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov,

@@ -353,15 +353,8 @@ def ratelimit(RS, k, t, interval, burst, n, rep, rep_n, cache_id):
         RS[k, RL_BEGIN] = t
     if t > RS[k, RL_BEGIN] + interval:
         if RS[k, RL_MISSED] > 0:
-            i = rep_n[0]
-            if i < rep.shape[0]:
-                rep[i, 0] = t
-                rep[i, 1] = R_SUPP_SLUB if k == 0 else R_SUPP_WARN
-                rep[i, 2] = RS[k, RL_MISSED]
-                rep[i, 3] = cache_id
-                rep[i, 4] = -1
-                rep[i, 5] = cache_id
-                rep_n[0] = i + 1
+            _record(rep, rep_n, t, R_SUPP_SLUB if k == 0 else R_SUPP_WARN, RS[k, RL_MISSED],
+                    cache_id, -1, cache_id)
             RS[k, RL_MISSED] = 0
         RS[k, RL_BEGIN] = t
         RS[k, RL_PRINTED] = 0
