@@ -2,7 +2,7 @@ PY ?= python3
 PIP ?= $(PY) -m pip
 OUT ?= out
 
-.PHONY: install demo test test-fast bench bench-fleet docs lab-kernels clean
+.PHONY: install demo test test-fast bench bench-fleet bench-calibrate docs lab-kernels clean
 
 install:
 	$(PIP) install -q -e '.[dev]'
@@ -21,6 +21,10 @@ test-fast: install
 
 bench: install
 	$(PY) bench/run.py
+
+# one host calibrated at the default budget (real lab bundles) and parameter recovery
+bench-calibrate: install
+	$(PY) bench/calibrate_bench.py
 
 # 10,000 synthetic bundles through ingest and the report (about 6 minutes here)
 bench-fleet: install

@@ -82,7 +82,9 @@ def simulate(
 @handle_errors
 def calibrate(
     bundle: Annotated[str, typer.Argument(help="A host bundle with pagetypeinfo + zoneinfo snapshots.")],
-    budget: Annotated[float, typer.Option(help="Seconds to spend fitting.")] = 60.0,
+    budget: Annotated[float, typer.Option(help="Seconds to spend, all in (70 % on the search).")] = 60.0,
+    evals: Annotated[Optional[int], typer.Option(help="Model evaluations for the search instead "
+                     "of what the budget buys: the same result on any machine.")] = None,
     seeds: Annotated[int, typer.Option(help="Seeds averaged per evaluation.")] = 2,
     fit: Annotated[Optional[list[str]], typer.Option("--fit", help="Parameters to fit "
                    "(default: chosen from what the bundle shows).")] = None,
@@ -109,6 +111,7 @@ def calibrate(
     try:
         with load(bundle) as b:
             res = run(b, budget, tuple(range(1, seeds + 1)), names=fit or None, fixed=fixed,
+                      evals=evals,
                       progress=(lambda d, t: prog.update(task, completed=min(d / t, 1.0))) if prog else None)
     finally:
         if prog:

@@ -21,7 +21,7 @@ import numpy as np
 
 from models.engine import (CAUSE_NAMES, C_ALLOCSTALL, C_COMPACT_DAEMON_MIGRATE, C_COMPACT_FAIL,
                            C_COMPACT_MIGRATE, C_COMPACT_STALL, C_COMPACT_SUCCESS, C_KCOMPACTD_WAKE,
-                           C_KSWAPD_WAKE, C_NET_DEMAND, C_NET_INUSE, C_PAGEOUTRUN, C_PGALLOC, C_PGFREE, C_PGSCAN_DIRECT,
+                           C_KSWAPD_WAKE, C_NET_DEMAND, C_PAGEOUTRUN, C_PGALLOC, C_PGFREE, C_PGSCAN_DIRECT,
                            C_PGSCAN_KSWAPD, C_PGSTEAL_DIRECT, C_PGSTEAL_KSWAPD,
                            C_THP_FAULT_ALLOC, C_THP_FAULT_FALLBACK, MT_LETTERS, MT_NAMES, NMT,
                            Z_BOOST, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE, Z_HA_RESERVED, Z_MANAGED,
@@ -207,8 +207,9 @@ def _vmstat(res: SimResult, k: int) -> str:
     out = {"nr_free_pages": int(zs[:, Z_FREE].sum()),
            "nr_free_pages_blocks": int(zs[:, Z_FREE_BLOCKS].sum()),
            "nr_zone_inactive_anon": 0, "nr_free_cma": 0}
+    top = list(per_zone)[-1]  # the model counts page allocations per host: the highest zone
     for name in per_zone:
-        out[f"pgalloc_{name}"] = int(c[C_PGALLOC]) if name == "normal" else 0
+        out[f"pgalloc_{name}"] = int(c[C_PGALLOC]) if name == top else 0
     out.update({
         "pgfree": int(c[C_PGFREE]),
         "allocstall_normal": int(c[C_ALLOCSTALL]),
@@ -225,6 +226,31 @@ def _vmstat(res: SimResult, k: int) -> str:
         "thp_fault_fallback": int(c[C_THP_FAULT_FALLBACK]),
     })
     return "".join(f"{kk} {v}\n" for kk, v in out.items())
+
+
+def _slabinfo(res: SimResult, k: int) -> str:
+    """slabinfo 2.1 for the model's caches; caches that differ only by a ``#context`` suffix
+    are one kernel cache (the same objects allocated from another context)."""
+    inuse = res.extra.get("inuse")
+    rows: dict = {}
+    for i, c in enumerate(res.scenario.caches):
+        name = c.name.split("#")[0]
+        n = int(inuse[k, i]) if inuse is not None and k < len(inuse) else 0
+        if name in rows:
+            rows[name][1] += n
+        else:
+            rows[name] = [c, n]
+    out = ["slabinfo - version: 2.1",
+           "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : "
+           "tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> "
+           "<sharedavail>"]
+    for name, (c, n) in rows.items():
+        per = (4096 << c.default_order) // c.object_size
+        slabs = (n + per - 1) // per
+        out.append(f"{name:<17} {n:6d} {slabs * per:6d} {c.object_size:6d} {per:4d} "
+                   f"{1 << c.default_order:4d} : tunables    0    0    0 : slabdata {slabs:6d} "
+                   f"{slabs:6d}      0")
+    return "\n".join(out) + "\n"
 
 
 def _meminfo(res: SimResult, k: int) -> str:
@@ -272,17 +298,7 @@ def emit(res: SimResult, out: Path, boot: datetime = BOOT) -> dict:
                 n = int(np.searchsorted(slub_fail_cum, float(t), side="right"))
                 (d / "net_snmp").write_text(_net_snmp(n, int(res.snaps_cnt[k][C_NET_DEMAND])))
             if sc.caches:
-                c0 = sc.caches[0]
-                inuse = int(res.snaps_cnt[k][C_NET_INUSE])
-                per = (4096 << c0.default_order) // c0.object_size
-                slabs = (inuse + per - 1) // per
-                (d / "slabinfo").write_text(
-                    "slabinfo - version: 2.1\n# name            <active_objs> <num_objs> <objsize> "
-                    "<objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : "
-                    "slabdata <active_slabs> <num_slabs> <sharedavail>\n"
-                    f"{c0.name:<17} {inuse:6d} {slabs * per:6d} {c0.object_size:6d} {per:4d} "
-                    f"{1 << c0.default_order:4d} : tunables    0    0    0 : slabdata {slabs:6d} "
-                    f"{slabs:6d}      0\n")
+                (d / "slabinfo").write_text(_slabinfo(res, k))
         summ = res.summary()
         meta = {
             "host": f"model-{sc.name}-{res.policy}-{res.seed}",

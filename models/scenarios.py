@@ -19,6 +19,9 @@ class Cache:
     min_order: int
     gfp: int = GFP_ATOMIC
     share: float = 1.0     # share of net_rate that allocates from this cache
+    # the cache whose object this one completes (an skb's data buffer after its head): it is
+    # allocated for that share of the parent's successes, and its failure frees the parent's
+    parent: str | None = None
 
 
 @dataclass

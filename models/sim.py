@@ -42,11 +42,14 @@ PARAMS = ("net_rate", "net_burst_mult", "net_burst_frac", "net_burst_len_s", "ne
           "kernel_rate", "kernel_life_s", "reclaimable_rate", "reclaimable_life_s",
           "pagecache_rate", "pagecache_life_s", "anon_rate", "anon_life_s", "thp_rate",
           "thp_life_s", "kswapd_rate", "kcompactd_rate", "atomic_page_rate",
-          "atomic_high_rate", "atomic_high_order", "net_start_s", "net_stop_s")
+          "atomic_high_rate", "atomic_high_order", "net_start_s", "net_stop_s", "net_hold_frac",
+          "reclaim_stall_s")
 P_IDX = {n: i for i, n in enumerate(PARAMS)}
 (P_NET, P_BMULT, P_BFRAC, P_BLEN, P_NLIFE, P_KRATE, P_KLIFE, P_RRATE, P_RLIFE, P_PCRATE, P_PCLIFE,
  P_ARATE, P_ALIFE, P_THPRATE, P_THPLIFE, P_KSWAPD, P_KCOMPACTD, P_ATOMPG, P_ATOMHI,
- P_ATOMHI_ORDER, P_NSTART, P_NSTOP) = range(len(PARAMS))
+ P_ATOMHI_ORDER, P_NSTART, P_NSTOP, P_HOLD, P_STALL) = range(len(PARAMS))
+
+MIN_PARTIAL = 5  # SLUB's floor of partial slabs kept per node (mm/slub.c MIN_PARTIAL)
 
 # Report kinds in the event log.
 R_SLUB, R_WARN, R_SUPP_SLUB, R_SUPP_WARN = 0, 1, 2, 3
@@ -427,7 +430,7 @@ def kswapd_balanced(zs, nr_free, lowmem, node, order, policy, pbo):
 
 @njit(cache=True)
 def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo, max_order,
-        seed, t0, seconds, dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snap_n,
+        seed, t0, seconds, dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snaps_inuse, snap_n,
         rep, rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec, nnodes, burst_state,
         ratelimit_warn_interval, ratelimit_warn_burst):
     """Simulate ``seconds`` from ``t0``. Returns the number of allocator calls made."""
@@ -440,6 +443,7 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
     nticks = int(seconds / dt + 0.5)
     ncache = caches.shape[0]
     comp_cursor = np.zeros(zs.shape[0], dtype=np.int64)
+    tick_ok = np.zeros(max(ncache, 1), dtype=np.int64)
     per = 1 << pbo
     ops0 = counters[C_OPS]
     node_rr = 0
@@ -449,16 +453,25 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
         if k < snap_times.shape[0] and t >= snap_times[k] - 1e-9:
             if ncache > 0:
                 counters[C_NET_INUSE] = cstate[0, 1]  # objects of the first cache in use now
-                # a network object fails once, whichever of its allocations (head, data) failed
+                # a network object fails once: its head failed, or its data buffer did (a
+                # child cache); unrelated atomic caches count the one that failed most
                 worst = 0
                 for c in range(ncache):
-                    if not (caches[c, 3] & GFP_DIRECT_RECLAIM) and cstate[c, 2] > worst:
-                        worst = cstate[c, 2]
+                    if caches[c, 6] >= 0 or (caches[c, 3] & GFP_DIRECT_RECLAIM):
+                        continue
+                    nf_obj = cstate[c, 2]
+                    for ch in range(ncache):
+                        if caches[ch, 6] == c:
+                            nf_obj += cstate[ch, 2]
+                    if nf_obj > worst:
+                        worst = nf_obj
                 counters[C_NET_FAILED] = worst
             if k < snaps_nr.shape[0]:
                 snaps_nr[k] = nr_free
                 snaps_zs[k] = zs
                 snaps_cnt[k] = counters
+                for c in range(ncache):
+                    snaps_inuse[k, c] = cstate[c, 1]
                 for z in range(zs.shape[0]):
                     for mt in range(NMT):
                         snaps_blocks[k, z, mt] = 0
@@ -484,8 +497,9 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
             if P[P_NSTOP] > 0 and t >= P[P_NSTOP] and burst_state[0] != 2:
                 # the load stopped: its sockets close and the objects they queued are freed
                 for c in range(ncache):
-                    cstate[c, 0] += cstate[c, 1]
+                    cstate[caches[c, 7], 0] += cstate[c, 1]
                     cstate[c, 1] = 0
+                    cstate[c, 3] = 0
                 burst_state[0] = 2
         # -- page workloads: (pool, rate, life, gfp, kind, order)
         for w in range(7):
@@ -542,31 +556,54 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                 break
         # -- SLUB caches (network objects)
         for c in range(ncache):
-            objs0 = caches[c, 4]
+            tick_ok[c] = 0
+            q = caches[c, 7]  # the row whose slabs and free objects this one shares
             # object frees
-            if cstate[c, 1] > 0 and P[P_NLIFE] > 0:
-                nf = _poisson(cstate[c, 1] * dt / P[P_NLIFE])
-                if nf > cstate[c, 1]:
-                    nf = cstate[c, 1]
+            # atomic objects held until the load stops (replies queued on sockets nobody
+            # reads) stay out of the frees; the rest live net_obj_life_s on average
+            atomic = not (caches[c, 3] & GFP_DIRECT_RECLAIM)
+            loose = cstate[c, 1] - cstate[c, 3]
+            if loose > 0 and P[P_NLIFE] > 0:
+                nf = _poisson(loose * dt / P[P_NLIFE])
+                if nf > loose:
+                    nf = loose
                 cstate[c, 1] -= nf
-                cstate[c, 0] += nf
-            # shrink: free the newest slab while a slab's worth is free beyond two spare slabs
-            while nslabs[c] > 0:
+                cstate[q, 0] += nf
+            # shrink: objects are freed at random, so a slab is empty with probability
+            # free_share ** objects_per_slab; SLUB discards empty slabs beyond min_partial
+            while q == c and nslabs[c] > 0:
                 top = nslabs[c] - 1
                 objs = ((1 << slab_ord[c, top]) * 4096) // caches[c, 0]
-                if cstate[c, 0] < objs + 2 * objs0:
+                total = cstate[c, 0]
+                for r in range(ncache):
+                    if caches[r, 7] == c:
+                        total += cstate[r, 1]
+                if cstate[c, 0] < objs or total <= 0:
+                    break
+                if nslabs[c] * (cstate[c, 0] / total) ** objs < 1.0 + MIN_PARTIAL:
                     break
                 cstate[c, 0] -= objs
                 free_block(S, slab_pfn[c, top], slab_ord[c, top], pbo, max_order)
                 nslabs[c] -= 1
-            demand = _poisson(P[P_NET] * caches[c, 5] / 1000.0 * mult * dt)
+            # a process-context row waiting out direct reclaim and compaction allocates nothing
+            # (cstate[c, 3] holds when the wait ends, in microseconds, plus one)
+            if not atomic and cstate[c, 3] > 0 and t * 1e6 < cstate[c, 3] - 1:
+                continue
+            par = caches[c, 6]
+            if par >= 0:
+                demand = np.random.binomial(tick_ok[par], min(caches[c, 5] / 1000.0, 1.0))
+            else:
+                demand = _poisson(P[P_NET] * caches[c, 5] / 1000.0 * mult * dt)
             if demand <= 0:
                 continue
             if c == 0:
                 counters[C_NET_DEMAND] += demand  # objects of the first (reported) cache
-            use = demand if demand < cstate[c, 0] else cstate[c, 0]
-            cstate[c, 0] -= use
+            use = demand if demand < cstate[q, 0] else cstate[q, 0]
+            cstate[q, 0] -= use
             cstate[c, 1] += use
+            tick_ok[c] += use
+            if atomic and P[P_HOLD] > 0 and use > 0:
+                cstate[c, 3] += np.random.binomial(use, min(P[P_HOLD], 1.0))
             need = demand - use
             while need > 0:
                 gfp = caches[c, 3]
@@ -579,17 +616,33 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                                          max_order, 4, zl, stats, fixed_used)
                 if pfn < 0:
                     order = caches[c, 2]
-                    pfn, cause = alloc_pages(S, L, W, order, gfp | GFP_COMP, policy, node, pbo,
-                                             max_order, 4, zl, stats, fixed_used)
+                    if not atomic and P[P_STALL] > 0 and cstate[c, 3] == 0:
+                        # what the slowpath finds before it reclaims: on a miss the context
+                        # waits reclaim_stall_s, then makes the full attempt
+                        pfn, cause = alloc_pages(S, L, W, order,
+                                                 (gfp & ~GFP_DIRECT_RECLAIM) | GFP_NOWARN | GFP_COMP,
+                                                 policy, node, pbo, max_order, 4, zl, stats,
+                                                 fixed_used)
+                        if pfn < 0:
+                            cstate[c, 3] = int((t + P[P_STALL]) * 1e6) + 1
+                            break
+                    else:
+                        if not atomic:
+                            cstate[c, 3] = 0
+                        pfn, cause = alloc_pages(S, L, W, order, gfp | GFP_COMP, policy, node,
+                                                 pbo, max_order, 4, zl, stats, fixed_used)
                 if pfn >= 0:
-                    if nslabs[c] < slab_pfn.shape[1]:
-                        slab_pfn[c, nslabs[c]] = pfn
-                        slab_ord[c, nslabs[c]] = order
-                        nslabs[c] += 1
+                    if nslabs[q] < slab_pfn.shape[1]:
+                        slab_pfn[q, nslabs[q]] = pfn
+                        slab_ord[q, nslabs[q]] = order
+                        nslabs[q] += 1
                     objs = ((1 << order) * 4096) // caches[c, 0]
                     take_n = need if need < objs else objs
-                    cstate[c, 0] += objs - take_n
+                    cstate[q, 0] += objs - take_n
                     cstate[c, 1] += take_n
+                    tick_ok[c] += take_n
+                    if atomic and P[P_HOLD] > 0:
+                        cstate[c, 3] += np.random.binomial(take_n, min(P[P_HOLD], 1.0))
                     need -= take_n
                     continue
                 # Every remaining object allocation this tick fails the same way.
@@ -597,6 +650,13 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                 need = 0
                 _fail(t, dt, nfail, 0, caches[c, 2], cause, c, fail_sec, truth, truth_n)
                 cstate[c, 2] += nfail
+                if par >= 0:
+                    # the object is dropped: its head goes back to the parent's free objects
+                    back = nfail if nfail < cstate[par, 1] else cstate[par, 1]
+                    cstate[par, 1] -= back
+                    cstate[caches[par, 7], 0] += back
+                    if cstate[par, 3] > cstate[par, 1]:
+                        cstate[par, 3] = cstate[par, 1]
                 for j in range(nfail):
                     tj = t + dt * j / nfail
                     if not (gfp & GFP_NOWARN):
@@ -607,7 +667,7 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                             _record(rep, rep_n, tj, R_WARN, caches[c, 2], gfp | GFP_COMP, ci, c)
                         # then slab_out_of_memory (10 per 5 s, shared by all caches)
                         if ratelimit(RS, 0, tj, 5.0, 10, 1, rep, rep_n, c):
-                            _record(rep, rep_n, tj, R_SLUB, c, gfp, nslabs[c], c)
+                            _record(rep, rep_n, tj, R_SLUB, c, gfp, nslabs[q], c)
         # -- kswapd and kcompactd, per node
         for nd in range(nnodes):
             if W[nd, 0] >= 0:

@@ -135,6 +135,7 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
     snaps_zs = np.zeros((nsnap, nz, NZF), dtype=np.int64)
     snaps_cnt = np.zeros((nsnap, NCOUNTERS), dtype=np.int64)
     snaps_blocks = np.zeros((nsnap, nz, NMT), dtype=np.int64)
+    snaps_inuse = np.zeros((nsnap, max(len(sc.caches), 1)), dtype=np.int64)
     snap_n = np.zeros(1, dtype=np.int64)
     rep = np.zeros((REPORT_CAP, 6), dtype=np.float64)
     rep_n = np.zeros(1, dtype=np.int64)
@@ -145,10 +146,16 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
     truth_n = np.zeros(1, dtype=np.int64)
     fail_sec = np.zeros((int(seconds) + 2, len(CAUSE_NAMES)), dtype=np.int64)
     ncache = len(sc.caches)
-    caches = np.zeros((max(ncache, 1), 6), dtype=np.int64)
+    caches = np.zeros((max(ncache, 1), 8), dtype=np.int64)
+    names = [c.name for c in sc.caches]
+    bases = [n.split("#")[0] for n in names]
     for i, c in enumerate(sc.caches):
+        parent = names.index(c.parent) if c.parent in names[:i] else -1
+        # "name#context" rows are the same kernel cache allocated from another context: they
+        # share the first row's slabs and free objects
         caches[i] = (c.object_size, c.default_order, c.min_order, c.gfp,
-                     (4096 << c.default_order) // c.object_size, int(round(c.share * 1000)))
+                     (4096 << c.default_order) // c.object_size, int(round(c.share * 1000)),
+                     parent, bases.index(bases[i]))
     caches = caches[:ncache]
     cstate = np.zeros((max(ncache, 1), 4), dtype=np.int64)[:ncache]
     slab_cap = max(1, st.npages // 4)
@@ -167,7 +174,7 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
         length = seconds / slices
         ops += run(st.S, st.L, st.W, RS, vec, caches, cstate, slab_pfn, slab_ord, nslabs,
                    POLICIES[policy], spec.pageblock_order, mo, seed * 1_000_003 + i, done, length,
-                   sc.dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snap_n, rep,
+                   sc.dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snaps_inuse, snap_n, rep,
                    rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec, st.nnodes, burst, 10.0, 1)
         done += length
         if progress:
@@ -180,6 +187,7 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
                     snaps_nr[:k].copy(), snaps_zs[:k].copy(), snaps_cnt[:k].copy(),
                     snaps_blocks[:k].copy(), truth[: min(int(truth_n[0]), TRUTH_CAP)].copy(),
                     int(truth_n[0]), fail_sec[: int(seconds) + 1].copy())
+    res.extra["inuse"] = snaps_inuse[:k, :len(sc.caches)].copy()  # objects in use, per cache
     res.extra["slabs_end"] = [int(x) for x in nslabs]
     res.extra["objects_failed"] = [int(x) for x in cstate[:, 2]] if ncache else []
     return res

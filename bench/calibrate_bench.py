@@ -1,0 +1,92 @@
+"""Calibration benchmark: wall time for one host at the default 60 s budget on the real lab
+bundles, and parameter recovery on bundles emitted from known workloads. Prints figures;
+asserts nothing."""
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models.calibrate import calibrate, observe, scenario_for, whatif  # noqa: E402
+from models.emit import emit  # noqa: E402
+from models.simulate import simulate  # noqa: E402
+from models.state import from_snapshot  # noqa: E402
+from parsers.bundle import load  # noqa: E402
+
+REAL = ["sample_logs/lab-6.16.3-defrag1", "sample_logs/lab-6.16.3-defrag1-mmtriage-lab"]
+WORKLOADS = {
+    "A": {"net_rate": 20000.0, "net_obj_life_s": 1.0, "net_hold_frac": 0.2, "kernel_share": 1.0,
+          "data_share": 0.8, "reclaim_stall_s": 0.2, "net_start_s": 3.5, "net_stop_s": 34.5},
+    "B": {"net_rate": 15000.0, "net_obj_life_s": 0.5, "net_hold_frac": 0.3, "kernel_share": 1.0,
+          "data_share": 0.9, "reclaim_stall_s": 0.1, "net_start_s": 5.0, "net_stop_s": 32.0},
+}
+
+
+def real(path: str) -> None:
+    with load(ROOT / path) as b:
+        t0 = time.perf_counter()
+        r = calibrate(b)
+        wall = time.perf_counter() - t0
+        fixed = whatif(b, r["params"], "defrag-fixed", seeds=range(1, 4))
+        legacy = whatif(b, r["params"], "legacy", seeds=range(1, 4))
+    f = r["fit"][0]
+    print(f"calibrate {path}: {wall:.1f} s wall at the 60 s budget, {r['evaluations']} evaluations "
+          f"({r['per_evaluation_s']:.3f} s each)")
+    print(f"  failures observed {f['observed']:,.0f}, simulated {f['simulated']:,.0f} "
+          f"({f['rel_error']:+.1%}); whatif defrag-fixed {fixed['failures']['mean']:,.0f}, "
+          f"legacy {legacy['failures']['mean']:,.0f}")
+    for row in r["fit"]:
+        if row["observable"].startswith(("free MiB", "Unmovable pageblocks", "skbuff")) and \
+                row["rel_error"] is not None:
+            print(f"    {row['observable']:<44} {row['observed']:>12,.1f} {row['simulated']:>12,.1f} "
+                  f"{row['rel_error']:+.1%}")
+    print("  params " + ", ".join(f"{k}={v:.4g}" for k, v in r["params"].items()))
+
+
+def recovery(name: str, truth: dict, tmp: Path) -> None:
+    with load(ROOT / REAL[0]) as b:
+        obs = observe(b)
+        snap = b.snapshots[obs.start_index]
+        st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo)
+        obs.window_s = 42.0
+        sc = scenario_for(b, obs, truth, st.spec)
+    sc.name, sc.corroborate_icmp = f"recovery-{name}", True
+    sc.kernel_release = {"defrag": "6.16.3+deb13-amd64"}
+    res = simulate(sc, "defrag", seed=3, params=sc.params, state=st,
+                   snap_times=np.arange(0.0, 43.0, 3.0))
+    emit(res, tmp / name)
+    with load(tmp / name) as b:
+        o = observe(b)
+        t_start = (b.snapshots[o.start_index].time - b.snapshots[0].time).total_seconds()
+        t0 = time.perf_counter()
+        r = calibrate(b, evals=400)
+        wall = time.perf_counter() - t0
+    got = dict(r["params"])
+    got["net_start_s"] += t_start
+    got["net_stop_s"] += t_start
+    errs = {k: (got[k] - v) / v for k, v in truth.items()}
+    f = r["fit"][0]
+    print(f"recovery {name}: {wall:.1f} s, 400 evaluations; failures {f['observed']:,.0f} observed, "
+          f"{f['simulated']:,.0f} simulated ({f['rel_error']:+.1%}); worst parameter "
+          f"{max(errs, key=lambda k: abs(errs[k]))} {max(abs(e) for e in errs.values()):.1%}")
+    for k, v in truth.items():
+        tag = "fitted" if k in r["fitted"] else "measured/fixed"
+        print(f"    {k:<16} true {v:10.4g}  got {got[k]:10.4g}  {errs[k]:+.1%}  ({tag})")
+
+
+def main() -> None:
+    for path in REAL:
+        real(path)
+    with tempfile.TemporaryDirectory() as d:
+        for name, truth in WORKLOADS.items():
+            recovery(name, truth, Path(d))
+
+
+if __name__ == "__main__":
+    main()
