@@ -672,7 +672,8 @@ def plot_fit(result: dict, outdir) -> list:
     t = s["time_s"]
     caches = [k[len("objects_in_use_"):-len("_observed")] for k in s
               if k.startswith("objects_in_use_") and k.endswith("_observed")]
-    n = 3 if caches else 2
+    counts = [k for k in ("failures", "send_attempts") if f"{k}_observed" in s]
+    n = 2 + bool(caches) + bool(counts)
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 3.8))
     colors = {"unmovable": "#9467bd", "movable": "#2ca02c", "reclaimable": "#8c564b"}
     for ty, color in colors.items():
@@ -693,6 +694,15 @@ def plot_fit(result: dict, outdir) -> list:
                      label=f"{name} simulated")
     if caches:
         axes[2].set_title("Objects in use (slabinfo)")
+    if counts:
+        ax = axes[-1]
+        for i, key in enumerate(counts):
+            c = ("#d62728", "#1f77b4")[i]
+            label = key.replace("_", " ")
+            ax.plot(t, s[f"{key}_observed"], "o-", color=c, label=f"{label} observed")
+            ax.plot(t, s[f"{key}_simulated"], "x--", color=c, label=f"{label} simulated")
+        ax.set_title("Failures and send attempts (ICMP counters)")
+        ax.set_ylabel("cumulative since start")
     for ax in axes:
         ax.set_xlabel(f"seconds after {result['start_snapshot']}")
         ax.legend(fontsize=7)
