@@ -86,6 +86,8 @@ def calibrate(
     evals: Annotated[Optional[int], typer.Option(help="Model evaluations for the search instead "
                      "of what the budget buys: the same result on any machine.")] = None,
     seeds: Annotated[int, typer.Option(help="Seeds averaged per evaluation.")] = 2,
+    seed: Annotated[int, typer.Option(help="First seed; the result is the same for the same "
+                    "seed and --evals (or when the search ends within the budget).")] = 1,
     fit: Annotated[Optional[list[str]], typer.Option("--fit", help="Parameters to fit "
                    "(default: chosen from what the bundle shows).")] = None,
     fix: Annotated[Optional[list[str]], typer.Option("--fix", help="Hold NAME=VALUE fixed.")] = None,
@@ -110,7 +112,7 @@ def calibrate(
         prog.start()
     try:
         with load(bundle) as b:
-            res = run(b, budget, tuple(range(1, seeds + 1)), names=fit or None, fixed=fixed,
+            res = run(b, budget, tuple(range(seed, seed + seeds)), names=fit or None, fixed=fixed,
                       evals=evals,
                       progress=(lambda d, t: prog.update(task, completed=min(d / t, 1.0))) if prog else None)
     finally:

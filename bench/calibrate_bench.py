@@ -20,11 +20,17 @@ from models.state import from_snapshot  # noqa: E402
 from parsers.bundle import load  # noqa: E402
 
 REAL = ["sample_logs/lab-6.16.3-defrag1", "sample_logs/lab-6.16.3-defrag1-mmtriage-lab"]
+# (workload, snapshot interval): A is the test's; B holds fewer objects for longer
 WORKLOADS = {
-    "A": {"net_rate": 20000.0, "net_obj_life_s": 1.0, "net_hold_frac": 0.2, "kernel_share": 1.0,
-          "data_share": 0.8, "reclaim_stall_s": 0.2, "net_start_s": 3.5, "net_stop_s": 34.5},
-    "B": {"net_rate": 15000.0, "net_obj_life_s": 0.5, "net_hold_frac": 0.3, "kernel_share": 1.0,
-          "data_share": 0.9, "reclaim_stall_s": 0.1, "net_start_s": 5.0, "net_stop_s": 32.0},
+    ("A", 1.0): {"net_rate": 25000.0, "net_obj_life_s": 1.0, "net_hold_frac": 0.3,
+                 "kernel_share": 1.0, "data_share": 0.9, "reclaim_stall_s": 0.3,
+                 "net_start_s": 4.5, "net_stop_s": 33.5},
+    ("A", 3.0): {"net_rate": 25000.0, "net_obj_life_s": 1.0, "net_hold_frac": 0.3,
+                 "kernel_share": 1.0, "data_share": 0.9, "reclaim_stall_s": 0.3,
+                 "net_start_s": 4.5, "net_stop_s": 33.5},
+    ("B", 1.0): {"net_rate": 20000.0, "net_obj_life_s": 1.5, "net_hold_frac": 0.2,
+                 "kernel_share": 1.0, "data_share": 0.8, "reclaim_stall_s": 0.5,
+                 "net_start_s": 3.5, "net_stop_s": 34.5},
 }
 
 
@@ -49,7 +55,8 @@ def real(path: str) -> None:
     print("  params " + ", ".join(f"{k}={v:.4g}" for k, v in r["params"].items()))
 
 
-def recovery(name: str, truth: dict, tmp: Path) -> None:
+def recovery(key: tuple, truth: dict, tmp: Path) -> None:
+    name = f"{key[0]}-every-{key[1]:g}s"
     with load(ROOT / REAL[0]) as b:
         obs = observe(b)
         snap = b.snapshots[obs.start_index]
@@ -59,7 +66,7 @@ def recovery(name: str, truth: dict, tmp: Path) -> None:
     sc.name, sc.corroborate_icmp = f"recovery-{name}", True
     sc.kernel_release = {"defrag": "6.16.3+deb13-amd64"}
     res = simulate(sc, "defrag", seed=3, params=sc.params, state=st,
-                   snap_times=np.arange(0.0, 43.0, 3.0))
+                   snap_times=np.arange(0.0, 43.0, key[1]))
     emit(res, tmp / name)
     with load(tmp / name) as b:
         o = observe(b)
@@ -84,8 +91,8 @@ def main() -> None:
     for path in REAL:
         real(path)
     with tempfile.TemporaryDirectory() as d:
-        for name, truth in WORKLOADS.items():
-            recovery(name, truth, Path(d))
+        for key, truth in WORKLOADS.items():
+            recovery(key, truth, Path(d))
 
 
 if __name__ == "__main__":

@@ -428,6 +428,106 @@ def kswapd_balanced(zs, nr_free, lowmem, node, order, policy, pbo):
     return False
 
 
+SKB_CHUNK = 16  # objects allocated head-then-data before the next chunk
+
+
+@njit(cache=True)
+def _stalled(caches, cstate, c, t):
+    """A process-context row waiting out direct reclaim and compaction allocates nothing
+    (cstate[c, 3] holds when the wait ends, in microseconds, plus one)."""
+    return (caches[c, 3] & GFP_DIRECT_RECLAIM) != 0 and cstate[c, 3] > 0 and \
+        t * 1e6 < cstate[c, 3] - 1
+
+
+@njit(cache=True)
+def _new_slab(S, L, W, P, caches, cstate, c, gfp, atomic, policy, node, pbo, max_order, zl, stats,
+              fixed_used, t):
+    """allocate_slab: the default order without reclaim, then the minimum order as asked.
+    Returns (pfn, cause, order); pfn -2 when a process-context row starts its reclaim wait."""
+    g1 = (gfp | GFP_NOWARN | GFP_NORETRY) & ~GFP_NOFAIL
+    if (g1 & GFP_DIRECT_RECLAIM) and caches[c, 1] > caches[c, 2]:
+        g1 = (g1 | GFP_NOMEMALLOC) & ~(GFP_DIRECT_RECLAIM | GFP_KSWAPD_RECLAIM)
+    order = caches[c, 1]
+    pfn, cause = alloc_pages(S, L, W, order, g1 | GFP_COMP, policy, node, pbo, max_order, 4,
+                             zl, stats, fixed_used)
+    if pfn >= 0:
+        return pfn, cause, order
+    order = caches[c, 2]
+    if not atomic and P[P_STALL] > 0 and cstate[c, 3] == 0:
+        # what the slowpath finds before it reclaims: on a miss the context waits
+        # reclaim_stall_s, then makes the full attempt
+        pfn, cause = alloc_pages(S, L, W, order,
+                                 (gfp & ~GFP_DIRECT_RECLAIM) | GFP_NOWARN | GFP_COMP, policy,
+                                 node, pbo, max_order, 4, zl, stats, fixed_used)
+        if pfn < 0:
+            cstate[c, 3] = int((t + P[P_STALL]) * 1e6) + 1
+            return -2, cause, order
+        return pfn, cause, order
+    if not atomic:
+        cstate[c, 3] = 0
+    pfn, cause = alloc_pages(S, L, W, order, gfp | GFP_COMP, policy, node, pbo, max_order, 4,
+                             zl, stats, fixed_used)
+    return pfn, cause, order
+
+
+@njit(cache=True)
+def _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n, policy,
+               node, pbo, max_order, zl, stats, fixed_used, t, dt, rep, rep_n, caps, cap_zs,
+               cap_n, truth, truth_n, fail_sec, rl_interval, rl_burst, nopage):
+    """Allocate ``n`` objects of cache row ``c``: free objects first, then new slabs. Returns
+    how many succeeded; failures are recorded and reported (rate-limited) here. A
+    process-context row that finds no page starts its direct-reclaim wait and returns -1 when
+    nothing was allocated."""
+    q = caches[c, 7]
+    atomic = not (caches[c, 3] & GFP_DIRECT_RECLAIM)
+    use = n if n < cstate[q, 0] else cstate[q, 0]
+    cstate[q, 0] -= use
+    cstate[c, 1] += use
+    ok = use
+    need = n - use
+    gfp = caches[c, 3]
+    while need > 0:
+        if nopage[c] >= 0:
+            # a slab allocation of this row already failed this tick and the allocator's
+            # state has not changed since: it fails the same way
+            pfn, cause, order = -1, nopage[c], caches[c, 2]
+        else:
+            pfn, cause, order = _new_slab(S, L, W, P, caches, cstate, c, gfp, atomic, policy,
+                                          node, pbo, max_order, zl, stats, fixed_used, t)
+            if pfn == -2:
+                return ok if ok > 0 else -1
+            if pfn < 0:
+                nopage[c] = cause
+        if pfn >= 0:
+            if nslabs[q] < slab_pfn.shape[1]:
+                slab_pfn[q, nslabs[q]] = pfn
+                slab_ord[q, nslabs[q]] = order
+                nslabs[q] += 1
+            objs = ((1 << order) * 4096) // caches[c, 0]
+            take_n = need if need < objs else objs
+            cstate[q, 0] += objs - take_n
+            cstate[c, 1] += take_n
+            ok += take_n
+            need -= take_n
+            continue
+        # The rest of the chunk meets the same state and fails the same way.
+        nfail = need
+        need = 0
+        _fail(t, dt, nfail, 0, caches[c, 2], cause, c, fail_sec, truth, truth_n)
+        cstate[c, 2] += nfail
+        for j in range(nfail):
+            tj = t + dt * j / nfail
+            if not (gfp & GFP_NOWARN):
+                # the min-order page allocation warns first (warn_alloc, 1 per 10 s)
+                if ratelimit(RS, 1, tj, rl_interval, rl_burst, 1, rep, rep_n, c):
+                    ci = _capture(S, caps, cap_zs, cap_n)
+                    _record(rep, rep_n, tj, R_WARN, caches[c, 2], gfp | GFP_COMP, ci, c)
+                # then slab_out_of_memory (10 per 5 s, shared by all caches)
+                if ratelimit(RS, 0, tj, 5.0, 10, 1, rep, rep_n, c):
+                    _record(rep, rep_n, tj, R_SLUB, c, gfp, nslabs[q], c)
+    return ok
+
+
 @njit(cache=True)
 def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo, max_order,
         seed, t0, seconds, dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snaps_inuse, snap_n,
@@ -443,7 +543,8 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
     nticks = int(seconds / dt + 0.5)
     ncache = caches.shape[0]
     comp_cursor = np.zeros(zs.shape[0], dtype=np.int64)
-    tick_ok = np.zeros(max(ncache, 1), dtype=np.int64)
+    nopage = np.full(max(ncache, 1), -1, dtype=np.int64)  # cause of this tick's failed slab
+    tick_ok = np.zeros(max(ncache, 1), dtype=np.int64)  # a child's successes this tick
     per = 1 << pbo
     ops0 = counters[C_OPS]
     node_rr = 0
@@ -556,13 +657,13 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                 break
         # -- SLUB caches (network objects)
         for c in range(ncache):
-            tick_ok[c] = 0
             q = caches[c, 7]  # the row whose slabs and free objects this one shares
             # object frees
             # atomic objects held until the load stops (replies queued on sockets nobody
             # reads) stay out of the frees; the rest live net_obj_life_s on average
+            # (for a process-context row cstate[c, 3] is its reclaim wait, not a count)
             atomic = not (caches[c, 3] & GFP_DIRECT_RECLAIM)
-            loose = cstate[c, 1] - cstate[c, 3]
+            loose = cstate[c, 1] - cstate[c, 3] if atomic else cstate[c, 1]
             if loose > 0 and P[P_NLIFE] > 0:
                 nf = _poisson(loose * dt / P[P_NLIFE])
                 if nf > loose:
@@ -585,89 +686,75 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                 cstate[c, 0] -= objs
                 free_block(S, slab_pfn[c, top], slab_ord[c, top], pbo, max_order)
                 nslabs[c] -= 1
-            # a process-context row waiting out direct reclaim and compaction allocates nothing
-            # (cstate[c, 3] holds when the wait ends, in microseconds, plus one)
-            if not atomic and cstate[c, 3] > 0 and t * 1e6 < cstate[c, 3] - 1:
+        for c in range(ncache):
+            nopage[c] = -1
+        # demand comes to the rows without a parent; a child (an object's data buffer)
+        # follows its parent object by object, in small chunks, as __alloc_skb does: the
+        # head first, then the data, and a failed data buffer gives its head back at once
+        for c in range(ncache):
+            if caches[c, 6] >= 0 or _stalled(caches, cstate, c, t):
                 continue
-            par = caches[c, 6]
-            if par >= 0:
-                demand = np.random.binomial(tick_ok[par], min(caches[c, 5] / 1000.0, 1.0))
-            else:
-                demand = _poisson(P[P_NET] * caches[c, 5] / 1000.0 * mult * dt)
-            if demand <= 0:
-                continue
+            demand = _poisson(P[P_NET] * caches[c, 5] / 1000.0 * mult * dt)
             if c == 0:
                 counters[C_NET_DEMAND] += demand  # objects of the first (reported) cache
-            use = demand if demand < cstate[q, 0] else cstate[q, 0]
-            cstate[q, 0] -= use
-            cstate[c, 1] += use
-            tick_ok[c] += use
-            if atomic and P[P_HOLD] > 0 and use > 0:
-                cstate[c, 3] += np.random.binomial(use, min(P[P_HOLD], 1.0))
-            need = demand - use
-            while need > 0:
-                gfp = caches[c, 3]
-                # allocate_slab: default order with NOWARN|NORETRY, then min order as asked
-                g1 = (gfp | GFP_NOWARN | GFP_NORETRY) & ~GFP_NOFAIL
-                if (g1 & GFP_DIRECT_RECLAIM) and caches[c, 1] > caches[c, 2]:
-                    g1 = (g1 | GFP_NOMEMALLOC) & ~(GFP_DIRECT_RECLAIM | GFP_KSWAPD_RECLAIM)
-                order = caches[c, 1]
-                pfn, cause = alloc_pages(S, L, W, order, g1 | GFP_COMP, policy, node, pbo,
-                                         max_order, 4, zl, stats, fixed_used)
-                if pfn < 0:
-                    order = caches[c, 2]
-                    if not atomic and P[P_STALL] > 0 and cstate[c, 3] == 0:
-                        # what the slowpath finds before it reclaims: on a miss the context
-                        # waits reclaim_stall_s, then makes the full attempt
-                        pfn, cause = alloc_pages(S, L, W, order,
-                                                 (gfp & ~GFP_DIRECT_RECLAIM) | GFP_NOWARN | GFP_COMP,
-                                                 policy, node, pbo, max_order, 4, zl, stats,
-                                                 fixed_used)
-                        if pfn < 0:
-                            cstate[c, 3] = int((t + P[P_STALL]) * 1e6) + 1
-                            break
-                    else:
-                        if not atomic:
-                            cstate[c, 3] = 0
-                        pfn, cause = alloc_pages(S, L, W, order, gfp | GFP_COMP, policy, node,
-                                                 pbo, max_order, 4, zl, stats, fixed_used)
-                if pfn >= 0:
-                    if nslabs[q] < slab_pfn.shape[1]:
-                        slab_pfn[q, nslabs[q]] = pfn
-                        slab_ord[q, nslabs[q]] = order
-                        nslabs[q] += 1
-                    objs = ((1 << order) * 4096) // caches[c, 0]
-                    take_n = need if need < objs else objs
-                    cstate[q, 0] += objs - take_n
-                    cstate[c, 1] += take_n
-                    tick_ok[c] += take_n
-                    if atomic and P[P_HOLD] > 0:
-                        cstate[c, 3] += np.random.binomial(take_n, min(P[P_HOLD], 1.0))
-                    need -= take_n
-                    continue
-                # Every remaining object allocation this tick fails the same way.
-                nfail = need
-                need = 0
-                _fail(t, dt, nfail, 0, caches[c, 2], cause, c, fail_sec, truth, truth_n)
-                cstate[c, 2] += nfail
-                if par >= 0:
+            left = demand
+            leaf = True
+            for ch in range(c + 1, ncache):
+                if caches[ch, 6] == c:
+                    leaf = False
+                    tick_ok[ch] = 0
+            done = 0
+            while left > 0:
+                # object by object matters only when a slab may be needed: while the free
+                # objects cover all that is left, one call does it
+                n = left
+                if not leaf:
+                    short = cstate[caches[c, 7], 0] < left
+                    for ch in range(c + 1, ncache):
+                        if caches[ch, 6] == c and cstate[caches[ch, 7], 0] < left:
+                            short = True
+                    if short and left > SKB_CHUNK:
+                        n = SKB_CHUNK
+                left -= n
+                ok = _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n,
+                                policy, node, pbo, max_order, zl, stats, fixed_used, t, dt,
+                                rep, rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec,
+                                ratelimit_warn_interval, ratelimit_warn_burst, nopage)
+                if ok > 0:
+                    done += ok
+                for ch in range(c + 1, ncache):
+                    if caches[ch, 6] != c or ok <= 0 or _stalled(caches, cstate, ch, t):
+                        continue
+                    share = caches[ch, 5] / 1000.0
+                    m = ok if share >= 1.0 else np.random.binomial(ok, share)
+                    if m <= 0:
+                        continue
+                    got = _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs,
+                                     ch, m, policy, node, pbo, max_order, zl, stats,
+                                     fixed_used, t, dt, rep, rep_n, caps, cap_zs, cap_n, truth,
+                                     truth_n, fail_sec, ratelimit_warn_interval,
+                                     ratelimit_warn_burst, nopage)
+                    if got < 0:  # the data's context went into direct reclaim: not failed
+                        continue
+                    tick_ok[ch] += got
+                    back = m - got
+                    if back > done:
+                        back = done
                     # the object is dropped: its head goes back to the parent's free objects
-                    back = nfail if nfail < cstate[par, 1] else cstate[par, 1]
-                    cstate[par, 1] -= back
-                    cstate[caches[par, 7], 0] += back
-                    if cstate[par, 3] > cstate[par, 1]:
-                        cstate[par, 3] = cstate[par, 1]
-                for j in range(nfail):
-                    tj = t + dt * j / nfail
-                    if not (gfp & GFP_NOWARN):
-                        # the min-order page allocation warns first (warn_alloc, 1 per 10 s)
-                        if ratelimit(RS, 1, tj, ratelimit_warn_interval, ratelimit_warn_burst, 1,
-                                     rep, rep_n, c):
-                            ci = _capture(S, caps, cap_zs, cap_n)
-                            _record(rep, rep_n, tj, R_WARN, caches[c, 2], gfp | GFP_COMP, ci, c)
-                        # then slab_out_of_memory (10 per 5 s, shared by all caches)
-                        if ratelimit(RS, 0, tj, 5.0, 10, 1, rep, rep_n, c):
-                            _record(rep, rep_n, tj, R_SLUB, c, gfp, nslabs[q], c)
+                    cstate[c, 1] -= back
+                    cstate[caches[c, 7], 0] += back
+                    done -= back
+                if _stalled(caches, cstate, c, t):
+                    break  # went into direct reclaim: the rest waits
+            # the queued share of this tick's complete objects (one draw per row and tick)
+            if P[P_HOLD] > 0 and not (caches[c, 3] & GFP_DIRECT_RECLAIM):
+                h = min(P[P_HOLD], 1.0)
+                if done > 0:
+                    cstate[c, 3] += np.random.binomial(done, h)
+                for ch in range(c + 1, ncache):
+                    if caches[ch, 6] == c and tick_ok[ch] > 0 and \
+                            not (caches[ch, 3] & GFP_DIRECT_RECLAIM):
+                        cstate[ch, 3] += np.random.binomial(tick_ok[ch], h)
         # -- kswapd and kcompactd, per node
         for nd in range(nnodes):
             if W[nd, 0] >= 0:

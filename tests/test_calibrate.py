@@ -10,16 +10,17 @@ from parsers.bundle import load
 from tests.conftest import LAB1, need
 
 # The workload the recovery bundle is made with: a request/reply flood on the real lab
-# host's fragmented memory, 25 % of replies queued until it stops, each with a data buffer,
-# and 0.2 s of direct reclaim before a process-context allocation may convert a block.
-TRUTH = {"net_rate": 20000.0, "net_obj_life_s": 1.0, "net_hold_frac": 0.2, "kernel_share": 1.0,
-         "data_share": 0.8, "reclaim_stall_s": 0.2, "net_start_s": 3.5, "net_stop_s": 34.5}
+# host's fragmented memory, 30 % of replies queued until it stops, 90 % with a data buffer,
+# and 0.3 s of direct reclaim before a process-context allocation may convert a block.
+TRUTH = {"net_rate": 25000.0, "net_obj_life_s": 1.0, "net_hold_frac": 0.3, "kernel_share": 1.0,
+         "data_share": 0.9, "reclaim_stall_s": 0.3, "net_start_s": 4.5, "net_stop_s": 33.5}
 
 
 @pytest.fixture(scope="module")
 def recovery_bundle(tmp_path_factory):
     """A bundle emitted from the calibration's own model class with TRUTH, started from the
-    real lab host's fragmented state, snapshots every 3 s, ICMP counters corroborating."""
+    real lab host's fragmented state, snapshots every second (as `collect --interval 1`
+    takes them), ICMP counters corroborating."""
     out = tmp_path_factory.mktemp("recovery") / "bundle"
     with load(need(LAB1)) as b:
         obs = observe(b)
@@ -31,7 +32,7 @@ def recovery_bundle(tmp_path_factory):
     sc.corroborate_icmp = True
     sc.kernel_release = {"defrag": "6.16.3+deb13-amd64"}
     res = simulate(sc, "defrag", seed=3, params=sc.params, state=st,
-                   snap_times=np.arange(0.0, 43.0, 3.0))
+                   snap_times=np.arange(0.0, 43.0, 1.0))
     emit(res, out)
     return out, res
 
@@ -43,7 +44,7 @@ def test_recovers_known_parameters(recovery_bundle):
     with load(path) as b:
         o = observe(b)
         t0 = (b.snapshots[o.start_index].time - b.snapshots[0].time).total_seconds()
-        r = calibrate(b, budget_s=60, evals=400)
+        r = calibrate(b, budget_s=60, evals=400)  # a fixed count: the same result anywhere
     got = dict(r["params"])
     got["net_start_s"] += t0  # the fit counts from its start snapshot, the truth from boot
     got["net_stop_s"] += t0
