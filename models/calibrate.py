@@ -236,6 +236,10 @@ def scenario_for(bundle, obs: Observations, params: dict, spec) -> Scenario:
                     snap_every_s=0.0, kernel_release={})
 
 
+class _OutOfTime(Exception):
+    pass
+
+
 class Fitter:
     def __init__(self, bundle, names: list[str], fixed: dict | None = None, seeds=(1, 2)):
         self.bundle = bundle
@@ -308,7 +312,8 @@ class Fitter:
         k = len(res.snaps_t)
         free = np.zeros((k, 3))
         for i in range(k):
-            pages = (res.snaps_nr[i] * (1 << np.arange(res.snaps_nr.shape[2]))[None, :, None]).sum(axis=(0, 1))
+            sizes = (1 << np.arange(res.snaps_nr.shape[2]))[None, :, None]
+            pages = (res.snaps_nr[i] * sizes).sum(axis=(0, 1))
             free[i] = pages[:3] * 4 / 1024
         blocks = res.snaps_blocks[:, :, :3].sum(axis=1) - self.blocks0[None, :] if k else None
         fails = float(res.snaps_cnt[-1][C_NET_FAILED]) if k else float(res.fail_sec.sum())
@@ -318,7 +323,10 @@ class Fitter:
         for i, c in enumerate(res.scenario.caches):
             name = c.name.split("#")[0]
             col = per_cache[:, i].astype(float) if per_cache is not None else np.zeros(k)
-            inuse[name] = inuse[name] + col if name in inuse else col + self.obs.inuse_base.get(name, 0)
+            if name in inuse:
+                inuse[name] = inuse[name] + col
+            else:
+                inuse[name] = col + self.obs.inuse_base.get(name, 0)
         demand = res.snaps_cnt[:, C_NET_DEMAND].astype(float) if k else None
         c0 = self.base.counters
         vm = {name: (res.snaps_cnt[:, list(idx)].sum(axis=1) - c0[list(idx)].sum()).astype(float)
@@ -327,7 +335,8 @@ class Fitter:
         rep = res.reports
         shown = rep[(rep[:, 1] == R_SLUB) | (rep[:, 1] == R_WARN), 0] if len(rep) else rep[:0, 0]
         first = float(shown.min()) if len(shown) else None
-        return {"failures": fails, "fail_series": fail_series, "free_mb": free, "blocks": blocks, "inuse": inuse,
+        return {"failures": fails, "fail_series": fail_series, "free_mb": free, "blocks": blocks,
+                "inuse": inuse,
                 "demand": demand, "vmstat": vm, "printed": rc["slub_printed"],
                 "suppressed": rc["suppressed"].get("slab_out_of_memory", 0), "first": first}
 
@@ -547,6 +556,9 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
     tail = 3 * 9 + 8 / len(seeds) + 2 * PROFILE_STEPS * len(x0) + 4
     left_s = budget_s - (time.perf_counter() - t0)
     max_evals = evals or max(int(left_s / max(per_eval, 1e-3) - tail), 4 * len(x0))
+    # evaluations cost more in some regions than at the start: without --evals the search
+    # also stops at a deadline that leaves the end its time
+    deadline = None if evals else t0 + budget_s - 1.3 * tail * per_eval
     lo, hi = fit.encoded_bounds()
     # Block coordinate descent: bounded line searches along one parameter at a time, the one
     # that sets the failure regime first, in narrowing boxes; then Nelder-Mead with a small
@@ -556,41 +568,47 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
     best = {"x": x0, "f": f0}
 
     def tracked(x):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise _OutOfTime
         f = fit.objective(x)
         if f < best["f"]:
             best.update(x=np.array(x, dtype=float), f=f)
         if progress:
             progress(time.perf_counter() - t0, budget_s)
         return f
-    order = sorted(range(len(x0)), key=lambda i: names[i] != "reclaim_stall_s")
-    for width in (2.0, 1.0, 0.5):
-        if width == 1.0:
-            # the seeds' scatter again, now in the failure regime the first pass found
-            fit.set_noise([fit.observables(fit.run(fit.params(best["x"]), s))
-                           for s in noise_seeds])
-            best["f"] = fit.objective(best["x"])
-        for i in order:
-            if max_evals - fit.evals < 16:
-                break
-            xb = best["x"].copy()
+    try:
+        order = sorted(range(len(x0)), key=lambda i: names[i] != "reclaim_stall_s")
+        for width in (2.0, 1.0, 0.5):
+            if width == 1.0:
+                # the seeds' scatter again, now in the failure regime the first pass found
+                fit.set_noise([fit.observables(fit.run(fit.params(best["x"]), s))
+                               for s in noise_seeds])
+                best["f"] = fit.objective(best["x"])
+            for i in order:
+                if max_evals - fit.evals < 16:
+                    break
+                xb = best["x"].copy()
 
-            def along(v, i=i, xb=xb):
-                x = xb.copy()
-                x[i] = v
-                return tracked(x)
-            if width == 2.0 and names[i] == "reclaim_stall_s":
-                box = (lo[i], hi[i])  # failures rise with it monotonically: search it all
-            else:
-                box = (max(lo[i], xb[i] - width * scale[i]), min(hi[i], xb[i] + width * scale[i]))
-            optimize.minimize_scalar(along, bounds=box, method="bounded",
-                                     options={"maxiter": 12, "xatol": 1e-3})
-    left = max_evals - fit.evals
-    if left >= 2 * len(x0) + 4:
-        simplex = [best["x"]] + [np.clip(best["x"] + np.eye(len(x0))[i] * scale[i] * 0.1,
-                                         lo, hi) for i in range(len(x0))]
-        optimize.minimize(tracked, best["x"], method="Nelder-Mead", bounds=list(zip(lo, hi)),
-                          options={"maxfev": left, "initial_simplex": np.array(simplex),
-                                   "xatol": 1e-3, "fatol": 1e-4})
+                def along(v, i=i, xb=xb):
+                    x = xb.copy()
+                    x[i] = v
+                    return tracked(x)
+                if width == 2.0 and names[i] == "reclaim_stall_s":
+                    box = (lo[i], hi[i])  # failures rise with it monotonically: search it all
+                else:
+                    box = (max(lo[i], xb[i] - width * scale[i]),
+                           min(hi[i], xb[i] + width * scale[i]))
+                optimize.minimize_scalar(along, bounds=box, method="bounded",
+                                         options={"maxiter": 12, "xatol": 1e-3})
+        left = max_evals - fit.evals
+        if left >= 2 * len(x0) + 4:
+            simplex = [best["x"]] + [np.clip(best["x"] + np.eye(len(x0))[i] * scale[i] * 0.1,
+                                             lo, hi) for i in range(len(x0))]
+            optimize.minimize(tracked, best["x"], method="Nelder-Mead", bounds=list(zip(lo, hi)),
+                              options={"maxfev": left, "initial_simplex": np.array(simplex),
+                                       "xatol": 1e-3, "fatol": 1e-4})
+    except _OutOfTime:
+        pass
     # The search picks, among near-equal points, those where its few seeds happen to fail
     # less; the failure regime is therefore set once more over three times as many seeds.
     if "reclaim_stall_s" in names:
@@ -640,8 +658,10 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
     return {"host": bundle.host, "policy": obs.policy, "start_snapshot": obs.start_snapshot,
             "window_s": obs.window_s, "failures_source": obs.failures_source,
             "params": params, "fitted": names, "measured": sorted(measured),
-            "uncertainty": unc, "uncertainty_note": "low/high: where the loss has risen by one "
-            "tolerance unit along that parameter alone; null: not within the profile's steps", "loss": f_best,
+            "uncertainty": unc,
+            "uncertainty_note": "low/high: where the loss has risen by one tolerance unit along "
+                                "that parameter alone; null: not within the profile's steps",
+            "loss": f_best,
             "tolerances": {k: round(v, 4) for k, v in fit.tol.items()},
             "loss_terms_check": {k: round(v, 5) for k, v in fit.loss_terms(sims).items()},
             "check_seeds": list(check_seeds),
@@ -698,7 +718,8 @@ def plot_fit(result: dict, outdir) -> list:
     axes[1].set_title("Pageblocks by migratetype")
     for i, name in enumerate(caches):
         c = plt.cm.tab10(i)
-        axes[2].plot(t, s[f"objects_in_use_{name}_observed"], "o-", color=c, label=f"{name} observed")
+        axes[2].plot(t, s[f"objects_in_use_{name}_observed"], "o-", color=c,
+                     label=f"{name} observed")
         axes[2].plot(t, s[f"objects_in_use_{name}_simulated"], "x--", color=c,
                      label=f"{name} simulated")
     if caches:

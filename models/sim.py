@@ -530,7 +530,8 @@ def _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n,
 
 @njit(cache=True)
 def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo, max_order,
-        seed, t0, seconds, dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snaps_inuse, snap_n,
+        seed, t0, seconds, dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snaps_inuse,
+        snap_n,
         rep, rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec, nnodes, burst_state,
         ratelimit_warn_interval, ratelimit_warn_burst):
     """Simulate ``seconds`` from ``t0``. Returns the number of allocator calls made."""
