@@ -17,23 +17,24 @@ cache allocated in process context (``kernel_share`` of the rate, GFP_KERNEL); a
 buffer per object (``data_share``, kmalloc-2k, atomic with __GFP_NOWARN: its failures are silent,
 as ``kmalloc_reserve`` asks).
 
-The loss (``Fitter.loss_of``) is a weighted sum of squared errors over those summaries, averaged
-over seeds (common random numbers: the same seeds at every point): log scale for counts,
-relative for memory, pageblock changes over (observed change + 8 blocks), first report time over
-the window. Fitting is staged: the send window and rate come from the send counters by least
-squares (no simulation); then a random search and Nelder-Mead restarts (scipy) over all
-parameters in log or linear space within bounds, until 70 % of the time budget; the rest goes to
-the check over fresh seeds and a one-dimensional profile for the uncertainty.
+The loss (``Fitter.loss_terms``) sums, per observable, its errors (log ratios for counts,
+relative for memory, over observed change + 8 for pageblocks) over a tolerance, through a
+soft-L1 penalty, averaged over snapshots and over seeds (the same seeds at every point). Each
+tolerance is a floor (``TOLERANCE``) widened by the simulation's own scatter between seeds.
+The send window is measured from the counters where they pin it; ``kernel_share`` is fixed;
+the rest start from objects in use (``default_start``) and are searched by bounded line
+searches one parameter at a time, then Nelder-Mead, then ``reclaim_stall_s`` once more over
+more seeds, within the budget or a fixed number of evaluations (``calibrate``).
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import optimize
-from scipy.stats import qmc
 
 from analyzer.attribution import host_facts
 from models.engine import (C_ALLOCSTALL, C_COMPACT_STALL, C_KCOMPACTD_WAKE, C_NET_DEMAND,
@@ -45,9 +46,9 @@ from models.simulate import simulate
 from models.state import from_snapshot
 
 GFP_KERNEL = 0xcc0
-KERNEL_SHARE = 1.0
-PROFILE_STEPS = 4
 GFP_ATOMIC = 0x820
+KERNEL_SHARE = 1.0  # process-context allocations per atomic one (fixed, see default_start)
+PROFILE_STEPS = 4
 DATA_CACHE = "kmalloc-2k"
 LINEAR = ("kernel_share", "data_share", "net_hold_frac", "net_start_s", "net_stop_s")
 TYPES = ("Unmovable", "Movable", "Reclaimable")
@@ -413,7 +414,6 @@ class Fitter:
 
 
 def _copy_state(st):
-    import copy
     new = copy.copy(st)
     for name in ("zs", "nr_free", "heads", "nxt", "prv", "forder", "pkind", "bmt", "bfree", "bmov",
                  "counters", "pool_pfn", "pool_n", "ppos", "ppool", "W"):
@@ -423,7 +423,8 @@ def _copy_state(st):
 
 def send_window(obs: Observations) -> dict | None:
     """The load's rate and window from the send counters alone (no simulation): attempts rise
-    at ``rate`` between ``start`` and ``stop``. Intervals wholly inside the load give the rate;
+    at ``rate`` between ``start`` and ``stop``. Intervals wholly inside the load give the rate
+    (their attempts over their time);
     the first and last rising intervals then place its edges. ``determined`` says whether the
     counters pin all three (three or more rising intervals)."""
     if obs.demand is None or obs.demand[-1] <= 0:
@@ -490,7 +491,7 @@ def _moments(obs: Observations, rate: float, t_on: float, t_off: float) -> dict:
     return out
 
 
-def default_start(obs: Observations, bundle=None) -> tuple[list[str], dict, dict]:
+def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
     """Which parameters to fit for what the bundle shows, and where to start. Returns the names
     to fit, the start point, and the parameters measured directly (not fitted): the send window
     when the send counters pin it."""
@@ -530,7 +531,7 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
               fixed: dict | None = None, progress=None, evals: int | None = None) -> dict:
     t0 = time.perf_counter()
     obs = observe(bundle)
-    dnames, dstart, measured = default_start(obs, bundle)
+    dnames, dstart, measured = default_start(obs)
     start = {**dstart, **(start or {})}
     if names is None:
         names = dnames
@@ -613,8 +614,7 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
     # less; the failure regime is therefore set once more over three times as many seeds.
     if "reclaim_stall_s" in names:
         i = names.index("reclaim_stall_s")
-        wide = Fitter.__new__(Fitter)
-        wide.__dict__.update(fit.__dict__)
+        wide = copy.copy(fit)
         wide.seeds = tuple(range(s0, s0 + 3 * len(seeds)))
         xb = best["x"].copy()
 

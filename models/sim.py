@@ -546,7 +546,6 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
     comp_cursor = np.zeros(zs.shape[0], dtype=np.int64)
     nopage = np.full(max(ncache, 1), -1, dtype=np.int64)  # cause of this tick's failed slab
     tick_ok = np.zeros(max(ncache, 1), dtype=np.int64)  # a child's successes this tick
-    per = 1 << pbo
     ops0 = counters[C_OPS]
     node_rr = 0
     for tick in range(nticks):

@@ -127,3 +127,23 @@ def test_docs_cover_every_command():
     for group in app.registered_groups:
         for c in group.typer_instance.registered_commands:
             assert f"mmtriage {group.name} {c.name or c.callback.__name__}" in text
+
+
+@pytest.mark.slow
+def test_model_calibrate_then_whatif_as_a_user_runs_them(tmp_path):
+    fit = tmp_path / "params.json"
+    r = run("model", "calibrate", need(LAB1), "--evals", "40", "--output", fit,
+            "--plots", tmp_path / "plots")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(fit.read_text())
+    assert doc["fit"][0]["observed"] == 293260 and doc["evaluations"] >= 40
+    assert set(doc["fitted"]) >= {"net_hold_frac", "reclaim_stall_s"}
+    assert {"low", "high", "value"} <= set(doc["uncertainty"]["net_hold_frac"])
+    for ext in ("png", "svg"):
+        assert (tmp_path / "plots" / f"calibration_fit.{ext}").stat().st_size > 10_000
+    r = run("model", "whatif", need(LAB1), "--params", fit, "--policy", "defrag-fixed",
+            "--seeds", "2")
+    assert r.exit_code == 0, r.output
+    w = json.loads(r.stdout)
+    assert w["policy"] == "defrag-fixed" and w["failures"]["mean"] == 0
+    assert w["answer"].startswith("under defrag-fixed: 0 failures predicted")
