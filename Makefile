@@ -1,37 +1,48 @@
+# Everything runs in the project's own virtual environment (.venv/), created with the interpreter
+# PY names: a stock distribution's externally managed Python (PEP 668) is never touched.
 PY ?= python3
-PIP ?= $(PY) -m pip
+VENV ?= .venv
+VPY := $(VENV)/bin/python
 OUT ?= out
 
 .PHONY: install demo test test-fast bench bench-fleet bench-calibrate docs lab-kernels clean
 
-install:
-	$(PIP) install -q -e '.[dev]'
+# The stamp is newer than pyproject.toml once the environment matches it; a changed pyproject
+# refreshes it, a second run is a no-op.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(VPY) || $(PY) -m venv $(VENV) || { \
+		echo "could not create $(VENV) with $(PY): on Debian/Ubuntu install python3-venv"; exit 1; }
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
 
 # Triage the real defrag_mode bailout capture: HTML report and plots under out/, verdict printed.
 demo: install
-	$(PY) -m analyzer.cli triage sample_logs/lab-6.16.3-defrag1 --format html \
+	$(VPY) -m analyzer.cli triage sample_logs/lab-6.16.3-defrag1 --format html \
 		--output $(OUT)/lab-6.16.3-defrag1.html --plots $(OUT)/plots
 	@echo "report: $(OUT)/lab-6.16.3-defrag1.html"
 
 test: install
-	$(PY) -m pytest -q
+	$(VPY) -m pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(VPY) -m pytest -q -m "not slow"
 
 bench: install
-	$(PY) bench/run.py
+	$(VPY) bench/run.py
 
 # one host calibrated at the default budget (real lab bundles) and parameter recovery
 bench-calibrate: install
-	$(PY) bench/calibrate_bench.py
+	$(VPY) bench/calibrate_bench.py
 
 # 10,000 synthetic bundles through ingest and the report (about 6 minutes here)
 bench-fleet: install
-	$(PY) bench/fleet_bench.py --bundles 10000
+	$(VPY) bench/fleet_bench.py --bundles 10000
 
 docs: install
-	$(PY) docs/gen_cli.py
+	$(VPY) docs/gen_cli.py
 
 clean:
 	rm -rf $(OUT) .bench .pytest_cache .hypothesis

@@ -205,4 +205,13 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err("Error: interrupted")
             raise typer.Exit(130) from None
+        except Exception as e:  # a bug of ours: one line, the traceback only on request
+            if os.environ.get("MMTRIAGE_DEBUG") == "1":
+                raise
+            # parsers tag an escaping exception with the file and line they were reading
+            where = getattr(e, "mmtriage_where", None) or "the input"
+            err(f"Error: internal error reading {where}: {type(e).__name__}: {e}; "
+                "please report it with this line (MMTRIAGE_DEBUG=1 shows the traceback)")
+            raise typer.Exit(70) from None
     return wrapper
+

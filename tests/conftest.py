@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -6,17 +5,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("MMTRIAGE_SHARED", ROOT.parent / "shared"))
-CORPUS = SHARED / "corpus"
-PUBLIC = CORPUS / "public"
-LAB1 = CORPUS / "lab" / "k6.16.3-defrag1"
-LAB0 = CORPUS / "lab" / "k6.16.3-defrag0"
 SAMPLES = ROOT / "sample_logs"
+FIXTURES = ROOT / "tests" / "fixtures"
+# Real logs and /proc files as people posted them; provenance in public/SOURCES.md.
+PUBLIC = FIXTURES / "public"
+# The real-kernel captures are sample bundles as well; they are stored once, there.
+LAB1 = SAMPLES / "lab-6.16.3-defrag1"
+LAB0 = SAMPLES / "lab-6.16.3-defrag0"
+HOST618 = SAMPLES / "host-6.18-x86_64-corpus"
 
 
 def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    # Test data lives in the repository: a missing file is a broken checkout, not a skip.
+    assert path.exists(), f"test data missing from the repository: {path}"
     return path
 
 

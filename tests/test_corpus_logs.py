@@ -1,4 +1,4 @@
-"""Every real log in shared/corpus, as it is, gives the values it contains."""
+"""Every real posted log in tests/fixtures/public, as it is, gives the values it contains."""
 import pytest
 
 from parsers.dmesg import parse_log

@@ -6,9 +6,9 @@ import pytest
 from parsers import buddyinfo, meminfo, pagetypeinfo, snmp, vmstat, zoneinfo
 from parsers.errors import ParseError
 from parsers.proc import cross_check, detect, parse_file
-from tests.conftest import CORPUS, LAB1, PUBLIC, SAMPLES, need
+from tests.conftest import HOST618, LAB1, PUBLIC, SAMPLES, need
 
-HOST = CORPUS / "host-6.18-x86_64" / "snapshots" / "20261125T195929Z"
+HOST = HOST618 / "snapshots" / "20261125T195929Z"
 
 
 def text(p):
