@@ -280,7 +280,31 @@ from analyzer import lab_cli  # noqa: E402
 app.add_typer(lab_cli.app, name="lab")
 
 
+def _warnings_to_stderr(limit: int = 50) -> None:
+    """Each input warning as one ``Warning: path:line: what`` line on stderr, at most ``limit``
+    of them, then how many more there were."""
+    import atexit
+    import warnings
+
+    from parsers.errors import InputWarning
+    shown = [0]
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, InputWarning):
+            return default(message, category, filename, lineno, file, line)
+        shown[0] += 1
+        if shown[0] <= limit:
+            err(f"Warning: {message}")
+
+    warnings.simplefilter("always", InputWarning)
+    warnings.showwarning = show
+    atexit.register(lambda: shown[0] > limit and err(f"Warning: {shown[0] - limit} more warnings "
+                                                      "not shown"))
+
+
 def main() -> None:
+    _warnings_to_stderr()
     app()
 
 

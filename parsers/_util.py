@@ -1,16 +1,54 @@
-"""Shared helpers for the /proc parsers: reading whole pseudo-files, strict integers."""
+"""Shared helpers for the /proc parsers: reading whole pseudo-files, strict integers, and the
+lines of a file as people paste it (mail quoting, shell prompts, CR line ends, cut short)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from parsers.errors import ParseError
+from parsers.errors import ParseError, warn
+
+# A /proc file is a few KiB (zoneinfo of a large NUMA host a few MiB): more is not one.
+MAX_PROC_BYTES = 64 << 20
+MAX_VALUE = 1 << 62   # a count or size beyond this is not a real kernel value
+QUOTE = re.compile(r"^(?:[ \t]*>)+ ?")
+PROMPT = re.compile(r"^\s*(?:\[[^\]]*\]\s*|[\w.+-]+@[\w.-]+(?::\S*)?\s*|[\w.-]+:\S*\s*|\S*\s)?"
+                     r"[#$%]\s*(?:\S+/)?(?:cat|sudo|less|more|head|tail|grep|ls|echo|dmesg)\b")
 
 
 def to_int(token: str, path: str, line: int, what: str = "number") -> int:
     try:
-        return int(token)
+        v = int(token)
     except ValueError:
         raise ParseError(path, line, f"bad {what}", token) from None
+    if not -MAX_VALUE <= v <= MAX_VALUE:
+        raise ParseError(path, line, f"{what} out of range", token)
+    return v
+
+
+def data_lines(text: str, path: str) -> list[tuple[int, str]]:
+    """``(line number, line)`` of a /proc file's text with what a paste adds taken off: mail
+    quoting, CRs and shell-prompt lines (each skipped one is warned about with its number).
+    A last line without its newline is warned about as possibly cut short."""
+    out = []
+    lines = text.splitlines()
+    for i, raw in enumerate(lines, 1):
+        line = raw.replace("\r", "").replace("\x00", "")
+        if line.lstrip()[:1] == ">":
+            line = QUOTE.sub("", line)
+        if PROMPT.match(line):
+            warn(path, i, "skipped a shell prompt line", line.strip())
+            continue
+        if not line.strip():
+            continue
+        out.append((i, line))
+    if out and text and not text.endswith(("\n", "\r")) and out[-1][0] == len(lines):
+        warn(path, len(lines), "the file ends mid-line (cut short?)", lines[-1])
+    return out
+
+
+def skip(path: str, line: int, what: str, raw: str) -> None:
+    """A line that is not data: warned about, and the rest of the file is still read."""
+    warn(path, line, f"skipped: {what}", raw.strip())
 
 
 def read_text(root: str | Path, name: str) -> str:
@@ -18,11 +56,13 @@ def read_text(root: str | Path, name: str) -> str:
     p = Path(root) / name
     try:
         with open(p, "rb") as fh:
-            data = fh.read()
+            data = fh.read(MAX_PROC_BYTES + 1)
     except FileNotFoundError as err:
         raise ParseError(str(p), 0, "no such file") from err
     except PermissionError as err:
         raise ParseError(str(p), 0, "permission denied (pagetypeinfo needs root since ~5.4)") from err
     except OSError as err:
         raise ParseError(str(p), 0, err.strerror or str(err)) from err
+    if len(data) > MAX_PROC_BYTES:
+        raise ParseError(str(p), 0, f"larger than {MAX_PROC_BYTES >> 20} MiB: not a /proc file")
     return data.decode("utf-8", "replace")

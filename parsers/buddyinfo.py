@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from parsers._util import read_text, to_int
+from parsers._util import data_lines, read_text, skip, to_int
 from parsers.errors import ParseError
 
 _LINE = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)\s+(.*)$")
@@ -26,21 +26,21 @@ class BuddyInfo:
 def parse(text: str, path: str = "buddyinfo") -> list[BuddyInfo]:
     out: list[BuddyInfo] = []
     width = None
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for i, line in data_lines(text, path):
         m = _LINE.match(line.strip())
-        if not m:
-            raise ParseError(path, i, "not a buddyinfo line", line)
+        if not m or not all(t.isdigit() for t in m.group(3).split()):
+            skip(path, i, "not a buddyinfo line", line)
+            continue
         counts = tuple(to_int(t, path, i, "count") for t in m.group(3).split())
         if not counts:
-            raise ParseError(path, i, "no order columns", line)
+            skip(path, i, "no order columns", line)
+            continue
         if width is not None and len(counts) != width:
             raise ParseError(path, i, f"{len(counts)} order columns where earlier lines had {width}", line)
         width = len(counts)
         out.append(BuddyInfo(int(m.group(1)), m.group(2), counts))
     if not out:
-        raise ParseError(path, 0, "empty buddyinfo")
+        raise ParseError(path, 0, "no 'Node N, zone X counts...' lines: not a buddyinfo file")
     return out
 
 

@@ -23,3 +23,18 @@ class ParseError(ValueError):
 
 class BundleError(ParseError):
     """A host bundle that cannot be read safely (escaping paths, bombs, missing parts)."""
+
+
+class InputWarning(UserWarning):
+    """Something in the input was skipped or looks cut short; ``str()`` is ``path:line: what``.
+    Raised through :mod:`warnings`, so that parsers keep their return types and the command
+    line prints each one as a ``Warning:`` line on stderr."""
+
+    def __init__(self, path: str, line: int, reason: str, token: str | None = None):
+        self.path, self.line, self.reason, self.token = str(path), int(line), reason, token
+        super().__init__(str(ParseError(path, line, reason, token)))
+
+
+def warn(path: str, line: int, reason: str, token: str | None = None) -> None:
+    import warnings
+    warnings.warn(InputWarning(path, line, reason, token), stacklevel=2)

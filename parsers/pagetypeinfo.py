@@ -11,9 +11,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parsers._util import read_text, to_int
+from parsers._util import data_lines, read_text, skip, to_int
 from parsers.errors import ParseError
 
+# MAX_PAGE_ORDER is 10 on x86, up to 13-15 on arm64/ia64 with large pages: 20 bounds them all.
+MAX_PAGEBLOCK_ORDER = 20
 _ORDER_HDR = re.compile(r"^Free pages count per migrate type at order\s+(.*)$")
 _FREE_ROW = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+),\s+type\s+(\S+)\s+(.*)$")
 _BLOCK_HDR = re.compile(r"^Number of (blocks|mixed blocks)(?: type)?\s+(.*)$")
@@ -53,22 +55,23 @@ def parse(text: str, path: str = "pagetypeinfo") -> PageTypeInfo:
     tables: dict[str, dict] = {"blocks": {}, "mixed blocks": {}}
     table = None
     types: list[str] = []
-    lines = text.splitlines()
-    for i, raw in enumerate(lines, 1):
+    for i, raw in data_lines(text, path):
         line = raw.strip()
-        if not line:
-            continue
         if line.startswith("Page block order:"):
             pbo = to_int(line.split(":", 1)[1].strip(), path, i, "page block order")
+            if not 0 <= pbo <= MAX_PAGEBLOCK_ORDER:
+                raise ParseError(path, i, f"page block order beyond 0..{MAX_PAGEBLOCK_ORDER}", line)
             continue
         if line.startswith("Pages per block:"):
             ppb = to_int(line.split(":", 1)[1].strip(), path, i, "pages per block")
+            if not 0 < ppb <= 1 << MAX_PAGEBLOCK_ORDER:
+                raise ParseError(path, i, "pages per block out of range", line)
             continue
         m = _ORDER_HDR.match(line)
         if m:
             cols = m.group(1).split()
             orders = [to_int(c, path, i, "order") for c in cols]
-            if orders != list(range(len(orders))):
+            if orders != list(range(len(orders))) or len(orders) > MAX_PAGEBLOCK_ORDER + 1:
                 raise ParseError(path, i, "order columns are not 0..N", line)
             table = None
             continue
@@ -80,9 +83,11 @@ def parse(text: str, path: str = "pagetypeinfo") -> PageTypeInfo:
         if table is None:
             m = _FREE_ROW.match(line)
             if not m:
-                raise ParseError(path, i, "not a pagetypeinfo line", raw)
+                skip(path, i, "not a pagetypeinfo line", raw)
+                continue
             if orders is None:
-                raise ParseError(path, i, "free-page row before the order header", raw)
+                skip(path, i, "free-page row before the order header", raw)
+                continue
             toks = m.group(4).split()
             if len(toks) != len(orders):
                 raise ParseError(path, i, f"{len(toks)} counts for {len(orders)} orders", raw)
@@ -92,7 +97,8 @@ def parse(text: str, path: str = "pagetypeinfo") -> PageTypeInfo:
         else:
             m = _BLOCK_ROW.match(line)
             if not m:
-                raise ParseError(path, i, "not a block-count line", raw)
+                skip(path, i, "not a block-count line", raw)
+                continue
             toks = m.group(3).split()
             if len(toks) != len(types):
                 raise ParseError(path, i, f"{len(toks)} block counts for {len(types)} types", raw)

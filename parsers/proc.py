@@ -2,52 +2,76 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from parsers import buddyinfo, meminfo, pagetypeinfo, slabinfo, snmp, vmstat, zoneinfo
-from parsers.errors import ParseError
+from parsers._util import MAX_PROC_BYTES, PROMPT, QUOTE
+from parsers.errors import InputWarning, ParseError
 from parsers.logio import open_binary
 
 KINDS = ("vmstat", "pagetypeinfo", "buddyinfo", "zoneinfo", "meminfo", "slabinfo", "net_snmp")
 
 
 def detect(text: str) -> str | None:
-    head = text[:4096]
+    """The kind of a /proc file, from its first lines that are data (a paste's shell prompt and
+    mail quoting are looked past)."""
+    lines = []
+    for raw in text[:16384].splitlines()[:80]:
+        line = QUOTE.sub("", raw).replace("\r", "").strip()
+        if line and not PROMPT.match(line):
+            lines.append(line)
+    head = "\n".join(lines)
     if "Page block order:" in head or "Free pages count per migrate type" in head:
         return "pagetypeinfo"
-    if head.startswith("slabinfo - version"):
+    if re.search(r"^slabinfo - version", head, re.M):
         return "slabinfo"
-    if re.match(r"\s*(Ip|Icmp|Tcp|Udp): ", head):
+    if re.search(r"^(Ip|Icmp|Tcp|Udp): ", head, re.M):
         return "net_snmp"
     if re.search(r"^MemTotal:", head, re.M):
         return "meminfo"
-    first = head.lstrip().split("\n", 1)[0]
-    if re.match(r"Node\s+\d+,\s+zone\s+\S+\s*$", first):
-        return "zoneinfo"
-    if re.match(r"Node\s+\d+,\s+zone\s+\S+\s+\d", first):
-        return "buddyinfo"
-    if re.match(r"[a-z_0-9]+ -?\d+\s*$", first):
-        return "vmstat"
+    for first in lines:
+        if re.match(r"Node\s+\d+,\s+zone\s+\S+\s*$", first):
+            return "zoneinfo"
+        if re.match(r"Node\s+\d+,\s+zone\s+\S+\s+\d", first):
+            return "buddyinfo"
+        if re.match(r"[a-z_0-9]+ -?\d+\s*$", first):
+            return "vmstat"
     return None
 
 
 def read_any(path: str | Path) -> str:
     stream = open_binary(path)
     try:
-        return stream.read().decode("utf-8", "replace")
+        data = stream.read(MAX_PROC_BYTES + 1)
     finally:
         if str(path) != "-":
             stream.close()
+    if len(data) > MAX_PROC_BYTES:
+        raise ParseError(str(path), 0, f"larger than {MAX_PROC_BYTES >> 20} MiB: not a /proc file")
+    return data.decode("utf-8", "replace")
 
 
 def parse_file(path: str | Path, kind: str | None = None, text: str | None = None) -> dict:
-    """Parse one /proc file into product.md §4's ``proc --format json`` entry."""
+    """Parse one /proc file into the ``proc --format json`` entry; what was skipped is listed in
+    its ``warnings`` (and warned about as well)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        out = _parse_file(path, kind, text)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if caught:
+        out["warnings"] = [str(w.message) for w in caught if w.category is InputWarning]
+    return out
+
+
+def _parse_file(path, kind, text) -> dict:
     text = read_any(path) if text is None else text
     kind = kind or detect(text)
     p = str(path)
     if kind is None:
         raise ParseError(p, 1, "not a /proc file this tool knows (vmstat, pagetypeinfo, buddyinfo, "
-                               "zoneinfo, meminfo, slabinfo, net/snmp)", text[:60])
+                               "zoneinfo, meminfo, slabinfo, net/snmp)", (text.strip().splitlines() or [""])[0][:60])
     out: dict = {"path": p, "kind": kind}
     if kind == "pagetypeinfo":
         pt = pagetypeinfo.parse(text, p)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parsers._util import read_text, to_int
+from parsers._util import data_lines, read_text, skip, to_int
 from parsers.errors import ParseError
 
 
 def parse(text: str, path: str = "net/snmp") -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    lines = [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+    lines = []
+    for i, ln in data_lines(text, path):
+        if ln.partition(":")[0].strip().isalpha():
+            lines.append((i, ln))
+        else:
+            skip(path, i, "not a 'Proto: ...' line", ln)
     if len(lines) % 2:
         raise ParseError(path, lines[-1][0] if lines else 0, "odd number of lines")
     for (i, names), (j, values) in zip(lines[::2], lines[1::2]):

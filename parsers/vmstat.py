@@ -5,21 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parsers._util import read_text, to_int
+from parsers._util import data_lines, read_text, skip, to_int
 from parsers.errors import ParseError
 
 
 def parse(text: str, path: str = "vmstat") -> dict[str, int]:
     out: dict[str, int] = {}
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for i, line in data_lines(text, path):
         parts = line.split()
-        if len(parts) != 2:
-            raise ParseError(path, i, "expected 'name value'", line)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            skip(path, i, "not a 'name value' line", line)
+            continue
         out[parts[0]] = to_int(parts[1], path, i, "counter")
     if not out:
-        raise ParseError(path, 0, "empty vmstat")
+        raise ParseError(path, 0, "no 'name value' counters: not a vmstat file")
     return out
 
 

@@ -11,11 +11,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parsers._util import read_text, to_int
+from parsers._util import data_lines, read_text, skip, to_int
 from parsers.errors import ParseError
 
 _HDR = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)\s*$")
 _KV = re.compile(r"^\s*([A-Za-z_][\w ]*?):?\s+(-?\d+)\s*$")
+_PAGES_FREE = re.compile(r"^pages free\s+(-?\d+)$")
 _PROT = re.compile(r"^\s*protection:\s*\(([^)]*)\)")
 WMARK = ("min", "low", "high", "promo", "boost", "spanned", "present", "managed", "cma")
 TAIL = ("scanned", "node_unreclaimable", "start_pfn", "reserved_highatomic", "free_highatomic",
@@ -62,17 +63,16 @@ def parse(text: str, path: str = "zoneinfo") -> list[Zone]:
     zones: list[Zone] = []
     z: Zone | None = None
     state = "zone"
-    for i, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        m = _HDR.match(raw)
+    for i, raw in data_lines(text, path):
+        m = _HDR.match(raw.strip())
         if m:
             z = Zone(int(m.group(1)), m.group(2))
             zones.append(z)
             state = "zone"
             continue
         if z is None:
-            raise ParseError(path, i, "line before the first 'Node N, zone X' header", raw)
+            skip(path, i, "line before the first 'Node N, zone X' header", raw)
+            continue
         s = raw.strip()
         if s == "per-node stats":
             state = "pernode"
@@ -81,7 +81,11 @@ def parse(text: str, path: str = "zoneinfo") -> list[Zone]:
             state = "pagesets"
             continue
         if s.startswith("pages free"):
-            z.pages_free = to_int(s.split()[-1], path, i, "pages free")
+            pf = _PAGES_FREE.match(s)
+            if pf:
+                z.pages_free = to_int(pf.group(1), path, i, "pages free")
+            else:
+                skip(path, i, "'pages free' with other than one number", raw)
             state = "zone"
             continue
         pm = _PROT.match(raw)
@@ -92,13 +96,16 @@ def parse(text: str, path: str = "zoneinfo") -> list[Zone]:
         km = _KV.match(raw)
         if state == "pagesets":
             if km and km.group(1) in TAIL:
-                z.extra[km.group(1)] = int(km.group(2))
+                z.extra[km.group(1)] = to_int(km.group(2), path, i, km.group(1))
             continue
         if not km:
             if ":" in s:  # e.g. "cpu: 0" / "vm stats threshold: 125" outside pagesets
                 continue
-            raise ParseError(path, i, "not a zoneinfo line", raw)
-        key, val = km.group(1), int(km.group(2))
+            # RHEL 9's 5.14 kernels print one counter with an empty name: a bare number.
+            skip(path, i, "a counter with no name" if s.lstrip("-").isdigit()
+                 else "not a zoneinfo line", raw)
+            continue
+        key, val = km.group(1), to_int(km.group(2), path, i, km.group(1))
         if state == "pernode":
             z.node_stats[key] = val
         elif key in WMARK:
@@ -108,7 +115,7 @@ def parse(text: str, path: str = "zoneinfo") -> list[Zone]:
         else:
             z.stats[key] = val
     if not zones:
-        raise ParseError(path, 0, "no zones found")
+        raise ParseError(path, 0, "no zones found (no 'Node N, zone X' header)")
     return zones
 
 

@@ -92,11 +92,24 @@ def test_errors_are_one_line(args, needle):
     assert r.stdout == ""
 
 
-def test_bad_proc_file_names_line(tmp_path):
+def test_bad_proc_line_is_skipped_with_its_number(tmp_path):
     p = tmp_path / "vmstat"
     p.write_text("nr_free_pages 10\nnr_bogus abc\n")
+    r = subprocess.run([sys.executable, "-m", "analyzer.cli", "proc", str(p)], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == f"Warning: {p}:2: skipped: not a 'name value' line: 'nr_bogus abc'"
+    doc = json.loads(r.stdout)["files"][0]
+    assert doc["counters"] == {"nr_free_pages": 10} and len(doc["warnings"]) == 1
+
+
+def test_proc_file_with_no_table_is_an_error(tmp_path):
+    p = tmp_path / "vmstat"
+    p.write_text("nr_bogus abc\n")
     r = run("proc", p)
-    assert r.exit_code == 1 and r.stderr.strip() == f"Error: {p}:2: bad counter: 'abc'"
+    assert r.exit_code == 1
+    assert r.stderr.strip() == f"Error: {p}:1: not a /proc file this tool knows (vmstat, pagetypeinfo, " \
+        "buddyinfo, zoneinfo, meminfo, slabinfo, net/snmp): 'nr_bogus abc'"
 
 
 def test_truncated_gzip(tmp_path):

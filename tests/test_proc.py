@@ -4,7 +4,7 @@ import textwrap
 import pytest
 
 from parsers import buddyinfo, meminfo, pagetypeinfo, snmp, vmstat, zoneinfo
-from parsers.errors import ParseError
+from parsers.errors import InputWarning, ParseError
 from parsers.proc import cross_check, detect, parse_file
 from tests.conftest import HOST618, LAB1, PUBLIC, SAMPLES, need
 
@@ -62,9 +62,10 @@ def test_pagetypeinfo_capped_and_mixed():
     ("Page block order: x\n", 1),
     ("Free pages count per migrate type at order 0 1\nNode 0, zone N, type U 1\n", 2),
     ("Free pages count per migrate type at order 0 1\nNode 0, zone N, type U 1 zz\n", 2),
-    ("garbage\n", 1),
+    ("garbage\n", 0),
     ("", 0),
-], ids=["bad order", "short row", "bad count", "garbage", "empty"])
+    ("Page block order: 1000000000000\n", 1),
+], ids=["bad order", "short row", "bad count", "garbage", "empty", "order out of range"])
 def test_pagetypeinfo_malformed(bad, line):
     with pytest.raises(ParseError) as ei:
         pagetypeinfo.parse(bad, "pt")
@@ -120,11 +121,13 @@ def test_zoneinfo_render_roundtrip():
 
 
 def test_zoneinfo_malformed():
-    with pytest.raises(ParseError) as ei:
+    with pytest.raises(ParseError) as ei, pytest.warns(InputWarning, match="zi:1: skipped"):
         zoneinfo.parse("  pages free 3\n", "zi")
-    assert ei.value.line == 1
-    with pytest.raises(ParseError):
-        zoneinfo.parse("Node 0, zone DMA\n  pages free x\n")
+    assert ei.value.line == 0 and "no zones" in str(ei.value)
+    # a value the kernel never prints is skipped with its line, never read as another number
+    with pytest.warns(InputWarning, match=r"zi:2: skipped: 'pages free' with other"):
+        (z,) = zoneinfo.parse("Node 0, zone DMA\n  pages free 3776 12345\n  min 5\n", "zi")
+    assert z.pages_free is None and z.min == 5
 
 
 def test_vmstat_real_and_bad():
@@ -132,9 +135,11 @@ def test_vmstat_real_and_bad():
     assert len(v) == 150 and "nr_free_pages" in v
     old = vmstat.parse(text(PUBLIC / "vmstat-jmr540arm-1.txt"))
     assert "nr_alloc_batch" in old
-    with pytest.raises(ParseError) as ei:
-        vmstat.parse("nr_free_pages 1\nnr_x y\n", "vm")
-    assert ei.value.line == 2 and "'y'" in str(ei.value)
+    with pytest.warns(InputWarning) as rec:
+        assert vmstat.parse("nr_free_pages 1\nnr_x y\n", "vm") == {"nr_free_pages": 1}
+    assert [str(w.message) for w in rec] == ["vm:2: skipped: not a 'name value' line: 'nr_x y'"]
+    with pytest.raises(ParseError, match="not a vmstat file"):
+        vmstat.parse("nr_x y\n", "vm")
 
 
 def test_meminfo_and_snmp():

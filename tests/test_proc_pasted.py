@@ -1,0 +1,71 @@
+"""/proc files as people paste them: a shell prompt, mail quoting, RHEL's nameless counter, a file
+cut short. What is not data is skipped with a warning naming its line; the tables are read whole."""
+import warnings
+
+import pytest
+
+from parsers import buddyinfo, pagetypeinfo, vmstat, zoneinfo
+from parsers.errors import InputWarning, ParseError
+from parsers.proc import detect, parse_file
+from tests.conftest import PUBLIC
+
+
+def real(name):
+    return (PUBLIC / name).read_text()
+
+
+def caught(fn, *a):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always", InputWarning)
+        out = fn(*a)
+    return out, [str(w.message) for w in rec if w.category is InputWarning]
+
+
+def test_pagetypeinfo_after_a_prompt_and_quoted():
+    text = real("pagetypeinfo-chromeos66-1.txt")
+    pasted = "host:~ # cat /proc/pagetypeinfo\n" + "".join("> " + ln + "\n" for ln in text.splitlines())
+    assert detect(pasted) == "pagetypeinfo"
+    got, warns = caught(pagetypeinfo.parse, pasted, "pt")
+    assert got.free == pagetypeinfo.parse(text).free and got.blocks == pagetypeinfo.parse(text).blocks
+    assert warns == ["pt:1: skipped a shell prompt line: 'host:~ # cat /proc/pagetypeinfo'"]
+
+
+def test_prompt_inside_the_table_and_after_it():
+    text = real("buddyinfo-procfs-1.txt").splitlines()
+    pasted = "\n".join(["[root@db1 ~]# cat /proc/buddyinfo"] + text[:1] + ["$ "] + text[1:]
+                       + ["[root@db1 ~]#"]) + "\n"
+    got, warns = caught(buddyinfo.parse, pasted, "bi")
+    assert got == buddyinfo.parse("\n".join(text) + "\n")
+    assert [w.split(":")[1] for w in warns] == ["1", "3", f"{len(text) + 3}"]
+
+
+def test_rhel_zoneinfo_nameless_counter():
+    text = real("zoneinfo-procfs-1.txt").splitlines()
+    # 5.14-based RHEL kernels print one counter whose name is empty: the line is just a number
+    at = next(i for i, ln in enumerate(text) if "nr_zone_active_file" in ln) + 1
+    pasted = "\n".join(text[:at] + ["              0"] + text[at:]) + "\n"
+    got, warns = caught(zoneinfo.parse, pasted, "zi")
+    assert [z.to_dict() for z in got] == [z.to_dict() for z in zoneinfo.parse("\n".join(text) + "\n")]
+    assert warns == [f"zi:{at + 1}: skipped: a counter with no name: '0'"]
+
+
+def test_cut_short_warns_with_the_line():
+    text = real("vmstat-chromeos66-1.txt")
+    cut = text[:text.index("nr_free_pages") + 15]
+    got, warns = caught(vmstat.parse, cut, "vm")
+    n = cut.count("\n") + 1
+    assert warns == [f"vm:{n}: the file ends mid-line (cut short?): {cut.splitlines()[-1]!r}"]
+    assert "nr_free_pages" in got
+
+
+def test_nothing_left_is_refused():
+    with pytest.raises(ParseError, match="no zones"):
+        caught(zoneinfo.parse, "host:~ # cat /proc/zoneinfo\n> \n", "zi")
+
+
+def test_parse_file_lists_what_it_skipped(tmp_path):
+    p = tmp_path / "pagetypeinfo.txt"
+    p.write_text("$ sudo cat /proc/pagetypeinfo\n" + real("pagetypeinfo-jmr540arm-1.txt"))
+    doc, _ = caught(parse_file, p)
+    assert doc["kind"] == "pagetypeinfo" and doc["pageblock_order"] == 10
+    assert doc["warnings"] == [f"{p}:1: skipped a shell prompt line: '$ sudo cat /proc/pagetypeinfo'"]
