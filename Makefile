@@ -5,7 +5,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 OUT ?= out
 
-.PHONY: install demo test test-fast bench bench-fleet bench-calibrate docs lab-kernels clean
+.PHONY: install demo test test-fast bench bench-fleet bench-calibrate bench-mutations docs lab-kernels clean
 
 # The stamp is newer than pyproject.toml once the environment matches it; a changed pyproject
 # refreshes it, a second run is a no-op.
@@ -40,6 +40,10 @@ bench-calibrate: install
 # 10,000 synthetic bundles through ingest and the report (about 6 minutes here)
 bench-fleet: install
 	$(VPY) bench/fleet_bench.py --bundles 10000
+
+# the parser's mutation properties with many random examples
+bench-mutations: install
+	$(VPY) bench/mutations.py 5000
 
 docs: install
 	$(VPY) docs/gen_cli.py

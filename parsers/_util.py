@@ -9,7 +9,7 @@ from parsers.errors import ParseError, warn
 
 # A /proc file is a few KiB (zoneinfo of a large NUMA host a few MiB): more is not one.
 MAX_PROC_BYTES = 64 << 20
-MAX_VALUE = 1 << 62   # a count or size beyond this is not a real kernel value
+MAX_VALUE = (1 << 64) - 1   # an unsigned long: beyond it is not a value a kernel prints
 QUOTE = re.compile(r"^(?:[ \t]*>)+ ?")
 PROMPT = re.compile(r"^\s*(?:\[[^\]]*\]\s*|[\w.+-]+@[\w.-]+(?::\S*)?\s*|[\w.-]+:\S*\s*|\S*\s)?"
                      r"[#$%]\s*(?:\S+/)?(?:cat|sudo|less|more|head|tail|grep|ls|echo|dmesg)\b")
@@ -20,7 +20,7 @@ def to_int(token: str, path: str, line: int, what: str = "number") -> int:
         v = int(token)
     except ValueError:
         raise ParseError(path, line, f"bad {what}", token) from None
-    if not -MAX_VALUE <= v <= MAX_VALUE:
+    if not -(1 << 63) <= v <= MAX_VALUE:
         raise ParseError(path, line, f"{what} out of range", token)
     return v
 

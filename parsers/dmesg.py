@@ -29,23 +29,27 @@ from typing import Iterable
 
 from parsers import gfp as gfpmod
 from parsers.framing import ExportReader, Framer, split_midline
-from parsers.logio import iter_chunks, open_binary
+from parsers.logio import cr_only, iter_chunks, open_binary
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
 # "allocat" covers SLUB, warn_alloc, vmalloc and stall headers; "Linux version" marks each boot.
+# "Unable" and "failure" keep a header that a wrap cut inside "allocat" (the scan starts one line
+# early, so the wrapped head is read too).
 TRIGGERS = (b"allocat", b"suppressed", b"Mem-", b"invoked oom-killer", b"messages dropped",
-            b"Linux version")
+            b"Linux version", b"Unable", b"failure")
 
 _SLUB = re.compile(
     r"SLUB: Unable to allocate memory on (?:CPU (\d+) \(of node (-?\d+)\) on )?node (-?\d+)"
     r"(?:, gfp=| \(gfp=)(0x[0-9a-fA-F]+)(?:\(([^)]*)\))?")
 _SLUB_LOOSE = re.compile(r"SLUB: Unable to allocate memory")
-_CACHE = re.compile(r"^\s*cache: (.+?), object size: (\d+), buffer size: (\d+), "
-                    r"default order: (\d+), min order: (\d+)")
+_CACHE = re.compile(r"^\s*cache: (.+?),\s*object size:\s*(\d+),\s*buffer size:\s*(\d+),\s*"
+                    r"default order:\s*(\d+),\s*min order:\s*(\d+)")
+# The start of a cache or node line whose rest a mailer or terminal wrapped onto the next line.
+_SLUB_CUT = re.compile(r"^\s*(?:cache:(?:\s|$)|node\s+\d+:)")
 _SLUB_DEBUG = re.compile(r"^\s*(\S+) debugging increased min order")
-_SLUB_NODE = re.compile(r"^\s*node (\d+): slabs: (\d+), objs: (\d+), free: (\d+)")
+_SLUB_NODE = re.compile(r"^\s*node\s+(\d+):\s*slabs:\s*(\d+),\s*objs:\s*(\d+),\s*free:\s*(\d+)")
 _PAGE = re.compile(
-    r"page allocation failure[:.] order:(\d+)(\d*\*\d+kB\s*)?,? ?(?:mode:?\s?(0x[0-9a-fA-F]+)"
+    r"page allocation failure[:.] order:(-?\d+)(\d*\*\d+kB\s*)?,? ?(?:mode:?\s?(0x[0-9a-fA-F]+)"
     r"(?:\(([^)]*)\))?)?")
 _COMM_START = re.compile(r"^(\S(?:.{0,15}?)): (?:page allocation|vmalloc)")
 _COMM_ANY = re.compile(r"([^\s\]]+): (?:page allocation|vmalloc)")
@@ -57,7 +61,9 @@ _VMALLOC = re.compile(r"vmalloc(?: error: size (\d+)|: allocation failure: (\d+)
 _OOM = re.compile(r"(\S+) invoked oom-killer: gfp_mask=(0x[0-9a-fA-F]+)(?:\(([^)]*)\))?"
                   r"(?:, nodemask=\S+)?, order=(-?\d+)")
 _SUPPRESSED = re.compile(r"(\w+): (\d+) callbacks suppressed")
-_DROPPED = re.compile(r"\*\* (\d+) printk messages dropped \*\*")
+_DROPPED = re.compile(r"\*\* (\d+) printk messages dropped \*\*\s?")
+# Two CPUs' headers in one line are cut apart here, each with the comm just before it.
+_HEADERS = re.compile(r"(?:[\w/:.@#+\-]{1,15}: )?(?:page allocation failure|SLUB: Unable to allocate)")
 _LINUX_VERSION = re.compile(r"Linux version (\S+)")
 _CPU_LINE = re.compile(r"CPU: \d+ (?:UID: \d+ )?PID: \d+ Comm: .*?(?:Not tainted|Tainted: .*?) "
                        r"(\d+\.\d+\S*) #")
@@ -77,7 +83,17 @@ _RECORD_START = re.compile(r"SLUB: Unable|page allocation|invoked oom-killer|Mem
                            r"^\s*(?:Node \d+ )?(?:DMA32|DMA|Normal|HighMem|Movable|Device)(?: free:|: \d)|"
                            r"^\s*lowmem_reserve|^\s*(?:cache|node \d+): ")
 
+# A line that ends in the first words of a header was cut there: its rest is on the next line.
+_HEAD_TAIL = re.compile(r"(?:^|[\s\]:])(?:%s)$" % "|".join(
+    re.escape(p[:k]) for p in ("SLUB: Unable to allocate memory on", "page allocation failure: order:")
+    for k in range(len(p), 0, -1)))
+
 STALE_LINES = 400  # a record still waiting for its Mem-Info after this many lines is closed
+# Valid ranges, decided once: a value outside them is a malformed field (the record is partial),
+# never a number to compute with.
+MAX_ORDER = 20                # MAX_PAGE_ORDER is 10 on x86, at most ~15 elsewhere
+MAX_COUNT = 1 << 53           # counts, sizes in kB, suppressed and dropped messages
+MAX_GFP = (1 << 40) - 1
 
 ZONE_KEYS = {"free": "free_kb", "boost": "boost_kb", "min": "min_kb", "low": "low_kb",
              "high": "high_kb", "reserved_highatomic": "reserved_highatomic_kb",
@@ -100,6 +116,8 @@ class ParseResult:
     printk_dropped: int = 0
     printk_dropped_lines: int = 0
     orphan_meminfo: int = 0
+    malformed_lines: int = 0     # a count or stamp out of range: the line is counted, not used
+    internal_errors: list = field(default_factory=list)   # {"source", "line", "error"}
     lines: int = 0
     kernel_release: str | None = None
     kernel_release_source: str | None = None
@@ -131,6 +149,8 @@ class ParseResult:
             "partial_records": self.partial_records,
             "printk_dropped": self.printk_dropped,
             "orphan_meminfo": self.orphan_meminfo,
+            "malformed_lines": self.malformed_lines,
+            "internal_errors": len(self.internal_errors),
             "lines": self.lines,
             "kernel_release": self.kernel_release,
             "first_time_s": self.first_time_s,
@@ -143,11 +163,12 @@ class ParseResult:
         self.events.extend(other.events)
         for name in ("slub_reports", "page_alloc_reports", "oom_reports", "vmalloc_reports",
                      "stall_reports", "printk_dropped", "printk_dropped_lines",
-                     "orphan_meminfo", "lines"):
+                     "orphan_meminfo", "malformed_lines", "lines"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for k, v in other.suppressed.items():
             self.suppressed[k] = self.suppressed.get(k, 0) + v
         self.suppressions.extend(other.suppressions)
+        self.internal_errors.extend(other.internal_errors)
         self.sources.extend(other.sources)
         self.boots.extend(other.boots)
         if other.kernel_release and not self.kernel_release:
@@ -160,6 +181,76 @@ class ParseResult:
             vals = [v for v in (getattr(self, a), getattr(other, a)) if v is not None]
             setattr(self, a, pick(vals) if vals else None)
         self.formats.update(other.formats)
+
+
+def _in_range(v, lo: int, hi: int) -> bool:
+    return v is None or (not isinstance(v, bool) and isinstance(v, int) and lo <= v <= hi)
+
+
+def _nheads(text: str) -> int:
+    """Headers whole enough to be read as one (what ``_logical`` would start a record for)."""
+    return len(_SLUB_LOOSE.findall(text)) + len(_PAGE.findall(text)) if "allocat" in text else 0
+
+
+_WHOLE = (_SLUB, _PAGE, _CACHE, _SLUB_NODE, _SUPPRESSED, _ZONE_LINE, _BUDDY_TOK)
+
+
+def _rejoin(prev: str, cont: str) -> str:
+    """A wrapped line put back together. A mailer wraps at a space (and may drop it), a terminal
+    cuts at a column: whichever join makes more of the known line shapes whole wins."""
+    spaced = prev.rstrip() + " " + cont.strip()
+    tight = prev + cont.rstrip()
+    if spaced == tight:
+        return spaced
+
+    def score(t):
+        n = sum(1 for r in _WHOLE if r.search(t)) + _nheads(t)
+        m = _PAGE.search(t)
+        return n + (m is not None and m.group(3) is not None)
+    return tight if score(tight) > score(spaced) else spaced
+
+
+def check_ranges(ev: dict) -> None:
+    """Values outside what a kernel can print become missing fields of a partial record, so
+    that nothing downstream computes with them."""
+    bad = []
+    for key, lo, hi in (("order", 0, MAX_ORDER), ("default_order", 0, MAX_ORDER),
+                        ("min_order", 0, MAX_ORDER), ("object_size", 0, MAX_COUNT),
+                        ("buffer_size", 0, MAX_COUNT), ("gfp_mask", 0, MAX_GFP),
+                        ("node_requested", -1, 1 << 16)):
+        if not _in_range(ev.get(key), lo, hi):
+            ev[key] = None
+            bad.append(key)
+    nodes = [n for n in ev.get("nodes", ()) if _in_range(n.get("node"), 0, 1 << 16)
+             and all(_in_range(v, 0, MAX_COUNT) for k, v in n.items() if k != "fields_kb")]
+    if len(nodes) != len(ev.get("nodes", ())):
+        ev["nodes"] = nodes
+        bad.append("nodes")
+    for n in nodes:
+        f = n.get("fields_kb")
+        if f and not all(_in_range(v, -MAX_COUNT, MAX_COUNT) for v in f.values()):
+            n["fields_kb"] = {k: v for k, v in f.items() if _in_range(v, -MAX_COUNT, MAX_COUNT)}
+            bad.append("node fields")
+    for z in ev.get("zones", ()):
+        for k, v in list(z.items()):
+            if k.endswith("_kb") and not _in_range(v, 0, MAX_COUNT):
+                z[k] = None
+                bad.append(f"{z.get('zone')} {k}")
+        buddy = [b for b in z.get("buddy", ()) if _in_range(b["count"], 0, MAX_COUNT)
+                 and _in_range(b["size_kb"], 1, MAX_COUNT) and _in_range(b.get("order"), 0, MAX_ORDER)]
+        if len(buddy) != len(z.get("buddy", ())):
+            z["buddy"] = buddy
+            bad.append(f"{z.get('zone')} buddy")
+        if not all(_in_range(v, -MAX_COUNT, MAX_COUNT) for v in z.get("lowmem_reserve", ())):
+            z["lowmem_reserve"] = []
+            bad.append(f"{z.get('zone')} lowmem_reserve")
+    counters = ev.get("counters")
+    if counters and not all(_in_range(v, -MAX_COUNT, MAX_COUNT) for v in counters.values()):
+        ev["counters"] = {k: v for k, v in counters.items() if _in_range(v, -MAX_COUNT, MAX_COUNT)}
+        bad.append("counters")
+    if bad:
+        ev["missing"] = ev.get("missing", []) + [f"out of range: {b}" for b in bad]
+        ev["partial"] = True
 
 
 @functools.lru_cache(maxsize=1024)
@@ -209,15 +300,18 @@ class LogParser:
         self.n = 0                  # logical lines seen: staleness is counted in these
         self.fast_gfp: dict = {}
         self.boots_seen = 0
+        self.cut = False            # the last line stopped mid-field: the next may be its rest
+        self.line_no = 0
 
     # -- state -------------------------------------------------------------------------------
     def idle(self) -> bool:
-        return not self.open and not self.slubs
+        return not self.open and not self.slubs and not self.cut
 
     def _close(self, rec: _Record) -> None:
         ev = rec.ev
         if "_gfp" in ev:
             self._set_gfp(ev, *ev.pop("_gfp"))
+        check_ranges(ev)
         if rec.kind == "page_alloc":
             missing = ev["missing"]
             if ev["gfp_mask"] is None:
@@ -233,7 +327,7 @@ class LogParser:
         elif rec.kind == "slub":
             if ev["cache"] is None:
                 ev["missing"].append("cache")
-            if ev["gfp_mask"] is None:
+            if ev["gfp_mask"] is None and "out of range: gfp_mask" not in ev["missing"]:
                 ev["missing"].append("gfp")
             ev["partial"] = bool(ev["missing"])
         for k in [k for k, r in self.open.items() if r is rec]:
@@ -250,6 +344,35 @@ class LogParser:
 
     # -- per line ----------------------------------------------------------------------------
     def feed_line(self, raw: str, line_no: int) -> None:
+        self.line_no = line_no
+        try:
+            self._feed_line(raw, line_no)
+        except Exception as e:  # a bug of ours must cost one record, never the whole log
+            self._internal_error(e, line_no)
+
+    def _internal_error(self, e: Exception, line_no: int) -> None:
+        """Keep the record being read as a partial one with the error in ``missing``, count it,
+        and start afresh with the next line."""
+        what = f"{type(e).__name__}: {e}"
+        self.res.internal_errors.append({"source": self.source, "line": line_no, "error": what})
+        recs = {id(r): r for r in list(self.open.values()) + list(self.slubs.values())
+                + [self.last] if r is not None}
+        for rec in recs.values():
+            rec.ev.setdefault("missing", []).append(f"internal error at line {line_no}: {what}")
+            try:
+                self._close(rec)
+            except Exception:
+                rec.ev["partial"] = True
+        self.open.clear()
+        self.slubs.clear()
+        self.last = None
+        self.cut = False
+
+    def _feed_line(self, raw: str, line_no: int) -> None:
+        if "messages dropped" in raw:
+            raw = self._dropped(raw)
+            if not raw.strip():
+                return
         for text, time_s, wall, caller, framed in self.framer.frame(raw):
             if framed:
                 self.framed_seen += 1
@@ -262,13 +385,14 @@ class LogParser:
                             self._logical(t2, line_no, ts2, w2, c2)
             else:
                 # An unstamped line in a stamped file that does not start with white space was
-                # wrapped by a mailer or terminal: glue it back unless it starts something.
+                # wrapped by a mailer or terminal: glue it back unless it starts something. In
+                # any file, the rest of a line that stopped mid-field is glued back too.
                 pieces = split_midline(text) if "[" in text[1:] else [text]
                 first = pieces[0]
-                if (self.framed_seen and first[:1] not in (" ", "\t", "") and self.prev_text
-                        is not None and not _RECORD_START.search(first)):
-                    joined = self.prev_text + " " + first.strip()
-                    self._relogical(joined, line_no)
+                if (self.prev_text is not None and first.strip()
+                        and (self.cut or (self.framed_seen and first[:1] not in (" ", "\t")))
+                        and not _RECORD_START.search(first)):
+                    self._relogical(_rejoin(self.prev_text, first), line_no)
                 else:
                     ctx = self.prev_ctx or (None, None, None)
                     self._logical(first, line_no, ctx[0], ctx[1], ctx[2], framed=False)
@@ -277,13 +401,23 @@ class LogParser:
                         self._logical(t2, line_no, ts2, w2, c2)
 
     def _relogical(self, text: str, line_no: int) -> None:
-        """Re-interpret the previous logical line after a wrapped continuation was glued on."""
+        """Re-interpret the previous logical line after a wrapped continuation was glued on. A
+        header the cut had split in two is only now whole: it is read as a new one."""
         ctx = self.prev_ctx or (None, None, None)
-        self._logical(text, line_no, ctx[0], ctx[1], ctx[2], replace=True)
+        new_header = _nheads(text) > _nheads(self.prev_text or "")
+        self._logical(text, line_no, ctx[0], ctx[1], ctx[2], replace=not new_header)
 
     def _logical(self, text: str, line_no: int, time_s, wall, caller, framed=True,
                  replace=False) -> None:
         res = self.res
+        if not replace:
+            heads = [m.start() for m in _HEADERS.finditer(text)] if "allocat" in text else ()
+            if len(heads) > 1:
+                # Two CPUs wrote at once: each header is read with the text up to the next.
+                for a, b in zip([0] + heads[1:], heads[1:] + [len(text)]):
+                    self._logical(text[a:b], line_no, time_s, wall, caller, framed)
+                return
+        self.cut = False
         self.n += 1
         if not replace:
             self.prev_text = text
@@ -304,6 +438,8 @@ class LogParser:
         if "Unable to allocate" in text:
             m = _SLUB.search(text)
             if m or _SLUB_LOOSE.search(text):
+                if not m:
+                    self.cut = True
                 if not replace:
                     self._slub_header(m, text, line_no, time_s, wall, caller)
                 elif m and self.slubs:
@@ -317,6 +453,7 @@ class LogParser:
                 return
             m = _PAGE.search(text)
             if m:
+                self.cut = m.group(3) is None and not text[m.end():].strip()
                 if not replace:
                     self._page_header(m, text, line_no, time_s, wall, caller)
                 elif self.last and self.last.kind == "page_alloc":
@@ -338,18 +475,15 @@ class LogParser:
                 return
         if "callbacks suppressed" in text:
             m = _SUPPRESSED.search(text)
+            if m and not replace and int(m.group(2)) > MAX_COUNT:
+                res.malformed_lines += 1
+                return
             if m and not replace:
                 func, n = m.group(1), int(m.group(2))
                 res.suppressed[func] = res.suppressed.get(func, 0) + n
                 res.suppressions.append({"func": func, "count": n, "line": line_no,
                                          "time_s": time_s, "time_wall": wall,
                                          "source": self.source})
-                return
-        if "messages dropped" in text:
-            m = _DROPPED.search(text)
-            if m and not replace:
-                res.printk_dropped += int(m.group(1))
-                res.printk_dropped_lines += 1
                 return
         if "Linux version" in text and not replace:
             m = _LINUX_VERSION.search(text)
@@ -364,6 +498,9 @@ class LogParser:
                 res.kernel_release_source = "log"
                 if not self.kernel_hint:
                     self.kernel_hint = m.group(1)
+        tail = text[-40:].rstrip()
+        if tail[-1:].isalpha() or tail[-1:] == ":":
+            self.cut = self.cut or bool(_HEAD_TAIL.search(tail))
         # SLUB continuation lines.
         srec = None
         if self.slubs:
@@ -389,6 +526,10 @@ class LogParser:
                 ev["slub_debug"] = True
                 srec.last_line = self.n
                 return
+            if _SLUB_CUT.match(text):
+                self.cut = True  # wrapped mid-field: its rest comes on the next line
+                srec.last_line = self.n
+                return
             if text.strip():
                 self._close(srec)
         rec = self._target(caller)
@@ -399,6 +540,18 @@ class LogParser:
         self._record_line(rec, text, line_no)
         if rec.kind != "slub" and not rec.closed_meminfo and self.n - rec.last_line > STALE_LINES:
             self._close(rec)
+
+    def _dropped(self, text: str) -> str:
+        """Count ``** N printk messages dropped **`` wherever it was glued; the rest of the line
+        is still read."""
+        for m in _DROPPED.finditer(text):
+            n = int(m.group(1))
+            if n > MAX_COUNT:
+                self.res.malformed_lines += 1
+                continue
+            self.res.printk_dropped += n
+            self.res.printk_dropped_lines += 1
+        return _DROPPED.sub("", text)
 
     # -- headers -----------------------------------------------------------------------------
     def _register(self, rec: _Record, caller) -> None:
@@ -438,6 +591,9 @@ class LogParser:
         self._set_gfp(ev, int(m.group(4), 16), names, hint)
 
     def _set_gfp(self, ev, mask, names, layout_hint=None) -> None:
+        if mask > MAX_GFP:
+            ev.setdefault("missing", []).append("out of range: gfp_mask")
+            return
         kernel = ev.get("kernel_release") or self.kernel_hint
         try:
             g = _decode_cached(mask, tuple(names), kernel, None if kernel else layout_hint)
@@ -490,7 +646,9 @@ class LogParser:
             ev["cpuset"], ev["mems_allowed"] = cs.group(1), cs.group(2)
 
     def _other_header(self, kind, line_no, caller) -> _Record:
-        ev = {"kind": kind, "line": line_no, "comm": None, "order": None, "zones": []}
+        # Counted apart (not an allocation-failure event), but its Mem-Info is read into the
+        # same shape, so that any line order a real log produces finds its place.
+        ev = _event(kind, self.source, line_no, None, None, caller)
         rec = _Record(ev, caller, self.n, kind)
         self._register(rec, caller)
         return rec
@@ -654,6 +812,8 @@ _FAST_SLUB = re.compile(
     rb"default order: (\d+), min order: (\d+)\n"
     rb"((?:\[\s*\d+\.\d+\]   node \d+: slabs: \d+, objs: \d+, free: \d+(?:\n|\Z))*)")
 _FAST_NODE = re.compile(rb"node (\d+): slabs: (\d+), objs: (\d+), free: (\d+)")
+# A record line the fast regex did not take (odd spacing, wrapped): the slow path reads it all.
+_FAST_LEFT = re.compile(rb"\[\s*\d+\.\d+\][^\n]{0,40}?(?:node|cache|\*\*)|[^\[\n]")
 _FAST_SUPP = re.compile(rb"\[\s*(\d+\.\d+)\] (\w+): (\d+) callbacks suppressed\n")
 
 
@@ -673,8 +833,8 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
     supp_match = _FAST_SUPP.match
     while True:
         m = slub_match(chunk, pos)
-        if m and m.end() >= len(chunk):
-            m = None  # its node lines may be in the next chunk: let the slow path carry it over
+        if m and (m.end() >= len(chunk) or _FAST_LEFT.match(chunk, m.end())):
+            m = None  # its node lines may be in the next chunk or odd: the slow path reads it
         if m:
             if parser.slubs:
                 for rec in list(parser.slubs.values()):
@@ -685,7 +845,7 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
             if dec is None:
                 tmp: dict = {"gfp_mask": None, "gfp_text": None, "gfp_flags": [],
                              "gfp_layout": None, "migratetype": None}
-                names = [n for n in g[5].decode().split("|") if n] if g[5] else []
+                names = [n for n in g[5].decode("utf-8", "replace").split("|") if n] if g[5] else []
                 parser._set_gfp(tmp, int(g[4], 16), names, None if g[5] is not None else "L0")
                 dec = cache[key] = (tmp["gfp_mask"], tmp["gfp_text"], tmp["gfp_flags"],
                                     tmp["gfp_layout"], tmp["migratetype"])
@@ -702,6 +862,7 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
                   "kernel_release": None, "node_requested": int(g[3])}
             if g[1] is not None:
                 ev["cpu"], ev["cpu_node"] = int(g[1]), int(g[2])
+            check_ranges(ev)
             res.slub_reports += 1
             events.append(ev)
             used += 2 + len(node_list)
@@ -710,6 +871,11 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
         m = supp_match(chunk, pos)
         if m:
             func, n = m.group(2).decode(), int(m.group(3))
+            if n > MAX_COUNT:
+                res.malformed_lines += 1
+                used += 1
+                pos = m.end()
+                continue
             supp[func] = supp.get(func, 0) + n
             res.suppressions.append({"func": func, "count": n, "line": line_no + used + 1,
                                      "time_s": float(m.group(1)), "time_wall": None,
@@ -759,6 +925,9 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True) -> None
                     break
                 start = chunk.rfind(b"\n", pos, nxt) + 1
                 if start > pos:
+                    # from the line before: it may hold the head of a wrapped trigger line
+                    back = chunk.rfind(b"\n", pos, start - 1)
+                    start = back + 1 if back >= 0 else pos
                     line_no += chunk.count(b"\n", pos, start)
                     pos = start
             if fast and not parser.open:
@@ -821,6 +990,8 @@ def parse_text(text: str, *, source: str = "<text>", kernel_hint: str | None = N
     """Parse a log held in memory (tests, model output)."""
     parser = LogParser(source, kernel_hint, year)
     data = text.encode("utf-8", "surrogateescape")
+    if cr_only(data):
+        data = data.replace(b"\r", b"\n")
     if ExportReader.looks_like(data[:64]):
         _feed_export(parser, data)
     else:

@@ -10,7 +10,10 @@ framed)``. Formats (product.md §3), detected per line so that mixed files work:
 * journalctl short-monotonic ``[21161.092614] host kernel: msg``;
 * journalctl ``-o json`` (one object a line) and ``-o export`` (see :class:`ExportReader`);
 * /dev/kmsg ``prio,seq,usec,flags[,caller=T1];msg`` and its `` KEY=value`` continuation lines;
-* mail quoting ``> ``, ``^M`` and CR line ends, rsyslog ``#012`` and literal ``\\x0a`` newlines.
+* mail quoting ``> ``, ``^M`` and CR line ends, rsyslog ``#012`` and literal ``\\x0a`` newlines;
+* console levels ``<4>`` and Android/vendor framings ``04166 < 4> [   36.172486] [03-19
+  10:05:52.172] msg`` (a sequence number, the level, the stamp, a wall clock), MediaTek's
+  ``(2)[1234:comm]`` after the stamp.
 
 ``time_s`` is seconds since boot where the line says so; ``time_wall`` is an ISO 8601 string
 where the line carries a wall clock (a syslog stamp without a year gets ``year``).
@@ -41,6 +44,10 @@ _ISO = re.compile(
     r"([^\s:\[]+)(?:\[\d+\])?: ?")
 _MONO = re.compile(r"^\[\s*(\d+\.\d+)\] (?:(\S+) )?kernel: ?")
 _MIDSTAMP = re.compile(r"\[\s*\d+\.\d{6}\]")
+_LEVEL = re.compile(r"^(?:\d+ )?<\s*\d{1,3}>\s?(?=\[)")
+_VENDOR_WALL = re.compile(r"^\[(\d\d)-(\d\d) (\d\d:\d\d:\d\d)(\.\d+)?\]\s?")
+_MTK = re.compile(r"^\s*\(\d+\)\[\d+:[^\]]*\]\s?")
+MAX_UPTIME_S = 1e10  # ~317 years: a larger stamp is not an uptime
 _SPLIT_NL = re.compile(r"#012|\\x0a")
 
 
@@ -63,8 +70,14 @@ class Framer:
             s = s[:-2]
         if "\r" in s:
             s = s.replace("\r", "")
+        if "\x00" in s:  # a damaged ring buffer or capture: NULs carry nothing
+            s = s.replace("\x00", "")
         if s[:1] == ">":
             s = _QUOTE.sub("", s)
+        if s[:1] == "<" or s[:1].isdigit():
+            m = _LEVEL.match(s)
+            if m:
+                s = s[m.end():]
         time_s = None
         wall = None
         caller = None
@@ -73,12 +86,20 @@ class Framer:
         if c0 == "[":
             m = _STAMP.match(s)
             if m:
-                time_s = float(m.group(1))
+                time_s = _uptime(m.group(1))
                 rest = s[m.end():]
                 mc = _CALLER.match(rest) if rest[:1] in (" ", "[") else None
                 if mc:
                     caller = mc.group(1)
                     rest = rest[mc.end():]
+                if rest[:1] == "[":
+                    mw = _VENDOR_WALL.match(rest)
+                    if mw:
+                        wall = _iso(self.year, int(mw.group(1)), int(mw.group(2)), mw.group(3),
+                                    mw.group(4))
+                        rest = rest[mw.end():]
+                elif rest[:2] in (" (", "(") and _MTK.match(rest):
+                    rest = rest[_MTK.match(rest).end():]
                 mm = _MONO.match(s)
                 if mm:
                     rest = s[mm.end():]
@@ -173,7 +194,12 @@ def _inner_stamp(s: str):
     if mc:
         caller = mc.group(1)
         rest = rest[mc.end():]
-    return rest, float(m.group(1)), caller
+    return rest, _uptime(m.group(1)), caller
+
+
+def _uptime(text: str) -> float | None:
+    t = float(text)
+    return t if t < MAX_UPTIME_S else None
 
 
 def split_midline(text: str) -> list[str]:

@@ -19,6 +19,7 @@ MAGIC = {
 }
 CHUNK = 4 << 20
 MAX_LINE = 1 << 20  # a longer line is cut here for parsing; the rest is skipped, not buffered
+MAX_LINE_TOTAL = 256 << 20  # no log has a line this long: it is not a text log
 
 
 def sniff(head: bytes) -> str | None:
@@ -47,16 +48,64 @@ def open_binary(path: str | Path) -> BinaryIO:
     if kind == "bzip2":
         return bz2.BZ2File(raw)  # type: ignore[return-value]
     if kind == "zstd":
-        import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore
+        return _ZstdFrames(raw)  # type: ignore[return-value]
     return raw
+
+
+class _ZstdFrames(io.RawIOBase):
+    """zstd frames one after another, decoded as a stream. Unlike zstandard's stream_reader, a
+    stream that ends inside a frame is an error (EOFError), as it is for gzip and xz."""
+
+    def __init__(self, raw: BinaryIO):
+        import zstandard
+        self._raw = raw
+        self._new = zstandard.ZstdDecompressor().decompressobj
+        self._d = self._new()
+        self._in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            data = self._raw.read(CHUNK)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("compressed file ended before the end of a zstd frame")
+                return b""
+            out = []
+            while data:
+                self._in_frame = True
+                out.append(self._d.decompress(data))
+                if not self._d.eof:
+                    break
+                self._in_frame = False
+                data = self._d.unused_data
+                self._d = self._new()
+            chunk = b"".join(out)
+            if chunk:
+                return chunk
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def cr_only(data: bytes) -> bool:
+    """Old Mac / some serial captures end lines with a lone CR: read those as newlines."""
+    head = data[:1 << 20]
+    return b"\r" in head and b"\n" not in head
 
 
 def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes]:
     """Chunks that each end at a line boundary (the last one may not). Decompression errors
-    (a truncated gzip, a corrupt xz) become a ParseError naming the file."""
+    (a truncated gzip, a corrupt xz) become a ParseError naming the file; so does a line too
+    long to be a log's, or one that is binary data."""
     stream = open_binary(path)
     rest = b""
+    cr = None
+    line_no = 0
+    skipped = 0  # bytes of the current over-long line that were dropped
     try:
         while True:
             try:
@@ -71,19 +120,39 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes]:
                 if rest:
                     yield rest
                 return
+            if cr is None:
+                cr = cr_only(data)
+            if cr:
+                data = data.replace(b"\r", b"\n")
             buf = rest + data if rest else data
             cut = buf.rfind(b"\n")
             if cut < 0:
                 if len(buf) > MAX_LINE:
                     # A giant line: keep its head, drop the middle, so memory stays bounded.
+                    skipped += len(buf) - MAX_LINE
+                    _check_line(path, line_no + 1, buf[:MAX_LINE], skipped)
                     rest = buf[:MAX_LINE]
                     continue
                 rest = buf
                 continue
+            skipped = 0
+            line_no += buf.count(b"\n", 0, cut + 1)
             yield buf[:cut + 1]
             rest = buf[cut + 1:]
             if len(rest) > MAX_LINE:
+                skipped += len(rest) - MAX_LINE
+                _check_line(path, line_no + 1, rest[:MAX_LINE], skipped)
                 rest = rest[:MAX_LINE]
     finally:
         if str(path) != "-":
             stream.close()
+
+
+def _check_line(path, line_no: int, head: bytes, skipped: int) -> None:
+    """An over-long line is cut and read, unless it is binary (``/dev/zero``) or endless."""
+    if head.count(b"\0") > len(head) // 4:
+        raise ParseError(str(path), line_no, "binary data, not a text log (a line of NUL bytes "
+                                             f"over {MAX_LINE >> 20} MiB)")
+    if skipped + len(head) > MAX_LINE_TOTAL:
+        raise ParseError(str(path), line_no, f"a line longer than {MAX_LINE_TOTAL >> 20} MiB: "
+                                             "not a text log")

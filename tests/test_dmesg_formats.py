@@ -104,9 +104,12 @@ def test_two_headers_on_one_line_and_period_form():
     res = parse_text(text)
     s = res.summary()
     assert s["page_alloc_reports"] == 1
-    assert s["slub_reports"] >= 1
+    assert s["slub_reports"] == 2
     pa = [e for e in res.events if e["kind"] == "page_alloc"][0]
     assert pa["order"] == 1 and pa["comm"] == "foo" and pa["gfp_mask"] == 0x20
+    # each SLUB header keeps its own node and mask
+    assert [(e["node_requested"], e["gfp_mask"]) for e in res.events if e["kind"] == "slub"] == [
+        (-1, 0x20), (0, 0xa20)]
 
 
 def test_printk_dropped_and_other_suppressions():
