@@ -18,6 +18,7 @@ so memory stays bounded and most of a large log is never decoded.
 """
 from __future__ import annotations
 
+import binascii
 import contextlib
 import functools
 import gc
@@ -29,7 +30,7 @@ from typing import Iterable
 
 from parsers import gfp as gfpmod
 from parsers.framing import ExportReader, Framer, split_midline
-from parsers.logio import cr_only, iter_chunks, open_binary
+from parsers.logio import cr_only, iter_chunks, open_binary, quoted_printable
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
 # "allocat" covers SLUB, warn_alloc, vmalloc and stall headers; "Linux version" marks each boot.
@@ -58,8 +59,8 @@ _CPUSET_INLINE = re.compile(r"cpuset=([^,\s]*),mems_allowed=(\S+)")
 _CPUSET_LINE = re.compile(r"^(\S.*?) cpuset=(\S*) mems_allowed=(\S+)")
 _STALL = re.compile(r"page allocation stalls? for (\d+)ms, order:(\d+)")
 _VMALLOC = re.compile(r"vmalloc(?: error: size (\d+)|: allocation failure: (\d+) bytes)")
-_OOM = re.compile(r"(\S+) invoked oom-killer: gfp_mask=(0x[0-9a-fA-F]+)(?:\(([^)]*)\))?"
-                  r"(?:, nodemask=\S+)?, order=(-?\d+)")
+_OOM = re.compile(r"(\S+) invoked oom-killer: (?:gfp_mask=(0x[0-9a-fA-F]+)(?:\(([^)]*)\))?)?"
+                  r"(?:.*?order=(-?\d+))?")
 _SUPPRESSED = re.compile(r"(\w+): (\d+) callbacks suppressed")
 _DROPPED = re.compile(r"\*\* (\d+) printk messages dropped \*\*\s?")
 # Two CPUs' headers in one line are cut apart here, each with the comm just before it.
@@ -464,7 +465,7 @@ class LogParser:
             if m and not replace:
                 rec = self._other_header("oom", line_no, caller)
                 rec.ev["comm"] = m.group(1)
-                rec.ev["order"] = int(m.group(4))
+                rec.ev["order"] = int(m.group(4)) if m.group(4) else None
                 res.oom_reports += 1
                 return
         if "vmalloc" in text and not replace:
@@ -992,6 +993,8 @@ def parse_text(text: str, *, source: str = "<text>", kernel_hint: str | None = N
     data = text.encode("utf-8", "surrogateescape")
     if cr_only(data):
         data = data.replace(b"\r", b"\n")
+    if quoted_printable(data):
+        data = binascii.a2b_qp(data)
     if ExportReader.looks_like(data[:64]):
         _feed_export(parser, data)
     else:

@@ -1,6 +1,7 @@
 """Opening kernel logs: plain, gzip, xz, bzip2 or zstd (by magic number, not by name), or stdin."""
 from __future__ import annotations
 
+import binascii
 import bz2
 import gzip
 import io
@@ -97,13 +98,20 @@ def cr_only(data: bytes) -> bool:
     return b"\r" in head and b"\n" not in head
 
 
+def quoted_printable(data: bytes) -> bool:
+    """A log saved from a mail as sent: quoted-printable (``=3D`` for ``=``, soft line breaks
+    ``=`` at line ends). Kernel text has neither in numbers."""
+    head = data[:1 << 20]
+    return b"=3D" in head and head.count(b"=\n") + head.count(b"=\r\n") >= 2
+
+
 def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes]:
     """Chunks that each end at a line boundary (the last one may not). Decompression errors
     (a truncated gzip, a corrupt xz) become a ParseError naming the file; so does a line too
     long to be a log's, or one that is binary data."""
     stream = open_binary(path)
     rest = b""
-    cr = None
+    cr = qp = None
     line_no = 0
     skipped = 0  # bytes of the current over-long line that were dropped
     try:
@@ -118,10 +126,11 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes]:
                 raise
             if not data:
                 if rest:
-                    yield rest
+                    yield binascii.a2b_qp(rest) if qp else rest
                 return
             if cr is None:
                 cr = cr_only(data)
+                qp = quoted_printable(data)
             if cr:
                 data = data.replace(b"\r", b"\n")
             buf = rest + data if rest else data
@@ -135,9 +144,16 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes]:
                     continue
                 rest = buf
                 continue
+            if qp:
+                # never cut at a soft line break: its two halves are one line
+                while cut > 0 and (buf[cut - 1:cut + 1] == b"=\n" or buf[cut - 2:cut + 1] == b"=\r\n"):
+                    cut = buf.rfind(b"\n", 0, cut)
+                if cut < 0:
+                    rest = buf
+                    continue
             skipped = 0
             line_no += buf.count(b"\n", 0, cut + 1)
-            yield buf[:cut + 1]
+            yield binascii.a2b_qp(buf[:cut + 1]) if qp else buf[:cut + 1]
             rest = buf[cut + 1:]
             if len(rest) > MAX_LINE:
                 skipped += len(rest) - MAX_LINE

@@ -162,3 +162,18 @@ def test_a_bug_costs_one_record_not_the_log(monkeypatch):
     assert err["error"] == "RuntimeError: boom" and err["line"] == 1 + RECORDS.index(
         next(ln for ln in RECORDS if ln.endswith("Mem-Info:")))
     assert any("internal error" in m for m in res.events[0]["missing"])
+
+
+def test_quoted_printable_mail():
+    """A log saved from a mail as sent: quoted-printable, `=3D` for `=`, soft breaks at 76."""
+    import quopri
+    qp = quopri.encodestring(("\n".join(RECORDS) + "\n").encode()).decode()
+    assert "=3D" in qp and "=\n" in qp
+    res = parse_text(qp)
+    assert [{k: e[k] for k in FIELDS} for e in res.events] == ORIGINAL
+
+
+def test_oom_header_cut_before_its_order_still_counts():
+    res = parse_text("Feb 12 08:21:50 host kernel: updatedb.mlocat invoked oom-killer: "
+                     "gfp_mask=0x16040d0(GFP_TEMPORARY|__GFP_COMP|__GFP_NOTRACK), nodemask=\n")
+    assert res.oom_reports == 1
