@@ -195,17 +195,18 @@ def _facts(bundle, snap, fixed_in):
                                       defrag_mode=dm), fixed_in)
 
 
-def _finish(view: View) -> View:
+def _finish(view: View, where: str) -> View:
+    """Add the bailout risk; ``where`` names the snapshot's origin in warnings."""
     snap = view.snapshot
     if snap is None:
         view.warnings.append("no snapshot: memory metrics and the bailout risk are left out")
         return view
     obs = from_snapshot(snap)
     if obs is None:
-        view.warnings.append(f"{snap.path}: no pagetypeinfo (root-only since ~5.4): free memory "
+        view.warnings.append(f"{where}: no pagetypeinfo (root-only since ~5.4): free memory "
                              "by migratetype and the bailout risk are left out")
     elif snap.zoneinfo is None:
-        view.warnings.append(f"{snap.path}: no zoneinfo: watermarks unknown, the bailout risk "
+        view.warnings.append(f"{where}: no zoneinfo: watermarks unknown, the bailout risk "
                              "is left out")
     else:
         view.risk = bailout_risk(obs, view.facts.policy)
@@ -248,7 +249,7 @@ def bundle_view(path: str, snapshot: str | None = None, fixed_in=None) -> View:
             failures = _counts(attribute(part, fixed_in))
             log = {"logs": list(b.logs), "counted_to": snap.name if snap is not None else "end"}
         view = View(str(path), _facts(b, snap, fixed_in), snap, BUNDLE_PAGE_SIZE, failures, log)
-        return _finish(view)
+        return _finish(view, str(snap.path) if snap is not None else str(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,6 +351,10 @@ def live_view(proc_root: Path = Path("/proc"), kmsg: str | None = "/dev/kmsg",
               state_path: Path | None = None, fixed_in=None) -> View:
     """This host now. Failure counters from ``kmsg``: since the last run kept in ``state_path``,
     or, without one, the whole ring buffer as it is."""
+    if kmsg and os.path.exists(kmsg) and not stat.S_ISCHR(os.stat(kmsg).st_mode):
+        # a regular file would be read in 8 KiB chunks, not one record per read
+        raise ValueError(f"{kmsg}: not a character device like /dev/kmsg (a saved log "
+                         "goes in a bundle: mmtriage metrics BUNDLE)")
     with tempfile.TemporaryDirectory(prefix="mmtriage-metrics-") as tmp:
         root = Path(tmp)
         # collect's one-snapshot path writes meta.json and the snapshot exactly as `collect`
@@ -357,13 +362,8 @@ def live_view(proc_root: Path = Path("/proc"), kmsg: str | None = "/dev/kmsg",
         meta = collect(root, interval=0, count=1, proc_root=Path(proc_root), kmsg=os.devnull)
         live = Path(proc_root) == Path("/proc")
         page = os.sysconf("SC_PAGE_SIZE") if live else BUNDLE_PAGE_SIZE
-        warnings = [f"{proc_root}: {name} unreadable" for name in meta["collector"]["missing"]
-                    if name in ("pagetypeinfo", "zoneinfo")]
+        warnings = []
         records, reader_err = [], None
-        if kmsg and os.path.exists(kmsg) and not stat.S_ISCHR(os.stat(kmsg).st_mode):
-            # a regular file would be read in 8 KiB chunks, not one record per read
-            raise ValueError(f"{kmsg}: not a character device like /dev/kmsg (a saved log "
-                             "goes in a bundle: mmtriage metrics BUNDLE)")
         if kmsg:
             try:
                 reader = KmsgReader(kmsg)
@@ -405,7 +405,7 @@ def live_view(proc_root: Path = Path("/proc"), kmsg: str | None = "/dev/kmsg",
             snap = b.snapshots[-1] if b.snapshots else None
             view = View("live " + str(proc_root), _facts(b, snap, fixed_in), snap, page, failures,
                         log, warnings)
-            return _finish(view)
+            return _finish(view, str(proc_root))
 
 
 # ---------------------------------------------------------------------------------------------

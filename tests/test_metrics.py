@@ -401,6 +401,20 @@ def test_proc_root_is_read_like_the_live_host(tmp_path, defrag_mode, release, ri
     assert not any(k[0].startswith("mmtriage_allocation_failures") for k in sr)
 
 
+def test_without_pagetypeinfo_the_rest_is_still_exported(tmp_path):
+    # pagetypeinfo is root-only since ~5.4: a non-root run gets zoneinfo but no free lists
+    root = _proc_tree(tmp_path, need(LAB1) / "snapshots/20261125T200043Z", "1", "6.16.3")
+    (root / "pagetypeinfo").unlink()
+    r = run_cli("--proc-root", root, "--kmsg", "", "--format", "prometheus")
+    assert r.returncode == 0
+    assert r.stderr == f"warning: {root}: no pagetypeinfo (root-only since ~5.4): free memory " \
+                       "by migratetype and the bailout risk are left out\n"
+    sr = series(r.stdout)
+    assert val(sr, "mmtriage_source_available", source="pagetypeinfo") == 0
+    assert val(sr, "mmtriage_watermark_bytes", node="0", zone="DMA32", watermark="min") > 0
+    assert not any("bailout" in k[0] or k[0] == "mmtriage_free_bytes" for k in sr)
+
+
 def test_kmsg_must_be_a_character_device(tmp_path):
     root = _proc_tree(tmp_path, need(LAB1) / "snapshots/20261125T200043Z", "1", "6.16.3")
     r = run_cli("--proc-root", root, "--kmsg", need(LAB1) / "dmesg")
