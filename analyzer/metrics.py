@@ -464,7 +464,9 @@ def _families(view: View) -> list:
                                labels=["node", "zone"])
         per_zone: dict = {}
         for r in pt.free:
-            n = sum(c << (o - pbo) for o, c in enumerate(r.counts) if o >= pbo)
+            # as the kernel's nr_free_pages_blocks: isolated buddies are not for allocation
+            n = 0 if r.type == "Isolate" else sum(c << (o - pbo) for o, c in enumerate(r.counts)
+                                                  if o >= pbo)
             per_zone[(r.node, r.zone)] = per_zone.get((r.node, r.zone), 0) + n
         for (node, zone), n in per_zone.items():
             fb.add_metric([str(node), zone], n)
