@@ -269,6 +269,63 @@ def validate(
     raise typer.Exit(EXIT[doc["verdict"]])
 
 
+from enum import Enum  # noqa: E402
+
+
+class MetricsFormat(str, Enum):
+    openmetrics = "openmetrics"
+    prometheus = "prometheus"
+    json = "json"
+
+
+@app.command()
+@handle_errors
+def metrics(
+    bundle: Annotated[Optional[str], typer.Argument(help="A bundle to export instead of this "
+                                                         "host (its last snapshot).")] = None,
+    proc_root: Annotated[Path, typer.Option(help="Where /proc is mounted (live host).")] = Path("/proc"),
+    kmsg: Annotated[str, typer.Option(help="Kernel log device for the failure counters, read "
+                                           "non-blocking ('' to skip).")] = "/dev/kmsg",
+    textfile_dir: Annotated[Optional[Path], typer.Option(help="Write DIR/mmtriage.prom atomically "
+                            "for node_exporter's textfile collector (Prometheus text format) and "
+                            "keep the kernel-log state file beside it; nothing on stdout.")] = None,
+    snapshot: Annotated[Optional[str], typer.Option(help="With BUNDLE: export this snapshot "
+                        "(folder name) instead of the last; failures count up to it.")] = None,
+    state: Annotated[Optional[Path], typer.Option(help="Kernel-log state file (default: "
+                     "DIR/mmtriage.state.json with --textfile-dir; without either the whole "
+                     "ring buffer is counted each run).")] = None,
+    fixed_in: Annotated[Optional[list[str]], typer.Option("--fixed-in", help="A kernel release "
+                        "(prefix) known to carry the fix; repeatable.")] = None,
+    fmt: Annotated[MetricsFormat, typer.Option("--format", "-f", help="Output format.")] = MetricsFormat.openmetrics,
+    output: OutputOpt = None,
+):
+    """OpenMetrics for this host or a bundle: free memory by migratetype, pageblocks,
+    watermarks, the defrag_mode bailout risk, failures by cause. Read only.
+
+    Example:
+
+        mmtriage metrics --textfile-dir /var/lib/prometheus/node-exporter
+        mmtriage metrics sample_logs/lab-6.16.3-defrag1 --snapshot 20261125T200043Z
+    """
+    from analyzer import metrics as m
+    if bundle is not None:
+        if state is not None:
+            raise ValueError("--state is for the live host's kernel log, not a BUNDLE")
+        view = m.bundle_view(bundle, snapshot, fixed_in)
+    else:
+        if snapshot is not None:
+            raise ValueError("--snapshot needs a BUNDLE")
+        if state is None and textfile_dir is not None:
+            state = textfile_dir / m.STATE_NAME
+        view = m.live_view(proc_root, kmsg or None, state, fixed_in)
+    for w in view.warnings:
+        err(f"warning: {w}")
+    if textfile_dir is not None:
+        m.write_textfile(view, textfile_dir)
+    if textfile_dir is None or output is not None:
+        emit(m.render(view, fmt.value), output)
+
+
 from analyzer import model_cli  # noqa: E402
 
 app.add_typer(model_cli.app, name="model")
