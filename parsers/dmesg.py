@@ -30,7 +30,8 @@ from typing import Iterable
 
 from parsers import gfp as gfpmod
 from parsers.framing import ExportReader, Framer, split_midline
-from parsers.logio import cr_only, iter_chunks, open_binary, quoted_printable
+from parsers.logio import LineError, cr_only, iter_chunks, open_binary, quoted_printable, sniff
+from parsers.scan import Candidates
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
 # "allocat" covers SLUB, warn_alloc, vmalloc and stall headers; "Linux version" marks each boot.
@@ -891,22 +892,37 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
     return pos, used
 
 
-def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True) -> None:
+def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
+          indexed: bool = False) -> None:
     """Feed a parser from byte chunks, skipping stretches where nothing can start or continue.
 
-    Each trigger's next position in a chunk is remembered, so a chunk is searched once per
-    trigger however many records it holds."""
+    ``indexed``: one compiled pass per chunk finds every trigger line and counts lines
+    (:mod:`parsers.scan`, for large files). Otherwise each trigger's next position in a chunk is
+    remembered, so a chunk is searched once per trigger however many records it holds."""
     line_no = 0
     find = bytes.find
     last_chunk = None
-    for chunk in chunks:
+    for chunk in _numbered(chunks, lambda: line_no):
         if last_chunk is None:
             _edge_times(parser, chunk, True)
-        last_chunk = chunk
+        # the log's last 64 KiB, whatever the chunk sizes, for its last stamp
+        last_chunk = chunk if len(chunk) >= 65536 or last_chunk is None else \
+            (last_chunk + chunk)[-65536:]
         pos, n = 0, len(chunk)
         nextpos: dict = {}
+        base = line_no
+        cands = Candidates(chunk, TRIGGERS) if indexed else None
         while pos < n:
-            if parser.idle():
+            if parser.idle() and cands is not None:
+                got = cands.next(pos)
+                if got is None:
+                    line_no = base + cands.total_lines + (chunk[-1:] != b"\n")
+                    pos = n
+                    break
+                pos, before = got
+                if before is not None:
+                    line_no = base + before
+            elif parser.idle():
                 triggers = TRIGGERS
                 nxt = n
                 for trig in triggers:
@@ -949,6 +965,19 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True) -> None
         _edge_times(parser, last_chunk, False)
 
 
+def _numbered(chunks: Iterable[bytes], lines_read):
+    """The chunks; a bad line found while reading them gets its line number."""
+    it = iter(chunks)
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            return
+        except LineError as e:
+            raise e.at(lines_read() + 1) from None
+        yield chunk
+
+
 def parse_log(path: str | Path, *, source: str | None = None, kernel_hint: str | None = None,
               year: int | None = None) -> ParseResult:
     """Parse one kernel log file (any format, any compression; ``-`` is stdin)."""
@@ -981,9 +1010,26 @@ def _parse_log(path, source, kernel_hint, year) -> ParseResult:
         data = b"".join(iter_chunks(path))
         _feed_export(parser, data)
         parser.res.formats[src] = "journal-export"
+    elif _indexable(path, head):
+        _scan(parser, iter_chunks(path, INDEXED_CHUNK), indexed=True)
     else:
         _scan(parser, iter_chunks(path))
     return parser.finish()
+
+
+INDEXED_MIN = 32 << 20
+INDEXED_CHUNK = 32 << 20
+
+
+def _indexable(path, head: bytes) -> bool:
+    """Large plain files take the one-pass compiled scan; small ones and streams do not pay for
+    numba's import."""
+    if str(path) == "-" or sniff(head) is not None:
+        return False
+    try:
+        return Path(path).stat().st_size >= INDEXED_MIN
+    except OSError:
+        return False
 
 
 def parse_text(text: str, *, source: str = "<text>", kernel_hint: str | None = None,

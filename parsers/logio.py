@@ -112,7 +112,6 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes]:
     stream = open_binary(path)
     rest = b""
     cr = qp = None
-    line_no = 0
     skipped = 0  # bytes of the current over-long line that were dropped
     try:
         while True:
@@ -139,7 +138,7 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes]:
                 if len(buf) > MAX_LINE:
                     # A giant line: keep its head, drop the middle, so memory stays bounded.
                     skipped += len(buf) - MAX_LINE
-                    _check_line(path, line_no + 1, buf[:MAX_LINE], skipped)
+                    _check_line(path, buf[:MAX_LINE], skipped)
                     rest = buf[:MAX_LINE]
                     continue
                 rest = buf
@@ -152,23 +151,30 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes]:
                     rest = buf
                     continue
             skipped = 0
-            line_no += buf.count(b"\n", 0, cut + 1)
             yield binascii.a2b_qp(buf[:cut + 1]) if qp else buf[:cut + 1]
             rest = buf[cut + 1:]
             if len(rest) > MAX_LINE:
                 skipped += len(rest) - MAX_LINE
-                _check_line(path, line_no + 1, rest[:MAX_LINE], skipped)
+                _check_line(path, rest[:MAX_LINE], skipped)
                 rest = rest[:MAX_LINE]
     finally:
         if str(path) != "-":
             stream.close()
 
 
-def _check_line(path, line_no: int, head: bytes, skipped: int) -> None:
+class LineError(ParseError):
+    """A line that is not a log's. Raised with line 0: the reader that counts lines (it is the
+    next line after the chunks it has taken) puts the number in with :meth:`at`."""
+
+    def at(self, line: int) -> ParseError:
+        return ParseError(self.path, line, self.reason)
+
+
+def _check_line(path, head: bytes, skipped: int) -> None:
     """An over-long line is cut and read, unless it is binary (``/dev/zero``) or endless."""
     if head.count(b"\0") > len(head) // 4:
-        raise ParseError(str(path), line_no, "binary data, not a text log (a line of NUL bytes "
-                                             f"over {MAX_LINE >> 20} MiB)")
+        raise LineError(str(path), 0, "binary data, not a text log (a line of NUL bytes "
+                                      f"over {MAX_LINE >> 20} MiB)")
     if skipped + len(head) > MAX_LINE_TOTAL:
-        raise ParseError(str(path), line_no, f"a line longer than {MAX_LINE_TOTAL >> 20} MiB: "
-                                             "not a text log")
+        raise LineError(str(path), 0, f"a line longer than {MAX_LINE_TOTAL >> 20} MiB: "
+                                      "not a text log")
