@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from parsers import buddyinfo, meminfo, pagetypeinfo, slabinfo, snmp, vmstat, zoneinfo
+from parsers import (buddyinfo, meminfo, netdev, pagetypeinfo, slabinfo, snmp, softnet, vmstat,
+                     zoneinfo)
 from parsers.dmesg import ParseResult, parse_log
 from parsers.errors import BundleError, ParseError
 from parsers.logio import open_binary, sniff
@@ -33,7 +34,11 @@ LOG_NAMES = ("dmesg", "dmesg.txt", "kern.log", "messages", "journal.json", "jour
 SOS_LOGS = ("sos_commands/kernel/dmesg", "sos_commands/kernel/dmesg_-T", "var/log/kern.log",
             "var/log/messages")
 SNAP_FILES = {"vmstat": vmstat, "pagetypeinfo": pagetypeinfo, "zoneinfo": zoneinfo,
-              "buddyinfo": buddyinfo, "meminfo": meminfo, "slabinfo": slabinfo, "net_snmp": snmp}
+              "buddyinfo": buddyinfo, "meminfo": meminfo, "slabinfo": slabinfo, "net_snmp": snmp,
+              "net_netstat": snmp, "net_dev": netdev, "softnet_stat": softnet}
+# where an sosreport keeps the network files under proc/
+SOS_NAMES = {"net_snmp": "net/snmp", "net_netstat": "net/netstat", "net_dev": "net/dev",
+             "softnet_stat": "net/softnet_stat"}
 MAX_MEMBERS = 100_000
 MAX_BYTES = 4 << 30
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst")
@@ -64,6 +69,9 @@ class Snapshot:
     meminfo: dict | None = None
     slabinfo: dict | None = None
     net_snmp: dict | None = None
+    net_netstat: dict | None = None
+    net_dev: dict | None = None
+    softnet_stat: list | None = None
     defrag_mode: int | None = None   # /proc/sys/vm/defrag_mode at this snapshot, if recorded
 
     @property
@@ -234,8 +242,8 @@ def _load_snapshot(d: Path, t: datetime, sos: bool = False) -> Snapshot:
     snap = Snapshot(t, d)
     for name, mod in SNAP_FILES.items():
         p = d / name
-        if sos and name == "net_snmp":
-            p = d / "net" / "snmp"
+        if sos and name in SOS_NAMES:
+            p = d / SOS_NAMES[name]
         if not p.is_file():
             continue
         text = p.read_bytes().decode("utf-8", "replace")

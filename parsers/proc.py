@@ -5,12 +5,14 @@ import re
 import warnings
 from pathlib import Path
 
-from parsers import buddyinfo, meminfo, pagetypeinfo, slabinfo, snmp, vmstat, zoneinfo
+from parsers import (buddyinfo, meminfo, netdev, pagetypeinfo, slabinfo, snmp, softnet, vmstat,
+                     zoneinfo)
 from parsers._util import MAX_PROC_BYTES, PROMPT, QUOTE
 from parsers.errors import InputWarning, ParseError
 from parsers.logio import open_binary
 
-KINDS = ("vmstat", "pagetypeinfo", "buddyinfo", "zoneinfo", "meminfo", "slabinfo", "net_snmp")
+KINDS = ("vmstat", "pagetypeinfo", "buddyinfo", "zoneinfo", "meminfo", "slabinfo", "net_snmp",
+         "net_netstat", "net_dev", "softnet_stat")
 
 
 def detect(text: str) -> str | None:
@@ -28,6 +30,12 @@ def detect(text: str) -> str | None:
         return "slabinfo"
     if re.search(r"^(Ip|Icmp|Tcp|Udp): ", head, re.M):
         return "net_snmp"
+    if re.search(r"^(TcpExt|IpExt|MPTcpExt): ", head, re.M):
+        return "net_netstat"
+    if re.search(r"^Inter-\|\s+Receive", head, re.M):
+        return "net_dev"
+    if lines and all(re.fullmatch(r"[0-9a-f]{8}( [0-9a-f]{8}){2,}", ln) for ln in lines[:4]):
+        return "softnet_stat"
     if re.search(r"^MemTotal:", head, re.M):
         return "meminfo"
     for first in lines:
@@ -71,7 +79,7 @@ def _parse_file(path, kind, text) -> dict:
     p = str(path)
     if kind is None:
         raise ParseError(p, 1, "not a /proc file this tool knows (vmstat, pagetypeinfo, buddyinfo, "
-                               "zoneinfo, meminfo, slabinfo, net/snmp)", (text.strip().splitlines() or [""])[0][:60])
+                               "zoneinfo, meminfo, slabinfo, net/snmp, net/netstat, net/dev, softnet_stat)", (text.strip().splitlines() or [""])[0][:60])
     out: dict = {"path": p, "kind": kind}
     if kind == "pagetypeinfo":
         pt = pagetypeinfo.parse(text, p)
@@ -91,8 +99,12 @@ def _parse_file(path, kind, text) -> dict:
         out["fields_kb"] = meminfo.parse(text, p)
     elif kind == "slabinfo":
         out["caches"] = slabinfo.parse(text, p)
-    elif kind == "net_snmp":
+    elif kind in ("net_snmp", "net_netstat"):
         out["protocols"] = snmp.parse(text, p)
+    elif kind == "net_dev":
+        out["interfaces"] = netdev.parse(text, p)
+    elif kind == "softnet_stat":
+        out["cpus"] = softnet.parse(text, p)
     return out
 
 

@@ -95,7 +95,17 @@ VMSTAT = pa.schema(_KEY + [
     pa.field("host_bucket", pa.string()),
 ])
 
+# /proc/net/snmp and netstat (group = protocol), net/dev (group = interface) and softnet_stat
+# (group = "cpuN"): demand and drops for hosts without ICMP counters.
+NET_COUNTERS = pa.schema(_KEY + [
+    pa.field("time", pa.timestamp("us", tz="UTC")),
+    pa.field("source", pa.string()), pa.field("group", pa.string()),
+    pa.field("name", pa.string()), pa.field("value", pa.int64()),
+    pa.field("host_bucket", pa.string()),
+])
+
 TABLES = {"hosts": HOSTS, "events": EVENTS, "pagetypeinfo": PAGETYPEINFO,
-          "buddyinfo": BUDDYINFO, "zoneinfo": ZONEINFO, "vmstat": VMSTAT}
+          "buddyinfo": BUDDYINFO, "zoneinfo": ZONEINFO, "vmstat": VMSTAT,
+          "net_counters": NET_COUNTERS}
 PARTITIONS = {"events": ["date", "host_bucket"]}
 DEFAULT_PARTITIONS = ["host_bucket"]

@@ -109,7 +109,8 @@ def test_proc_file_with_no_table_is_an_error(tmp_path):
     r = run("proc", p)
     assert r.exit_code == 1
     assert r.stderr.strip() == f"Error: {p}:1: not a /proc file this tool knows (vmstat, pagetypeinfo, " \
-        "buddyinfo, zoneinfo, meminfo, slabinfo, net/snmp): 'nr_bogus abc'"
+        "buddyinfo, zoneinfo, meminfo, slabinfo, net/snmp, net/netstat, net/dev, softnet_stat): " \
+        "'nr_bogus abc'"
 
 
 def test_truncated_gzip(tmp_path):
