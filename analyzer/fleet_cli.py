@@ -142,10 +142,12 @@ def report(
     images = {}
     if not doc["note"] and (plots is not None or fmt == ReportFormat.html):
         images = fr.plots(doc)
-        if plots is not None:
-            plots.mkdir(parents=True, exist_ok=True)
-            for n, v in images.items():
-                (plots / n).write_bytes(v)
+    if plots is not None and not images:
+        err(f"Note: nothing to plot; {plots} not written")
+    elif plots is not None:
+        plots.mkdir(parents=True, exist_ok=True)
+        for n, v in images.items():
+            (plots / n).write_bytes(v)
     if fmt == ReportFormat.json:
         emit(dumps({k: v for k, v in doc.items() if k != "distribution"}), output)
     elif fmt == ReportFormat.markdown:

@@ -27,6 +27,7 @@ LABELS = {"host": "host", "kernel_release": "kernel", "defrag_mode": "defrag_mod
           "per_hour": "per hour", "bailout": "bailout", "free_mib_other_types": "free MiB elsewhere",
           "last_seen": "last seen", "hosts": "hosts", "bundles": "bundles", "failing": "failing",
           "mean_per_hour": "mean per hour"}
+TEXT_COLS = ("host", "kernel", "fix", "defrag_mode", "last seen")  # left-aligned in Markdown
 
 
 # -- options -----------------------------------------------------------------------------------
@@ -239,7 +240,9 @@ def _summary(doc: dict, mark=lambda s: s) -> list[str]:
              + (f" The estimate of {t['estimate_unknown']:,} failing host"
                 f"{'s' * (t['estimate_unknown'] != 1)} is unknown (a count too large to be real "
                 "at ingest) and not in the sum." if t["estimate_unknown"] else ""),
-             f"{doc['patch_first']['hosts']:,} hosts are dominated by the defrag_mode bailout."]
+             f"{doc['patch_first']['hosts']:,} host"
+             f"{' is' if doc['patch_first']['hosts'] == 1 else 's are'} dominated by the "
+             "defrag_mode bailout."]
     return lines
 
 
@@ -262,8 +265,7 @@ def markdown(doc: dict) -> str:
             continue
         cols = list(rows[0])
         lines += ["", f"## {title}", "", "| " + " | ".join(cols) + " |",
-                  "|" + "|".join("---" if c in ("host", "kernel", "fix", "defrag_mode")
-                                 else "---:" for c in cols) + "|"]
+                  "|" + "|".join("---" if c in TEXT_COLS else "---:" for c in cols) + "|"]
         for r in rows:
             lines.append("| " + " | ".join(md(r[c]) for c in cols) + " |")
     if doc["patch_first"]["top"]:
