@@ -120,18 +120,48 @@ def test_crash_between_data_and_manifest(bundles, tmp_path):
     assert orphans == []
 
 
-@pytest.mark.parametrize("delay", [0.8, 1.6, 2.4])
-def test_kill_9_at_any_moment(bundles, tmp_path, delay):
-    clean = tmp_path / "clean"
+@pytest.fixture(scope="module")
+def clean12(bundles, tmp_path_factory):
+    """One clean ingest of the twelve hosts, batch by batch as the killed runs do."""
+    clean = tmp_path_factory.mktemp("clean12") / "ds"
     ingest(bundles, clean, workers=1, batch_size=1)
+    return table_rows(clean)
+
+
+@pytest.mark.parametrize("stage,n", [("tmp", 1), ("data", 3), ("tmp", 7)])
+def test_kill_9_mid_batch(bundles, clean12, tmp_path, stage, n):
+    """kill -9 while batch n is half-done (its files in _tmp, or in place without a manifest):
+    readers see only the n-1 committed batches, and the re-run gives the clean dataset."""
     ds = tmp_path / "ds"
+    flag = tmp_path / "paused"
+    p = _run_ingest(bundles, ds, {"MMTRIAGE_FLEET_TEST_PAUSE": f"{stage}:{n}",
+                                  "MMTRIAGE_FLEET_TEST_PAUSE_FLAG": str(flag)})
+    try:
+        deadline = time.time() + 180
+        while not flag.exists():
+            assert p.poll() is None, p.stderr.read()
+            assert time.time() < deadline, "the ingest never reached the pause"
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        assert p.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if p.poll() is None:
+            p.kill()
+    from analyzer.fleet import Dataset
+    d = Dataset(ds)
+    # the kill landed mid-batch: n-1 batches committed, the nth on disk without its manifest
+    assert len(d.manifests()) == n - 1
+    left = d.uncommitted()
+    assert left and all(f.stem not in d.committed_batches() for f in left)
+    assert any("_tmp" in f.parts for f in left) == (stage == "tmp")
+    assert len(table_rows(ds)["hosts"]) == n - 1      # readers never see the half batch
     p = _run_ingest(bundles, ds)
-    time.sleep(delay)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    p = _run_ingest(bundles, ds)
-    assert p.wait(timeout=300) == 0, p.stderr.read()
-    assert table_rows(ds) == table_rows(clean)
+    out, errs = p.communicate(timeout=300)
+    assert p.returncode == 0, errs
+    r = json.loads(out)
+    assert r["ingested"] == 12 - (n - 1) and r["skipped"] == n - 1 and r["orphans_removed"] > 0
+    assert table_rows(ds) == clean12
+    assert d.uncommitted() == []
 
 
 def test_dask_real_scheduler_and_workers(bundles, tmp_path):
