@@ -84,6 +84,21 @@ def _int_range(t) -> tuple[int, int] | None:
     return None
 
 
+def _net_counters(s):
+    """(source, group, name, value) of a snapshot's network files, in one long table."""
+    for source in ("net_snmp", "net_netstat"):
+        for proto, counters in (getattr(s, source) or {}).items():
+            for n, v in counters.items():
+                yield source, proto, n, v
+    for iface, counters in (s.net_dev or {}).items():
+        for n, v in counters.items():
+            yield "net_dev", iface, n, v
+    for row in s.softnet_stat or ():
+        for n, v in row.items():
+            if n != "cpu":
+                yield "softnet_stat", f"cpu{row['cpu']}", n, v
+
+
 def _fit(rows: list[dict], schema: pa.Schema, table: str, path: str, warnings: list) -> None:
     """Integers beyond their column's type (a corrupt or hostile log: ``2**70 callbacks
     suppressed``) are not numbers to store: they become NULL, with a warning naming the bundle."""
@@ -192,6 +207,10 @@ def bundle_rows(path: str, key: str) -> dict:
                 for n, v in s.vmstat.items():
                     rows["vmstat"].append({"bundle_key": key, "host": host, "time": st,
                                            "name": n, "value": v, "host_bucket": bucket})
+            for source, group, n, v in _net_counters(s):
+                rows["net_counters"].append({"bundle_key": key, "host": host, "time": st,
+                                             "source": source, "group": group, "name": n,
+                                             "value": v, "host_bucket": bucket})
     for name, r in rows.items():
         _fit(r, TABLES[name], name, path, warnings)
     if rows["hosts"][0]["failures_estimated"] is None:

@@ -39,7 +39,7 @@ def bundles(tmp_path_factory):
 def table_rows(ds):
     con = connect(ds)
     res = {}
-    for t in ("hosts", "events", "pagetypeinfo", "zoneinfo", "buddyinfo", "vmstat"):
+    for t in ("hosts", "events", "pagetypeinfo", "zoneinfo", "buddyinfo", "vmstat", "net_counters"):
         res[t] = sorted(tuple(str(x) for x in r) for r in con.execute(f"SELECT * FROM {t}").fetchall())
     return res
 

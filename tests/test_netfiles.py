@@ -47,3 +47,13 @@ def test_bundle_snapshots_carry_them(tmp_path):
         last = bundle.snapshots[-1]
         assert last.net_dev["lo"]["rx_bytes"] > 0 and len(last.softnet_stat) == 2
         assert "TcpExt" in last.net_netstat and bundle.snapshots[0].net_dev is None
+
+
+def test_fleet_dataset_carries_the_network_counters(tmp_path):
+    from analyzer.fleet import connect, ingest
+    r = ingest([str(LAB1)], tmp_path / "ds", workers=1)
+    assert r["ingested"] == 1
+    (errs,) = connect(tmp_path / "ds").execute(
+        "SELECT max(value) - min(value) FROM net_counters "
+        "WHERE source = 'net_snmp' AND \"group\" = 'Icmp' AND name = 'OutErrors'").fetchone()
+    assert errs == 293260  # the lab run's real count of failed echo replies
