@@ -5,9 +5,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from analyzer.output import (Format, ReportFormat, dumps, emit, err, handle_errors, json_array, rows_text,
                              stream_json, table_text)
@@ -21,19 +25,24 @@ class OneLineErrors(TyperGroup):
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
-        except click.UsageError as e:
+        except NoArgsIsHelpError as e:
+            if not standalone_mode:
+                raise
+            e.show()   # no arguments: the help, as before
+            sys.exit(e.exit_code)
+        except UsageError as e:
             if not standalone_mode:
                 raise
             path = e.ctx.command_path if e.ctx is not None else "mmtriage"
-            msg = " ".join(e.format_message().split())
+            msg = " ".join(e.format_message().split()).replace("Value error, ", "")
             err(f"Error: {msg} (see '{path} --help')")
             sys.exit(e.exit_code)
-        except click.ClickException as e:
+        except ClickException as e:
             if not standalone_mode:
                 raise
             err(f"Error: {' '.join(e.format_message().split())}")
             sys.exit(e.exit_code)
-        except click.exceptions.Abort:
+        except typer.Abort:
             if not standalone_mode:
                 raise
             err("Error: aborted")
@@ -197,7 +206,8 @@ def gfp(
     if fmt == Format.json:
         emit(dumps(d), output)
     else:
-        emit(rows_text([{"field": k, "value": v} for k, v in d.items()], fmt), output)
+        emit(rows_text([{"field": k, "value": str(v) if k == "mask" else v}
+                        for k, v in d.items()], fmt), output)
     if g.mismatch:
         err(f"warning: {g.mismatch}")
 

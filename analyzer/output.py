@@ -157,15 +157,23 @@ def table_text(rows: list[dict], cols: list[str] | None = None, title: str | Non
     for c in cols:
         t.add_column(str(c))
     for r in rows:
-        t.add_row(*[_cell(r.get(c)) for c in cols])
+        t.add_row(*[_cell(r.get(c), str(c)) for c in cols])
     buf = io.StringIO()
     Console(file=buf, width=160, force_terminal=False, color_system=None).print(t)
     return buf.getvalue()
 
 
-def _cell(v) -> str:
+_PLAIN_INT = ("line", "mask", "gfp_mask", "seq", "pid", "node", "order")
+
+
+def _cell(v, col: str = "") -> str:
     if v is None:
         return ""
+    if isinstance(v, int) and not isinstance(v, bool) and (col in _PLAIN_INT or
+                                                           col.endswith(("_mask", "_line"))):
+        return str(v)   # identifiers, not quantities
+    if isinstance(v, float) and col.endswith("time_s"):
+        return f"{v:,.6f}"   # kernel stamps carry microseconds
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, (int, float)):

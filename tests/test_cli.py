@@ -81,7 +81,7 @@ def test_gfp_json():
 @pytest.mark.parametrize("args,needle", [
     (["proc", "{p}/slub-lkml-wujing-1.txt"], "slub-lkml-wujing-1.txt:1: not a /proc file"),
     (["parse", "/nonexistent/log"], "/nonexistent/log: no such file"),
-    (["gfp", "0xZZ"], "<mask>:1:"),
+    (["gfp", "0xZZ"], "Error: 0xZZ: not a GFP mask"),
 ])
 def test_errors_are_one_line(args, needle):
     args = [a.format(p=PUBLIC) for a in args]
