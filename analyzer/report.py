@@ -287,6 +287,11 @@ def plots(doc: dict, bundle, outdir: Path | None = None) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text
+        return _plots(doc, bundle, outdir, plt)
+
+
+def _plots(doc, bundle, outdir, plt) -> dict:
     figs = {}
     times = _event_times(doc, bundle)
     has_slub = any(e["kind"] == "slub" for e in doc["events"])
