@@ -248,22 +248,38 @@ def _event_times(doc, bundle):
     return out
 
 
-def _time_axis(span_s: float):
-    """(divisor, label) so that a time axis reads in s, min or h, never in 1e7 seconds."""
-    if span_s >= 3 * 3600:
-        return 3600.0, "hours since boot"
-    if span_s >= 3 * 60:
-        return 60.0, "minutes since boot"
-    return 1.0, "seconds since boot"
+def _time_axis(tmin: float, tmax: float, since: str = "boot"):
+    """(origin, divisor, label) so that a time axis reads in s, min or h from a sensible
+    origin: since boot, or, when the window is short against the uptime (seven seconds on a
+    host up for 446 days), since the first point, with the uptime in the label."""
+    span = tmax - tmin
+    unit, div = ("hours", 3600.0) if span >= 3 * 3600 else \
+        ("minutes", 60.0) if span >= 3 * 60 else ("seconds", 1.0)
+    if tmin > 3600 and tmin > 10 * span:
+        return tmin, div, f"{unit} after {duration(tmin)} since {since}"
+    return 0.0, div, f"{unit} since {since}"
 
 
 def _plain(ax, axis="both"):
-    from matplotlib.ticker import FuncFormatter
-    fmt = FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 10 or v == int(v) else f"{v:,.1f}")
+    """Tick labels with thousands separators and as many decimals as the tick step needs:
+    never scientific notation or an offset."""
+    from matplotlib.ticker import Formatter
+
+    class Thousands(Formatter):
+        ticks = np.zeros(0)
+
+        def set_locs(self, locs):
+            self.ticks = np.asarray(locs, dtype=float)
+
+        def __call__(self, v, pos=None):
+            locs = self.ticks
+            step = float(np.min(np.abs(np.diff(locs)))) if len(locs) > 1 else 1.0
+            d = 0 if step >= 1 or step <= 0 else min(6, int(np.ceil(-np.log10(step))))
+            return f"{v:,.{d}f}"
     if axis in ("both", "y"):
-        ax.yaxis.set_major_formatter(fmt)
+        ax.yaxis.set_major_formatter(Thousands())
     if axis in ("both", "x"):
-        ax.xaxis.set_major_formatter(fmt)
+        ax.xaxis.set_major_formatter(Thousands())
 
 
 def corroborated_series(bundle, counter: str):
@@ -305,7 +321,7 @@ def _plots(doc, bundle, outdir, plt) -> dict:
         fig, ax = plt.subplots(figsize=(9, 3.8))
         pts = [t for t, _ in evs] + (corr[0] if corr else [])
         tmin, tmax = min(pts), max(pts)
-        div, xlabel = _time_axis(tmax - tmin)
+        x0, div, xlabel = _time_axis(tmin, tmax)
         span = max(tmax - tmin, 1.0)
         nb = 60
         edges = np.linspace(tmin, tmin + span * 1.0001, nb + 1)
@@ -315,7 +331,7 @@ def _plots(doc, bundle, outdir, plt) -> dict:
             if not ts:
                 continue
             h, _ = np.histogram(ts, edges)
-            ax.bar(edges[:-1] / div, h, width=np.diff(edges) / div, bottom=bottom, align="edge",
+            ax.bar((edges[:-1] - x0) / div, h, width=np.diff(edges) / div, bottom=bottom, align="edge",
                    color=COLORS[cause], label=f"{C.LABELS['printed']}: {CAUSE_LABELS[cause]}")
             bottom += h
         ax.set_xlabel(xlabel)
@@ -335,11 +351,11 @@ def _plots(doc, bundle, outdir, plt) -> dict:
             sc = np.array([c for _, c in sup], dtype=float) * counted / total_sup
             h, _ = np.histogram(st, edges, weights=sc)
             cum = np.cumsum(h) + np.cumsum(bottom)
-            lines += ax2.step(edges[1:] / div, cum, where="post", color="black", lw=1.4,
+            lines += ax2.step((edges[1:] - x0) / div, cum, where="post", color="black", lw=1.4,
                               label=f"{C.LABELS['estimated']}, cumulative "
                                     f"({f['estimated']:,})")
         if corr:
-            lines += ax2.plot(np.array(corr[0]) / div, corr[1], color="#17becf", marker="o",
+            lines += ax2.plot((np.array(corr[0]) - x0) / div, corr[1], color="#17becf", marker="o",
                               lw=1.4, label=f"{C.LABELS['corroborated']} "
                                             f"({f['corroborated']['counter']}, "
                                             f"{f['corroborated']['count']:,})")
@@ -395,9 +411,9 @@ def _plots(doc, bundle, outdir, plt) -> dict:
         fig, ax = plt.subplots(figsize=(9, 3.4))
         t0 = bundle.boot_time or pt_snaps[0].time
         xs = np.array([(s.time - t0).total_seconds() for s in pt_snaps])
-        div, xlabel = _time_axis(xs.max() - xs.min())
-        if bundle.boot_time is None:
-            xlabel = xlabel.replace("since boot", "since the first snapshot")
+        x0, div, xlabel = _time_axis(xs.min(), xs.max(), "boot" if bundle.boot_time else
+                                     "the first snapshot")
+        xs = xs - x0
         series = []
         for s in pt_snaps:
             tot: dict = {}
@@ -413,7 +429,7 @@ def _plots(doc, bundle, outdir, plt) -> dict:
         fts = [t for t, _ in evs] if bundle.boot_time is not None else []
         if fts:
             ymax = max(max(v) for v in by.values()) or 1
-            ax.vlines(np.array(fts) / div, 0, ymax * 0.05, color="red", lw=0.6,
+            ax.vlines((np.array(fts) - x0) / div, 0, ymax * 0.05, color="red", lw=0.6,
                       label=f"{C.LABELS['printed']} failure")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("free MiB")

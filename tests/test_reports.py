@@ -266,3 +266,15 @@ def test_docs_stand_alone():
         text = p.read_text()
         for ref in ("product.md", "kernel.md", "style.md", "shared/corpus", "../shared"):
             assert ref not in text, (p.name, ref)
+
+
+def test_a_rate_needs_a_window_that_means_one():
+    from analyzer.counts import rate
+    # one failure in half a second is not 7,715 per hour: no rate, and the reason
+    r = rate(1, 0.4666)
+    assert r["per_hour"] is None and "a per-hour rate needs at least 10 min" in r["why_not"]
+    # one failure in an hour: 1/h with the exact Poisson (Garwood) 95 % interval
+    r = rate(1, 3600)
+    assert r["per_hour"] == 1.0
+    assert round(r["low"], 4) == 0.0253 and round(r["high"], 3) == 5.572
+    assert rate(5, None)["why_not"].startswith("the log carries no timestamps")
