@@ -505,7 +505,8 @@ def log_status(bundle) -> dict:
                   lg.first_time_s is not None or lg.first_time_wall)
     if not recognised:
         names = ", ".join(bundle.logs) or str(bundle.path)
-        out["why"] = (f"no kernel log: {names} has {lg.lines:,} lines and none of them is a "
+        out["why"] = (f"no kernel log: {names} is empty" if not lg.lines else
+                      f"no kernel log: {names} has {lg.lines:,} lines and none of them is a "
                       f"kernel message mmtriage recognises (no timestamps, no 'Linux version' "
                       f"line, no allocation report)")
         return out

@@ -94,6 +94,12 @@ def count_rows(doc) -> list[tuple[str, str, str]]:
     if not (f["printed"] or f["estimated"] or f["corroborated"]):
         return []
     rows = []
+    c = f["corroborated"]
+    if not doc["log"]["found"]:
+        # nothing was counted from a log; a counter may still have seen failures
+        return [(C.LABELS["corroborated"], f"{c['count']:,}",
+                 f"{c['counter']} between snapshots {c['from']} and {c['to']}; the bundle has "
+                 f"no kernel log to count reports from")]
     rep = f["reports"]
     parts = []
     if rep["slub"]:
@@ -114,7 +120,6 @@ def count_rows(doc) -> list[tuple[str, str, str]]:
                      C.DEFINITIONS["suppressed"] + f"; {f['suppressed_counted']:,} of them "
                      f"counted in the estimate"))
     rows.append((C.LABELS["estimated"], f"{f['estimated']:,}", C.DEFINITIONS["estimated"]))
-    c = f["corroborated"]
     if c:
         rows.append((C.LABELS["corroborated"], f"{c['count']:,}",
                      f"{c['counter']} between snapshots {c['from']} and {c['to']}"

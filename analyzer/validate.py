@@ -159,9 +159,15 @@ def validate(before, after, fixed_in=None, calibrated_budget: float | None = Non
         predicted = b["rate_per_hour"] * (1 - ws)
     mitigated = a["defrag_mode"].get("value") == 0 and b["defrag_mode"].get("value") == 1
     exposed_after = a["exposure"]["exposed"]
+    for side, w in (("before", b), ("after", a)):
+        if not w["log"]["found"]:
+            reasons.append(f"the {side} window has no kernel log ({w['log']['why']}): its "
+                           f"failures cannot be counted")
     if n1 == 0:
         verdict = "inconclusive"
-        reasons.append("the before window has no failures of the bailout's kind: nothing to fix")
+        if b["log"]["found"]:
+            reasons.append("the before window has no failures of the bailout's kind: nothing "
+                           "to fix")
     elif not exposed_after:
         verdict = "inconclusive"
         why = []

@@ -50,17 +50,22 @@ def _window_rows(doc: dict) -> list[tuple[str, str, str]]:
             return "none found"
         return ", ".join(lg.get("files") or []) or "?"
 
+    def counted(fn):
+        # without a kernel log nothing was counted: say so rather than print a 0
+        return lambda w: fn(w) if (w.get("log") or {}).get("found", True) else "no log"
+
     rows = [("host", *both(lambda w: w["host"])),
             ("kernel", *both(lambda w: w["kernel_release"]["value"])),
             ("vm.defrag_mode", *both(dm)),
             ("fix", *both(lambda w: w["fix"]["detail"])),
             ("kernel log", *both(log)),
             ("window", *both(lambda w: duration(w["hours"] * 3600) if w["hours"] else "?")),
-            (C.LABELS["printed"], *both(lambda w: f"{w['printed']:,}")),
-            (C.LABELS["suppressed"], *both(sup)),
-            (C.LABELS["estimated"], *both(lambda w: f"{w['estimated']:,}")),
-            ("of the bailout's kind (compared)", *both(lambda w: f"{w['target_estimated']:,}")),
-            ("rate (of the bailout's kind)", *both(rate)),
+            (C.LABELS["printed"], *both(counted(lambda w: f"{w['printed']:,}"))),
+            (C.LABELS["suppressed"], *both(counted(sup))),
+            (C.LABELS["estimated"], *both(counted(lambda w: f"{w['estimated']:,}"))),
+            ("of the bailout's kind (compared)",
+             *both(counted(lambda w: f"{w['target_estimated']:,}"))),
+            ("rate (of the bailout's kind)", *both(counted(rate))),
             (C.LABELS["corroborated"], *both(corr)),
             ("exposure", *both(exp))]
     return rows
