@@ -692,6 +692,10 @@ def verdict(doc: dict) -> str:
     if not lg["found"]:
         base = lg["why"][0].upper() + lg["why"][1:] + \
             ". Without a kernel log, failures cannot be counted."
+        c = f.get("corroborated")
+        if c:
+            base += (f" But {c['counter']} counted {c['count']:,} between snapshots {c['from']} "
+                     f"and {c['to']}: failures happened.")
         if doc["exposure"]["snapshots"] or doc["exposure"]["status"] != "unknown":
             base += " " + exposure_text(doc)
         return base

@@ -340,9 +340,13 @@ def _plots(doc, bundle, outdir, plt) -> dict:
                    color=COLORS[cause], label=f"{C.LABELS['printed']}: {CAUSE_LABELS[cause]}")
             bottom += h
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{C.LABELS['printed']} failures per bin")
         _plain(ax)
-        ax2 = ax.twinx()
+        bar_handles = ax.get_legend_handles_labels()[0]
+        if evs:
+            ax.set_ylabel(f"{C.LABELS['printed']} failures per bin")
+            ax2 = ax.twinx()
+        else:
+            ax2 = ax   # only a counter: one axis, no empty per-bin scale
         sup = [(s["time_s"], s["count"]) for s in doc.get("suppressions", [])
                if s.get("time_s") is not None and s["func"] in ("slab_out_of_memory",
                                                                  "warn_alloc", "warn_alloc_failed")]
@@ -366,7 +370,7 @@ def _plots(doc, bundle, outdir, plt) -> dict:
                                             f"{f['corroborated']['count']:,})")
         ax2.set_ylabel("cumulative failures")
         _plain(ax2, "y")
-        handles = ax.get_legend_handles_labels()[0] + lines
+        handles = bar_handles + lines
         ax.legend(handles=handles, loc="upper left", fontsize=8)
         ax.set_title("Allocation failures over time")
         fig.tight_layout()
