@@ -15,6 +15,7 @@ from datetime import datetime
 
 import numpy as np
 
+from analyzer import counts
 from analyzer.kernels import fix_status, matching_signatures, version, DEFRAG_MODE_SINCE
 from analyzer.observe import Observed, free_kb_by_type, from_mem_info, from_snapshot
 from models import engine as E
@@ -48,16 +49,22 @@ def host_facts(bundle, fixed_in=None, inferred_defrag: int | None = None) -> Hos
         dm = {"value": inferred_defrag, "source": "inferred from the failures"}
     fs = fix_status(rel, fixed_in)
     v = version(rel)
-    if dm.get("value") == 0 or (v is not None and v < DEFRAG_MODE_SINCE):
+    predates = v is not None and v < DEFRAG_MODE_SINCE
+    if predates:
+        # No defrag_mode in this kernel: tested as it is, never "as if it were on".
+        policy = E.LEGACY
+        if dm.get("value") is None:
+            dm = {"value": None, "source": f"not in this kernel ({rel} predates vm.defrag_mode, "
+                                           f"6.15)"}
+    elif dm.get("value") == 0:
         policy = E.LEGACY
     elif fs.status == "fixed":
         policy = E.DEFRAG_FIXED if dm.get("value") != 0 else E.LEGACY
     else:
         policy = E.DEFRAG if dm.get("value") == 1 else E.LEGACY
-    if dm.get("value") is None:
+    if dm.get("value") is None and not predates:
         notes.append("defrag_mode unknown: failures are tested as if it were on, and said so")
-        if fs.status != "not_applicable":
-            policy = E.DEFRAG if fs.status != "fixed" else E.DEFRAG_FIXED
+        policy = E.DEFRAG if fs.status != "fixed" else E.DEFRAG_FIXED
     return HostFacts(bundle.host, {"value": rel or "unknown",
                                    "source": bundle.kernel_release.get("source", "unknown")},
                      dm, {"status": fs.status, "source": fs.source, "detail": fs.detail},
@@ -98,11 +105,24 @@ def _nearest_snapshot(bundle, t: datetime | None):
     return best, dist
 
 
+def _zones_for(obs: Observed, gfp: int, order: int) -> np.ndarray:
+    """The zone fields as this request's watermark test sees them: free CMA pages do not count
+    for a request without ALLOC_CMA (``__zone_watermark_unusable_free``); only movable requests
+    may use CMA."""
+    zs = obs.zs
+    if obs.free_cma is not None and obs.free_cma.any() and \
+            not (E.gfp_to_alloc_flags(gfp, order, E.LEGACY) & E.ALLOC_CMA):
+        zs = zs.copy()
+        zs[:, E.Z_FREE] = np.maximum(zs[:, E.Z_FREE] - obs.free_cma, 0)
+    return zs
+
+
 def _decide(obs: Observed, order: int, gfp: int, policy: int, can_direct: bool):
     """classify + counterfactuals. Returns (cause code, dict of would-succeed by policy)."""
-    nz = obs.zs.shape[0]
+    zs = _zones_for(obs, gfp, order)
+    nz = zs.shape[0]
     zl = np.zeros(max(nz, 1), dtype=np.int64)
-    nzl = E.zonelist(obs.zs, E.gfp_zone(gfp), 0, zl)
+    nzl = E.zonelist(zs, E.gfp_zone(gfp), 0, zl)
     if nzl == 0:
         # single-node observation without zone types we know: try every zone
         nzl = nz
@@ -111,7 +131,7 @@ def _decide(obs: Observed, order: int, gfp: int, policy: int, can_direct: bool):
     flags = E.gfp_to_alloc_flags(gfp, order, policy)
     if can_direct:
         flags &= ~E.ALLOC_NOFRAGMENT  # the "failed to prevent the fallback" retry clears it
-    cause = E.classify_failure(obs.zs, obs.nr_free, obs.lowmem, order, gfp, flags, 0, pbo, zl, nzl)
+    cause = E.classify_failure(zs, obs.nr_free, obs.lowmem, order, gfp, flags, 0, pbo, zl, nzl)
     would = {}
     for pol in (E.DEFRAG, E.DEFRAG_FIXED, E.LEGACY):
         f = E.gfp_to_alloc_flags(gfp, order, pol)
@@ -119,19 +139,20 @@ def _decide(obs: Observed, order: int, gfp: int, policy: int, can_direct: bool):
             f &= ~E.ALLOC_NOFRAGMENT
         if can_direct:
             f &= ~E.ALLOC_NOFRAGMENT
-        z, mode, so, smt, ok, _ = E.plan_request(obs.zs, obs.nr_free, obs.lowmem, order, gfp, f,
+        z, mode, so, smt, ok, _ = E.plan_request(zs, obs.nr_free, obs.lowmem, order, gfp, f,
                                                  0, pbo, pol, zl, nzl)
         would[E.POLICY_NAMES[pol]] = bool(z >= 0)
     return cause, would, flags
 
 
-def _tight(obs: Observed, gfp: int) -> bool:
+def _tight(obs: Observed, gfp: int, order: int) -> bool:
     highest = E.gfp_zone(gfp)
-    for i in range(obs.zs.shape[0]):
-        if obs.zs[i, E.Z_TYPE] > highest:
+    zs = _zones_for(obs, gfp, order)
+    for i in range(zs.shape[0]):
+        if zs[i, E.Z_TYPE] > highest:
             continue
-        high = int(E.wmark_pages(obs.zs, i, E.ALLOC_WMARK_HIGH))
-        if obs.zs[i, E.Z_FREE] - obs.lowmem[i, min(highest, 3)] > high:
+        high = int(E.wmark_pages(zs, i, E.ALLOC_WMARK_HIGH))
+        if zs[i, E.Z_FREE] - obs.lowmem[i, min(highest, 3)] > high:
             return False
     return True
 
@@ -145,18 +166,23 @@ def _evidence(obs: Observed, order: int, gfp: int, flags: int) -> dict:
     req_free = 0
     free_blocks = 0
     highest = E.gfp_zone(gfp)
+    zall = _zones_for(obs, gfp, order)
+    cma_ok = bool(flags & E.ALLOC_CMA)
+    cma_total = 0
     for i, name in enumerate(obs.zone_names):
-        zs = obs.zs[i]
-        mark = int(E.wmark_pages(obs.zs, i, flags & E.ALLOC_WMARK_MASK))
-        usable = bool(E.zone_watermark_ok(obs.zs, obs.nr_free, obs.lowmem, i, 0, mark, highest,
+        zs = zall[i]
+        mark = int(E.wmark_pages(zall, i, flags & E.ALLOC_WMARK_MASK))
+        usable = bool(E.zone_watermark_ok(zall, obs.nr_free, obs.lowmem, i, 0, mark, highest,
                                           flags, int(zs[E.Z_FREE]))) and zs[E.Z_TYPE] <= highest
+        cma_pages = int(obs.free_cma[i]) if obs.free_cma is not None else 0
+        cma_total += cma_pages
         eff = mark
         if flags & E.ALLOC_RESERVES:
             if flags & E.ALLOC_MIN_RESERVE:
                 eff -= eff // 2
                 if flags & E.ALLOC_NON_BLOCK:
                     eff -= eff // 4
-        free_pages = int(zs[E.Z_FREE])
+        free_pages = int(zs[E.Z_FREE])   # without free CMA when the request may not use it
         zone_other = 0
         for o in range(order, obs.orders):
             if obs.nr_free[i, o, mt] > 0 and usable:
@@ -173,11 +199,21 @@ def _evidence(obs: Observed, order: int, gfp: int, flags: int) -> dict:
         if usable:
             free_blocks += blocks
             other_kb += zone_other
-        ev["zones"].append({"zone": name, "usable": usable, "free_kb": free_pages * 4,
-                            "watermark_kb": eff * 4, "lowmem_reserve_kb": lowmem * 4,
-                            "margin_kb": (free_pages - eff - lowmem) * 4,
-                            "free_pageblocks": blocks, "free_kb_other_types": zone_other})
+        zrow = {"zone": name, "usable": usable, "free_kb": free_pages * 4,
+                "watermark_kb": eff * 4, "lowmem_reserve_kb": lowmem * 4,
+                "margin_kb": (free_pages - eff - lowmem) * 4,
+                "free_pageblocks": blocks, "free_kb_other_types": zone_other}
+        if cma_pages:
+            zrow["free_cma_kb"] = cma_pages * 4
+            zrow["free_kb_with_cma"] = int(obs.zs[i, E.Z_FREE]) * 4
+        ev["zones"].append(zrow)
     ev["requested_type"] = ("Unmovable", "Movable", "Reclaimable")[mt]
+    if cma_total:
+        ev["free_cma_kb"] = cma_total * 4
+        ev["cma_usable"] = cma_ok
+        ev["cma_note"] = ("free CMA counts for this movable request" if cma_ok else
+                          "free CMA serves only movable requests (ALLOC_CMA): not counted "
+                          "for this one")
     ev["requested_type_free_at_order"] = bool(req_free)
     ev["free_pageblocks"] = free_blocks
     ev["free_mib_other_types"] = round(other_kb / 1024, 1)
@@ -188,7 +224,8 @@ def _evidence(obs: Observed, order: int, gfp: int, flags: int) -> dict:
 
 
 def attribute(bundle, fixed_in=None) -> dict:
-    """Attribute every record of a loaded bundle. Returns the triage document (product.md §4)."""
+    """Attribute every record of a loaded bundle. Returns the triage document (its shape is in
+    docs/reference.md)."""
     log = bundle.log
     events = [dict(e) for e in log.events if e["kind"] in ("slub", "page_alloc")]
     # A warn_alloc for a slab page and the SLUB report right after it are one failure.
@@ -208,6 +245,7 @@ def attribute(bundle, fixed_in=None) -> dict:
     if facts.defrag_mode.get("value") is None:
         inferred = True
     mem_events = [e for e in events if e["kind"] == "page_alloc" and e.get("zones")]
+    by_line = {(e["source"], e["line"]): e for e in events}
     out_events = []
     for e in events:
         order, gfp, g = _request(e, e.get("kernel_release") or release)
@@ -220,9 +258,15 @@ def attribute(bundle, fixed_in=None) -> dict:
             continue
         can_direct = bool(gfp & E.GFP_DIRECT_RECLAIM)
         obs, src, conf = None, None, 0.0
+        own = False
         if e.get("zones"):
             obs = from_mem_info(e)
-            src, conf = f"own Mem-Info (line {e['line']})", 0.9
+            src, conf, own = f"own Mem-Info (line {e['line']})", 0.9, True
+        pair = by_line.get((e["source"], e.get("paired_page_alloc_line")))
+        if obs is None and pair is not None and pair.get("zones"):
+            # The page-allocation report of this SLUB failure's slab page: the same failure.
+            obs = from_mem_info(pair)
+            src, conf, own = f"Mem-Info of its slab page's report (line {pair['line']})", 0.9, True
         if obs is None and mem_events:
             t = e.get("time_s")
             near = min(mem_events, key=lambda m: abs((m.get("time_s") or 0) - (t or 0))
@@ -244,7 +288,7 @@ def attribute(bundle, fixed_in=None) -> dict:
                     src = f"snapshot {snap.name} ({dist:.0f} s away)"
                     conf = 0.8 if dist <= 60 else 0.6
         if obs is None:
-            missing.append("free-list state (no Mem-Info, no pagetypeinfo snapshot near it)")
+            missing.append(_no_state_reason(e, bundle))
             cause = _without_state(e, order, gfp, g, facts, bundle)
             res.update(cause=cause[0], confidence=cause[1],
                        evidence={"missing": missing, **cause[2]})
@@ -252,7 +296,7 @@ def attribute(bundle, fixed_in=None) -> dict:
             continue
         code, would, flags = _decide(obs, order, gfp, facts.policy, can_direct)
         cause = E.CAUSE_NAMES[code] if code != E.CAUSE_NONE else "unknown"
-        if cause == "unknown" and not src.startswith("own") and _tight(obs, gfp):
+        if cause == "unknown" and not own and _tight(obs, gfp, order):
             # A borrowed state taken under memory pressure: free was within the unreduced
             # high watermark, and it moves fast there. Low memory, with less confidence.
             cause = "low_memory"
@@ -306,6 +350,24 @@ def _without_state(e, order, gfp, g, facts, bundle):
     return "unknown", 0.0, {}
 
 
+
+
+def _no_state_reason(e: dict, bundle) -> str:
+    """What was missing for a record with no free-list state, in words a reader can act on."""
+    parts = ["no Mem-Info in this report"]
+    snaps = [s for s in bundle.snapshots if s.pagetypeinfo is not None]
+    if not snaps:
+        parts.append("no pagetypeinfo snapshot in the bundle")
+    elif bundle.event_wall_time(e) is None:
+        parts.append("its time cannot be aligned with the snapshots")
+    else:
+        parts.append(f"no snapshot within {SNAPSHOT_NEAR_S:.0f} s")
+    return " and ".join(parts)
+
+
+ALLOC_FUNCS = ("slab_out_of_memory", "warn_alloc", "warn_alloc_failed")
+
+
 def _summarise(bundle, facts: HostFacts, events: list) -> dict:
     log = bundle.log
     summary = log.summary()
@@ -321,6 +383,7 @@ def _summarise(bundle, facts: HostFacts, events: list) -> dict:
     # its kind before it (the misses happened in the interval that report opened).
     est = dict(attribution)
     sup_unassigned = 0
+    sup_counted = 0
     slub_events = [e for e in failures if e["kind"] == "slub"]
     page_events = [e for e in events if e["kind"] == "page_alloc"]
     paired_share = (sum(1 for e in page_events if e.get("slab_page")) / len(page_events)
@@ -338,6 +401,7 @@ def _summarise(bundle, facts: HostFacts, events: list) -> dict:
             continue
         if not n:
             continue
+        sup_counted += n
         prior = [e for e in pool if e["source"] == sline["source"] and e["line"] < sline["line"]]
         ref = prior[-1] if prior else (pool[0] if pool else None)
         if ref is None:
@@ -345,14 +409,28 @@ def _summarise(bundle, facts: HostFacts, events: list) -> dict:
             est["unknown"] += n
         else:
             est[ref["cause"]] += n
-    total_reported = len(failures)
+    total_printed = len(failures)
     total_est = sum(est.values())
     hours = bundle.span_hours()
-    snap_hours = None
+    snap_s = None
     if len(bundle.snapshots) >= 2:
-        snap_hours = (bundle.snapshots[-1].time - bundle.snapshots[0].time).total_seconds() / 3600
-    span = hours if hours and hours > 0 else snap_hours
+        snap_s = (bundle.snapshots[-1].time - bundle.snapshots[0].time).total_seconds()
+    # the window observed: the log's span or the snapshots', whichever is longer (as validate)
+    window_s, window_from = None, None
+    if hours and hours > 0:
+        window_s, window_from = hours * 3600, "log"
+    if snap_s and snap_s > (window_s or 0):
+        window_s, window_from = snap_s, "snapshots"
     corr = corroboration(bundle)
+    suppressed = {k: v for k, v in log.suppressed.items() if k in ALLOC_FUNCS}
+    corroborated = None
+    if corr and corr.get("primary"):
+        k = corr["primary"]
+        corroborated = {"count": corr["counters"][k], "counter": k, "from": corr["from"],
+                        "to": corr["to"], "window_s": corr.get("window_s")}
+    log_info = log_status(bundle)
+    notes = list(facts.notes) if failures else [
+        n for n in facts.notes if not n.startswith("defrag_mode unknown")]
     doc = {
         "host": facts.host,
         "kernel_release": facts.kernel_release,
@@ -360,33 +438,144 @@ def _summarise(bundle, facts: HostFacts, events: list) -> dict:
         "fix": facts.fix,
         "policy": facts.policy_name,
         "signatures": facts.signatures,
+        "log": log_info,
         "summary": summary,
-        "failures": {"reported": total_reported, "estimated": total_est,
-                     "span_hours": round(span, 4) if span else None,
-                     "estimated_per_hour": round(total_est / span, 1) if span else None,
-                     "lower_bound": True,
-                     "by_cause_estimated": est, "suppressed_unassigned": sup_unassigned},
+        "failures": {
+            "printed": total_printed,
+            "reports": {"slub": sum(1 for e in events if e["kind"] == "slub"),
+                        "page_alloc": len(page_events),
+                        "page_alloc_of_slab_pages": sum(1 for e in page_events
+                                                        if has_slub and e.get("slab_page"))},
+            "suppressed": suppressed,
+            "suppressed_counted": sup_counted,
+            "suppressed_unassigned": sup_unassigned,
+            "estimated": total_est,
+            "lower_bound": True,
+            "corroborated": corroborated,
+            "model": None,
+            "by_cause": {c: {"printed": attribution[c], "estimated": est[c]} for c in CAUSES},
+            "window_s": round(window_s, 3) if window_s else None,
+            "window_from": window_from,
+            "rate": counts.rate(total_est, window_s),
+        },
         "attribution": attribution,
+        "unknown_why": _unknown_why(failures),
         "corroboration": corr,
-        "notes": facts.notes + list(bundle.notes),
+        "exposure": exposure(bundle, facts),
+        "notes": notes + list(bundle.notes),
         "events": events,
         "suppressions": log.suppressions,
     }
     doc["breakdown"] = breakdown(failures)
     doc["at_failure"] = at_failure(failures)
+    doc["verdict_level"] = verdict_level(doc)
     doc["verdict"] = verdict(doc)
     return doc
 
 
+def _unknown_why(failures: list) -> list:
+    """For failures without a decidable cause: what was missing, with how many it applies to."""
+    why: dict = {}
+    for e in failures:
+        if e["cause"] != "unknown":
+            continue
+        miss = e.get("evidence", {}).get("missing") or ["no evidence recorded"]
+        key = "; ".join(str(m) for m in miss)
+        why[key] = why.get(key, 0) + 1
+    return [{"missing": k, "failures": v} for k, v in sorted(why.items(), key=lambda kv: -kv[1])]
+
+
+def log_status(bundle) -> dict:
+    """Was a kernel log found, and did it hold kernel messages? A missing log is not "no
+    failures": the reports say which files were looked for."""
+    from parsers.bundle import COMPRESSED_SUFFIXES, LOG_NAMES, SOS_LOGS
+    lg = bundle.log
+    looked = list(LOG_NAMES) + list(SOS_LOGS)
+    out = {"found": False, "files": list(bundle.logs), "lines": lg.lines,
+           "looked_for": looked, "compressed_suffixes": list(COMPRESSED_SUFFIXES),
+           "first_time_s": lg.first_time_s, "last_time_s": lg.last_time_s,
+           "first_time_wall": lg.first_time_wall, "last_time_wall": lg.last_time_wall}
+    if bundle.root is not None and not bundle.logs:
+        out["why"] = (f"no kernel log in {bundle.path}: looked for "
+                      f"{', '.join(LOG_NAMES)} (also {', '.join(COMPRESSED_SUFFIXES)}) and "
+                      f"{', '.join(SOS_LOGS)}")
+        return out
+    recognised = (lg.events or lg.suppressions or lg.oom_reports or lg.stall_reports or
+                  lg.vmalloc_reports or lg.printk_dropped or lg.boots or lg.kernel_release or
+                  lg.first_time_s is not None or lg.first_time_wall)
+    if not recognised:
+        names = ", ".join(bundle.logs) or str(bundle.path)
+        out["why"] = (f"no kernel log: {names} is empty" if not lg.lines else
+                      f"no kernel log: {names} has {lg.lines:,} lines and none of them is a "
+                      f"kernel message mmtriage recognises (no timestamps, no 'Linux version' "
+                      f"line, no allocation report)")
+        return out
+    out["found"] = True
+    return out
+
+
+def snapshot_state(snap) -> dict | None:
+    """The free-memory state a snapshot shows, as far as the bailout cares: free pageblocks and
+    memory free in other migratetypes in the zones GFP_ATOMIC requests use (DMA32 and up)."""
+    obs = from_snapshot(snap)
+    if obs is None:
+        return None
+    blocks = 0
+    other_pages = 0
+    free_pages = 0
+    risky = False
+    for i in range(obs.zs.shape[0]):
+        if obs.zs[i, E.Z_TYPE] < E.ZONE_DMA32 or obs.zs[i, E.Z_MANAGED] <= 0:
+            continue
+        b = int(obs.zs[i, E.Z_FREE_BLOCKS]) >> obs.pageblock_order
+        other = int(sum((obs.nr_free[i, :, m] * (1 << np.arange(obs.orders))).sum()
+                        for m in (E.MOVABLE, E.RECLAIMABLE)))
+        blocks += b
+        other_pages += other
+        free_pages += int(obs.zs[i, E.Z_FREE])
+        if b == 0 and other > int(E.wmark_pages(obs.zs, i, E.ALLOC_WMARK_HIGH)):
+            risky = True
+    return {"snapshot": snap.name, "free_pageblocks": blocks,
+            "free_mib": round(free_pages * 4 / 1024, 1),
+            "free_mib_other_types": round(other_pages * 4 / 1024, 1), "risky": risky}
+
+
+def exposure(bundle, facts: HostFacts) -> dict:
+    """Is this host exposed to the defrag_mode bailout, and did its memory reach the state the
+    bailout needs (no free pageblock, memory free only in other migratetypes)?"""
+    rel = facts.kernel_release["value"]
+    dm = facts.defrag_mode.get("value")
+    fix = facts.fix["status"]
+    if fix == "not_applicable":
+        status, reason = "not_exposed", f"kernel {rel} predates vm.defrag_mode (6.15)"
+    elif dm == 0:
+        status, reason = "not_exposed", "vm.defrag_mode=0"
+    elif fix == "fixed":
+        status, reason = "not_exposed", f"kernel {rel} carries the fix"
+    elif dm == 1 and fix == "affected":
+        status, reason = "exposed", f"vm.defrag_mode=1 on kernel {rel}, which predates the fix"
+    elif dm == 1:
+        status, reason = "unknown", "vm.defrag_mode=1 on a kernel whose fix status is unknown"
+    else:
+        status, reason = "unknown", "vm.defrag_mode was not recorded"
+    states = [st for st in (snapshot_state(s) for s in bundle.snapshots) if st is not None]
+    out = {"status": status, "reason": reason, "snapshots": len(states),
+           "risky_snapshots": sum(1 for st in states if st["risky"])}
+    if states:
+        low = min(states, key=lambda st: (st["free_pageblocks"], -st["free_mib_other_types"]))
+        out["fewest_free_pageblocks"] = low
+    return out
+
+
 def corroboration(bundle) -> dict | None:
-    """Counters that count failed atomic allocations the log may never report."""
+    """Counters that count failed atomic allocations the log may never report: ICMP replies
+    and UDP sends that failed for want of an skb. TCP resets are not such a counter."""
     snaps = [s for s in bundle.snapshots if s.net_snmp]
     if len(snaps) < 1:
         return None
     first, last = snaps[0].net_snmp, snaps[-1].net_snmp
     out = {}
-    for proto, key in (("Icmp", "OutErrors"), ("Udp", "SndbufErrors"), ("Udp", "MemErrors"),
-                       ("Tcp", "OutRsts")):
+    for proto, key in (("Icmp", "OutErrors"), ("Udp", "SndbufErrors"), ("Udp", "MemErrors")):
         if proto in last and key in last[proto]:
             a = first.get(proto, {}).get(key, 0) if len(snaps) > 1 else 0
             d = last[proto][key] - a
@@ -394,8 +583,11 @@ def corroboration(bundle) -> dict | None:
                 out[f"{proto}.{key}"] = d
     if not out:
         return None
-    return {"counters": out, "from": snaps[0].name if len(snaps) > 1 else "boot",
-            "to": snaps[-1].name,
+    primary = max(out, key=out.get)
+    return {"counters": out, "primary": primary,
+            "from": snaps[0].name if len(snaps) > 1 else "boot", "to": snaps[-1].name,
+            "window_s": (snaps[-1].time - snaps[0].time).total_seconds() if len(snaps) > 1
+            else None,
             "note": "send errors counted by the network stack over the snapshot span; "
                     "failed atomic skb allocations are among them"}
 
@@ -420,7 +612,13 @@ def at_failure(failures: list) -> dict:
             if e.get("evidence", {}).get("free_mib_other_types") is not None]
     blocks = [e["evidence"].get("free_pageblocks") for e in pool
               if e.get("evidence", {}).get("free_pageblocks") is not None]
-    margins = [z["margin_kb"] for e in pool for z in e.get("evidence", {}).get("zones", [])]
+    # the margin of the zones the request could use; of every zone when none could
+    margins = []
+    for e in pool:
+        zones = e.get("evidence", {}).get("zones", [])
+        usable = [z for z in zones if z["usable"]]
+        margins += [z["margin_kb"] for z in (usable or zones)]
+    cma = [e["evidence"]["free_cma_kb"] for e in pool if e.get("evidence", {}).get("free_cma_kb")]
     by_order: dict = {}
     for e in pool:
         for o, v in e.get("evidence", {}).get("free_mib_other_types_by_order", {}).items():
@@ -429,6 +627,7 @@ def at_failure(failures: list) -> dict:
             "free_mib_other_types_max": float(max(mibs)) if mibs else None,
             "free_pageblocks_max": int(max(blocks)) if blocks else None,
             "watermark_margin_kb_min": int(min(margins)) if margins else None,
+            "free_cma_kb_median": float(np.median(cma)) if cma else None,
             "free_mib_other_types_by_order_median": {o: float(np.median(v))
                                                      for o, v in sorted(by_order.items(),
                                                                         key=lambda kv: int(kv[0]))}}
@@ -440,23 +639,85 @@ def _fmt_mib(m):
     return f"{m / 1024:.1f} GiB" if m >= 1024 else f"{m:.0f} MiB"
 
 
+def verdict_level(doc: dict) -> str:
+    """How loud the report should be: ``failures`` (``bailout`` when that is the cause),
+    ``exposed``, ``healthy`` or ``no_log``."""
+    f = doc["failures"]
+    if not doc["log"]["found"]:
+        return "no_log"
+    if f["printed"] or f["estimated"]:
+        return "bailout" if doc["attribution"]["defrag_nofragment_bailout"] else "failures"
+    if doc["exposure"]["status"] != "not_exposed" or f["corroborated"]:
+        return "exposed"
+    return "healthy"
+
+
+def exposure_text(doc: dict) -> str:
+    """One or two sentences on exposure and the state the snapshots show."""
+    ex = doc["exposure"]
+    low = ex.get("fewest_free_pageblocks")
+    state = ""
+    if low is not None:
+        if ex["risky_snapshots"]:
+            state = (f" {ex['risky_snapshots']} of {ex['snapshots']} snapshots show the state "
+                     f"the bailout needs: no free pageblock with "
+                     f"{_fmt_mib(low['free_mib_other_types'])} free in other migratetypes "
+                     f"(snapshot {low['snapshot']}).")
+        else:
+            state = (f" Every snapshot ({ex['snapshots']}) has a free pageblock (at least "
+                     f"{low['free_pageblocks']:,}, snapshot {low['snapshot']}, "
+                     f"{_fmt_mib(low['free_mib'])} free): the bailout needs none.")
+    if ex["status"] == "not_exposed":
+        return f"Not exposed to the defrag_mode bailout: {ex['reason']}." + state
+    if ex["status"] == "exposed":
+        return f"Exposed to the defrag_mode bailout: {ex['reason']}." + state
+    return f"Exposure to the defrag_mode bailout unknown: {ex['reason']}." + state
+
+
+def _counts_phrase(f: dict) -> str:
+    s = f"{f['printed']:,} printed failure{'s' if f['printed'] != 1 else ''} " \
+        f"({f['estimated']:,} estimated, a lower bound"
+    c = f.get("corroborated")
+    if c:
+        s += f"; {c['count']:,} corroborated by {c['counter']}"
+        if c["count"] > f["estimated"]:
+            s += ": the log undercounts"
+    return s + ")"
+
+
 def verdict(doc: dict) -> str:
     f = doc["failures"]
-    est = f["by_cause_estimated"]
-    rep = f["reported"]
-    if rep == 0:
-        base = "No allocation failure reports in this log."
-        if doc["summary"].get("oom_reports"):
-            base += f" {doc['summary']['oom_reports']} OOM-killer report(s) were seen."
+    rep = f["printed"]
+    lg = doc["log"]
+    if not lg["found"]:
+        base = lg["why"][0].upper() + lg["why"][1:] + \
+            ". Without a kernel log, failures cannot be counted."
+        c = f.get("corroborated")
+        if c:
+            base += (f" But {c['counter']} counted {c['count']:,} between snapshots {c['from']} "
+                     f"and {c['to']}: failures happened.")
+        if doc["exposure"]["snapshots"] or doc["exposure"]["status"] != "unknown":
+            base += " " + exposure_text(doc)
         return base
-    tot = f["estimated"]
+    if rep == 0:
+        base = "No allocation failure reports in the kernel log."
+        if doc["summary"].get("oom_reports"):
+            base += f" {doc['summary']['oom_reports']:,} OOM-killer report(s) were seen."
+        if doc["summary"].get("orphan_meminfo"):
+            base += (f" {doc['summary']['orphan_meminfo']:,} Mem-Info dump(s) without their "
+                     f"report's first line (a failure or OOM report cut off) were seen.")
+        c = f.get("corroborated")
+        if c:
+            base += (f" But {c['counter']} counted {c['count']:,} between snapshots "
+                     f"{c['from']} and {c['to']}: failures the log did not report.")
+        return base + " " + exposure_text(doc)
     att = doc["attribution"]
     top = max(att, key=att.get)
     share = att[top] / rep
     rel = doc["kernel_release"]["value"]
     fix = doc["fix"]["status"]
     af = doc["at_failure"]
-    parts = [f"{share:.0%} of {rep:,} reported failures (≈{tot:,} estimated, a lower bound) "
+    parts = [f"{share:.0%} of {_counts_phrase(f)} "
              f"{'match' if top != 'unknown' else 'have'} {_CAUSE_TEXT[top]}"]
     if top == "defrag_nofragment_bailout":
         ex = [e for e in doc["events"] if e.get("cause") == top]
@@ -465,7 +726,7 @@ def verdict(doc: dict) -> str:
         desc = ", ".join(f"{g} order-{o} {t.lower()}" for g, o, t in reqs[:3])
         parts[0] += (f": {desc} requests failed with {_fmt_mib(af['free_mib_other_types_median'])} "
                      f"free in other migratetypes and "
-                     f"{'no' if not af['free_pageblocks_max'] else af['free_pageblocks_max']} free "
+                     f"{'no' if not af['free_pageblocks_max'] else format(af['free_pageblocks_max'], ',')} free "
                      f"pageblock{'s' if af['free_pageblocks_max'] not in (0, 1, None) else ''}.")
         if fix == "affected":
             parts.append(f"Kernel {rel} predates the fix; a kernel with \"mm/page_alloc: fix "
@@ -478,12 +739,18 @@ def verdict(doc: dict) -> str:
             parts.append(f"Kernel {rel}: fix status {fix}.")
         if doc["defrag_mode"].get("source") == "inferred from the failures":
             parts.append("defrag_mode was not recorded; it is inferred from the failures.")
+    elif top == "unknown":
+        why = doc.get("unknown_why") or []
+        parts[0] += (": " + "; ".join(f"{w['missing']} ({w['failures']:,})" for w in why[:2])
+                     + ".") if why else "."
     else:
         parts[0] += "."
-    if doc.get("corroboration"):
-        c = doc["corroboration"]["counters"]
-        k, v = max(c.items(), key=lambda kv: kv[1])
-        parts.append(f"{k} counted {v:,} over the snapshots: the log undercounts.")
+        if top == "low_memory" and af.get("free_cma_kb_median"):
+            parts.append(f"Most of the free memory was CMA ({_fmt_mib(af['free_cma_kb_median'] / 1024)}),"
+                         f" which serves only movable requests.")
+    if doc["summary"].get("orphan_meminfo"):
+        parts.append(f"{doc['summary']['orphan_meminfo']:,} Mem-Info dump(s) without their "
+                     f"report's first line were seen as well.")
     return " ".join(parts)
 
 
@@ -492,5 +759,5 @@ _CAUSE_TEXT = {
     "low_memory": "genuinely low memory (free below the watermark that applies)",
     "high_order_fragmentation": "high-order fragmentation (no free block of the order)",
     "speculative_expected": "speculative allocations that are expected to fail",
-    "unknown": "no decidable cause (evidence missing)",
+    "unknown": "no decidable cause",
 }

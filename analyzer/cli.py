@@ -1,22 +1,89 @@
 """mmtriage command line. Each command is a thin layer over parsers/, models/ and analyzer/."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from analyzer.output import (Format, ReportFormat, dumps, emit, err, handle_errors, json_array, rows_text,
                              stream_json, table_text)
 
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a missing argument, an unknown option, a bad choice) as one line on stderr
+    and exit status 2, like every other error of ours is one line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except NoArgsIsHelpError as e:
+            if not standalone_mode:
+                raise
+            e.show()   # no arguments: the help, as before
+            sys.exit(e.exit_code)
+        except UsageError as e:
+            if not standalone_mode:
+                raise
+            path = e.ctx.command_path if e.ctx is not None else "mmtriage"
+            msg = " ".join(e.format_message().split()).replace("Value error, ", "")
+            err(f"Error: {msg} (see '{path} --help')")
+            sys.exit(e.exit_code)
+        except ClickException as e:
+            if not standalone_mode:
+                raise
+            err(f"Error: {' '.join(e.format_message().split())}")
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            err("Error: aborted")
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
     name="mmtriage",
-    help="Triage Linux memory-allocation failures: parse kernel logs and /proc snapshots, "
-         "attribute failures (defrag_mode bailout, low memory, fragmentation), model what-ifs.",
+    cls=OneLineErrors,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+
+
+def _version(value: bool):
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            v = version("mmtriage")
+        except PackageNotFoundError:
+            v = "unknown (not installed)"
+        sys.stdout.write(f"mmtriage {v}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+):
+    """Triage Linux memory-allocation failures: parse kernel logs and /proc snapshots,
+    attribute failures (defrag_mode bailout, low memory, fragmentation), model what-ifs.
+
+    Output: report commands (triage, validate, gfp) default to --format table; data
+    commands (parse, proc) default to json. Every command takes --format json (JSON on
+    stdout and nothing else there) and -o/--output FILE where it writes.
+    """
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o",
@@ -42,11 +109,13 @@ def parse(
     fmt: FormatOpt = Format.json,
     output: OutputOpt = None,
 ):
-    """Failure records and a summary from kernel logs or bundles.
+    """Failure records and a summary from kernel logs or bundles. In csv and ndjson the
+    summary is the first record (kind "summary"), the failure records follow.
 
     Example:
 
         mmtriage parse /var/log/kern.log.1.gz --format table
+        mmtriage parse sample_logs/lab-6.16.3-defrag1 -f csv -o out/records.csv
     """
     res = _parse_paths(paths)
     events = res.events
@@ -64,9 +133,11 @@ def parse(
             text += table_text(ev_rows[:200], title=f"events ({len(ev_rows)})")
         emit(text, output)
     else:
+        # The summary is the leading record (kind "summary"), so csv and ndjson keep it.
         flat = [{k: v for k, v in e.items() if k not in ("zones", "nodes", "counters")}
                 for e in events]
-        emit(rows_text(flat, fmt), output)
+        cols = list(flat[0]) if flat else ["kind", "source", "line"]
+        emit(rows_text([{"kind": "summary", **res.summary()}] + flat, fmt, cols=cols), output)
 
 
 def _parse_doc(res):
@@ -112,7 +183,9 @@ def proc(
 def gfp(
     mask: Annotated[str, typer.Argument(help="0xa20, 0xa20(GFP_ATOMIC) or GFP_ATOMIC|__GFP_NOWARN")],
     kernel: Annotated[Optional[str], typer.Option(help="Kernel release, to pick the bit layout.")] = None,
-    fmt: FormatOpt = Format.table,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format (a report: "
+                                        "table by default).")] = Format.table,
+    output: OutputOpt = None,
 ):
     """Decode a GFP mask: single flags, migratetype, reclaim bits, the layout it fits.
 
@@ -121,13 +194,20 @@ def gfp(
         mmtriage gfp '0x480020(GFP_ATOMIC)'
         mmtriage gfp 0xa20 --kernel 5.15.0
     """
+    from parsers.errors import ParseError
     from parsers.gfp import parse_text
-    g = parse_text(mask, kernel, path="<mask>", line=1)
+    try:
+        g = parse_text(mask, kernel, path=mask, line=0)
+    except ParseError as e:
+        why = e.reason if not e.reason.startswith("invalid literal") else \
+            "expected 0xHEX, 0xHEX(NAMES) or NAME|NAME (e.g. 0xa20, GFP_ATOMIC|__GFP_NOWARN)"
+        raise ParseError(mask, 0, f"not a GFP mask: {why}") from None
     d = g.to_dict()
     if fmt == Format.json:
-        emit(dumps(d))
+        emit(dumps(d), output)
     else:
-        emit(rows_text([{"field": k, "value": v} for k, v in d.items()], fmt))
+        emit(rows_text([{"field": k, "value": str(v) if k == "mask" else v}
+                        for k, v in d.items()], fmt), output)
     if g.mismatch:
         err(f"warning: {g.mismatch}")
 
@@ -158,6 +238,9 @@ def collect(
         [{"field": k, "value": v} for k, v in meta.items()], fmt))
 
 
+NO_LOG_EXIT = 4   # "cannot tell", as validate's inconclusive
+
+
 @app.command()
 @handle_errors
 def triage(
@@ -170,10 +253,14 @@ def triage(
 ):
     """Per-host report: which allocations failed, how many really, and why.
 
+    Exit status: 0 a report was made from a kernel log; 4 no kernel log was found (or the
+    file holds no kernel message), so failures cannot be counted: the report says which
+    files were looked for and what the snapshots show; 1 bad input.
+
     Example:
 
         mmtriage triage sample_logs/lab-6.16.3-defrag1 --format html --output out/report.html
-        mmtriage triage /var/log/kern.log --format json | jq .attribution
+        mmtriage triage /var/log/kern.log --format json | jq .failures
     """
     from analyzer.attribution import attribute
     from analyzer import report as rp
@@ -194,7 +281,10 @@ def triage(
         emit(rp.html_report(doc, images), output)
     else:
         emit(rp.table(doc), output)
-    err(doc["verdict"])
+    if output is not None or fmt != ReportFormat.table:
+        err(doc["verdict"])
+    if not doc["log"]["found"]:
+        raise typer.Exit(NO_LOG_EXIT)
 
 
 def _triage_doc(doc):
@@ -228,7 +318,9 @@ def validate(
 
         mmtriage validate --before bundle-week1 --after bundle-week2 && echo rollout ok
         mmtriage validate /var/log/kern.log   # a log spanning the reboot into the new kernel
+        mmtriage validate --before sample_logs/lab-6.16.3-defrag1 --after sample_logs/lab-6.16.3-defrag0 -f html -o out/validate.html
     """
+    from analyzer import validate_report as vr
     from analyzer.validate import EXIT, split_at_change, validate as run
     from parsers.bundle import load
     if bundle is not None and (before or after):
@@ -252,20 +344,12 @@ def validate(
         raise ValueError("give one BUNDLE spanning the change, or --before and --after")
     if fmt == ReportFormat.json:
         emit(dumps(doc), output)
+    elif fmt == ReportFormat.markdown:
+        emit(vr.markdown(doc), output)
+    elif fmt == ReportFormat.html:
+        emit(vr.html_report(doc), output)
     else:
-        lines = [f"verdict: {doc['verdict'].upper()}"] + [f"- {r}" for r in doc["reasons"]]
-        for side in ("before", "after"):
-            w = doc[side]
-            lines.append(f"{side}: {w['host']} kernel {w['kernel_release']['value']} defrag_mode "
-                         f"{w['defrag_mode'].get('value')} | {w['hours']:.3g} h | printed "
-                         f"{w['printed']:,} suppressed {w['suppressed']:,} estimated "
-                         f"{w['estimated']:,} (target {w['target_estimated']:,}) | exposure "
-                         f"{w['exposure']['intervals_exposed']}/{w['exposure']['intervals_known']}")
-        text = "\n".join(lines) + "\n"
-        if fmt == ReportFormat.html:
-            import html as _h
-            text = "<!doctype html><html><body><pre>" + _h.escape(text) + "</pre></body></html>"
-        emit(text, output)
+        emit(vr.table(doc), output)
     raise typer.Exit(EXIT[doc["verdict"]])
 
 

@@ -13,14 +13,78 @@ app = typer.Typer(help="The allocator model: simulate scenarios, calibrate to a 
                   no_args_is_help=True)
 
 
-def _progress():
-    if not sys.stderr.isatty():
-        return None, None
-    from rich.progress import BarColumn, Progress, TimeElapsedColumn
-    prog = Progress("[progress.description]{task.description}", BarColumn(),
-                    "{task.percentage:>3.0f}%", TimeElapsedColumn(), transient=True,
-                    console=__import__("rich.console").console.Console(stderr=True))
-    return prog, prog.add_task("simulating", total=1.0)
+class _Progress:
+    """What a long command is doing, on stderr and only on a terminal (never in piped or JSON
+    output): a spinner and the elapsed time from the start (loading and the model's first
+    compilation included), and a bar once the work reports how far it is."""
+
+    def __init__(self, what: str):
+        self.prog = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import (BarColumn, Progress, SpinnerColumn, TaskProgressColumn,
+                                       TextColumn, TimeElapsedColumn)
+            self.prog = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 TaskProgressColumn(), TimeElapsedColumn(), transient=True,
+                                 console=Console(stderr=True))
+            self.task = self.prog.add_task(what, total=None)
+
+    def __enter__(self):
+        if self.prog:
+            self.prog.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.prog:
+            self.prog.stop()
+
+    def phase(self, what: str) -> None:
+        if self.prog:
+            self.prog.update(self.task, description=what, total=None, completed=0)
+
+    def callback(self):
+        """A ``progress(done, total)`` callback for the model, or None off a terminal."""
+        if not self.prog:
+            return None
+        return lambda done, total: self.prog.update(self.task, total=1.0,
+                                                    completed=min(done / total, 1.0) if total else 0)
+
+
+def _fit_summary(res: dict) -> str:
+    """The headline of a fit for the terminal: failures and reports observed vs simulated,
+    the parameters, and what the search cost."""
+    rows = [r for r in res["fit"] if " at +" not in r["observable"] and " by +" not in r["observable"]]
+    lines = [f"fit of {res['host']} over {res['window_s']:,.0f} s "
+             f"({res['evaluations']:,} evaluations, {res['wall_s']:,.0f} s):"]
+    for r in rows[:6]:
+        rel = f" ({r['rel_error']:+.0%})" if r.get("rel_error") is not None else ""
+        lines.append(f"  {r['observable']}: observed {r['observed']:,.0f}, "
+                     f"simulated {r['simulated']:,.0f}{rel}")
+    lines.append("  parameters: " + _params_text(res["params"]))
+    return "\n".join(lines)
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k} {v:,.0f}" if abs(v) >= 1000 else f"{k} {v:.4g}"
+                     for k, v in params.items())
+
+
+def _budget_warnings(res: dict) -> list[str]:
+    """Say when the fit cannot mean much: too few evaluations for the parameters fitted, or
+    a failure count far from the observed one."""
+    out = []
+    n = len(res.get("fitted") or [])
+    need = 10 * max(n, 1)
+    if res["evaluations"] < need:
+        out.append(f"warning: the search made {res['evaluations']:,} model evaluations for "
+                   f"{n} fitted parameters; a fit needs about {need:,} or more: give a larger "
+                   f"--budget or --evals {need}")
+    f = res["fit"][0] if res.get("fit") else None
+    if f and f.get("rel_error") is not None and abs(f["rel_error"]) > 0.5:
+        out.append(f"warning: the fitted model gives {f['simulated']:,.0f} failures against "
+                   f"{f['observed']:,.0f} observed ({f['rel_error']:+.0%}): it does not "
+                   f"reproduce this host, so what-ifs from this fit mean little")
+    return out
 
 
 @app.command()
@@ -54,15 +118,9 @@ def simulate(
             overrides[k.strip()] = float(v)
         except ValueError:
             raise ValueError(f"--param {p!r}: expected NAME=NUMBER") from None
-    prog, task = _progress()
-    if prog:
-        prog.start()
-    try:
+    with _Progress(f"simulating {scenario} under {policy}") as prog:
         res = run(sc, policy, seed=seed, hours=hours, params=overrides or None,
-                  progress=(lambda d, tot: prog.update(task, completed=d / tot)) if prog else None)
-    finally:
-        if prog:
-            prog.stop()
+                  progress=prog.callback())
     summary = res.summary()
     if emit_dir is not None:
         from models.emit import emit as write_bundle
@@ -107,25 +165,24 @@ def calibrate(
     for f in fix or []:
         k, _, v = f.partition("=")
         fixed[k.strip()] = float(v)
-    prog, task = _progress()
-    if prog:
-        prog.start()
-    try:
+    with _Progress(f"loading {bundle}") as prog:
         with load(bundle) as b:
+            prog.phase(f"fitting the model to {b.host}"
+                       + (f" ({evals} evaluations)" if evals else f" (budget {budget:,.0f} s)"))
             res = run(b, budget, tuple(range(seed, seed + seeds)), names=fit or None, fixed=fixed,
-                      evals=evals,
-                      progress=(lambda d, t: prog.update(task, completed=min(d / t, 1.0))) if prog else None)
-    finally:
-        if prog:
-            prog.stop()
+                      evals=evals, progress=prog.callback())
     if plots is not None:
         from models.calibrate import plot_fit
         res["plots"] = plot_fit(res, plots)
     if fmt == Format.json:
         emit(dumps(res), output)
+        if output is not None:
+            err(_fit_summary(res))   # the fit went to the file; the person still sees it
     else:
         emit(rows_text(res["fit"], fmt), output)
-        err("params: " + dumps(res["params"], None))
+        err("params: " + _params_text(res["params"]))
+    for w in _budget_warnings(res):
+        err(w)
 
 
 @app.command()
@@ -151,7 +208,7 @@ def whatif(
     from parsers.bundle import load
     if policy not in ("legacy", "defrag", "defrag-fixed"):
         raise ValueError(f"--policy {policy!r}: legacy, defrag or defrag-fixed")
-    with load(bundle) as b:
+    with _Progress(f"loading {bundle}") as prog, load(bundle) as b:
         if params is not None:
             try:
                 doc = _json.loads(Path(params).read_text())
@@ -159,7 +216,12 @@ def whatif(
                 raise ValueError(f"{params}:1: not JSON: {e}") from None
             p = doc.get("params", doc)
         else:
-            p = fit(b, budget)["params"]
+            prog.phase(f"fitting the model to {b.host} (budget {budget:,.0f} s)")
+            fitted = fit(b, budget, progress=prog.callback())
+            for w in _budget_warnings(fitted):
+                err(w)
+            p = fitted["params"]
+        prog.phase(f"replaying the fit under {policy} ({seeds} seeds)")
         res = run(b, p, policy, seeds=range(1, seeds + 1))
     f = res["failures"]
     res["answer"] = (f"under {policy}: {f['mean']:,.0f} failures predicted (5-95 %: "

@@ -127,12 +127,13 @@ def emit(text: str, output: Path | None = None) -> None:
         sys.stdout.flush()
 
 
-def rows_text(rows: list[dict], fmt: Format, title: str | None = None) -> str:
+def rows_text(rows: list[dict], fmt: Format, title: str | None = None,
+              cols: list[str] | None = None) -> str:
     if fmt == Format.json:
         return dumps(rows)
     if fmt == Format.ndjson:
         return "".join(dumps(r, None) + "\n" for r in rows)
-    cols: list[str] = []
+    cols = list(cols or [])
     for r in rows:
         for k in r:
             if k not in cols:
@@ -156,21 +157,95 @@ def table_text(rows: list[dict], cols: list[str] | None = None, title: str | Non
     for c in cols:
         t.add_column(str(c))
     for r in rows:
-        t.add_row(*[_cell(r.get(c)) for c in cols])
+        t.add_row(*[_cell(r.get(c), str(c)) for c in cols])
     buf = io.StringIO()
     Console(file=buf, width=160, force_terminal=False, color_system=None).print(t)
     return buf.getvalue()
 
 
-def _cell(v) -> str:
+_PLAIN_INT = ("line", "mask", "gfp_mask", "seq", "pid", "node", "order")
+
+
+def _cell(v, col: str = "") -> str:
     if v is None:
         return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (dict, list)):
-        s = dumps(v, None)
-        return s if len(s) < 60 else s[:57] + "..."
+    if isinstance(v, int) and not isinstance(v, bool) and (col in _PLAIN_INT or
+                                                           col.endswith(("_mask", "_line"))):
+        return str(v)   # identifiers, not quantities
+    if isinstance(v, float) and col.endswith("time_s"):
+        return f"{v:,.6f}"   # kernel stamps carry microseconds
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)):
+        return num(v)
+    if isinstance(v, dict):
+        s = ", ".join(f"{k}: {_cell(x)}" for k, x in v.items())
+        return s if len(s) < 80 else s[:77] + "..."
+    if isinstance(v, (list, tuple)):
+        s = ", ".join(_cell(x) for x in v)
+        return s if len(s) < 80 else s[:77] + "..."
     return str(v)
+
+
+# Numbers for people: thousands separators, a precision that fits the size, never scientific
+# notation; units say what the number is.
+
+def num(v, digits: int | None = None) -> str:
+    """2975 -> '2,975'; 178563.8 -> '178,564'; 12.345 -> '12.3'; 0.01234 -> '0.012'."""
+    if v is None:
+        return "?"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int) or (hasattr(v, "is_integer") and float(v).is_integer() and digits is None
+                              and abs(v) < 1e15):
+        return f"{int(v):,}"
+    v = float(v)
+    if not math.isfinite(v):
+        return "?"
+    if digits is None:
+        a = abs(v)
+        digits = 0 if a >= 100 else 1 if a >= 10 else 2 if a >= 1 else 3
+        if 0 < a < 0.001:
+            return "< 0.001" if v > 0 else "> -0.001"
+    return f"{v:,.{digits}f}"
+
+
+def mib(v) -> str:
+    """Memory in MiB -> '1.2 GiB', '345 MiB', '0.6 MiB'."""
+    if v is None:
+        return "?"
+    if abs(v) >= 1024:
+        return f"{v / 1024:,.1f} GiB"
+    if abs(v) >= 10 or v == 0:
+        return f"{v:,.0f} MiB"
+    return f"{v:.1f} MiB"
+
+
+def kib(v) -> str:
+    """Memory in kB (KiB, as the kernel prints it) -> the same scale as ``mib``."""
+    if v is None:
+        return "?"
+    if abs(v) < 1024:
+        return f"{int(v):,} kB"
+    return mib(v / 1024)
+
+
+def duration(seconds) -> str:
+    """Seconds -> '45 s', '12.5 min', '3.2 h', '4.1 days'."""
+    if seconds is None:
+        return "?"
+    s = float(seconds)
+    if s < 120:
+        return f"{s:,.1f} s" if s < 10 else f"{s:,.0f} s"
+    if s < 7200:
+        return f"{s / 60:,.1f} min"
+    if s < 3 * 86400:
+        return f"{s / 3600:,.1f} h"
+    return f"{s / 86400:,.1f} days"
+
+
+def share(x) -> str:
+    return "?" if x is None else f"{x:.0%}"
 
 
 def err(msg: str) -> None:

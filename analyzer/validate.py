@@ -14,21 +14,13 @@ import numpy as np
 from scipy import stats
 
 from analyzer.attribution import attribute
+from analyzer.counts import poisson_ci, rate as rate_of
 from analyzer.observe import from_snapshot
+from analyzer.output import num
 from models import engine as E
 
 P_FIXED = 0.01         # significance for "the rate went down"
 RESIDUAL_SHARE = 0.05  # after rate at most 5 % of before
-
-
-def poisson_ci(n: int, t: float, conf: float = 0.95):
-    """Exact (Garwood) interval for a Poisson rate n / t."""
-    if not t or t <= 0:
-        return None, None
-    a = 1 - conf
-    lo = 0.0 if n == 0 else stats.chi2.ppf(a / 2, 2 * n) / 2
-    hi = stats.chi2.ppf(1 - a / 2, 2 * n + 2) / 2
-    return lo / t, hi / t
 
 
 def _target(e: dict) -> bool:
@@ -104,7 +96,7 @@ def exposure(bundle, doc: dict) -> dict:
 def window(bundle, fixed_in=None) -> dict:
     doc = attribute(bundle, fixed_in)
     f = doc["failures"]
-    hours = f["span_hours"]
+    hours = f["window_s"] / 3600 if f["window_s"] else None
     if len(bundle.snapshots) >= 2:
         sh = (bundle.snapshots[-1].time - bundle.snapshots[0].time).total_seconds() / 3600
         hours = max(hours or 0, sh)
@@ -114,17 +106,18 @@ def window(bundle, fixed_in=None) -> dict:
     share = target_printed / len(events) if events else 0.0
     target_est = int(round(f["estimated"] * share)) if events else 0
     exp = exposure(bundle, doc)
-    corr = doc.get("corroboration") or {}
+    # The counts carry triage's names (analyzer/counts.py): printed, suppressed (per
+    # function), estimated, corroborated; "target" is the part of the estimate compared.
     return {"host": doc["host"], "kernel_release": doc["kernel_release"],
             "defrag_mode": doc["defrag_mode"], "fix": doc["fix"], "policy": doc["policy"],
-            "hours": hours, "printed": f["reported"],
-            "suppressed": sum(doc["summary"]["suppressed"].get(k, 0)
-                              for k in ("slab_out_of_memory", "warn_alloc", "warn_alloc_failed")),
-            "estimated": f["estimated"], "by_cause_estimated": f["by_cause_estimated"],
+            "hours": hours, "log": doc["log"], "printed": f["printed"],
+            "suppressed": f["suppressed"], "estimated": f["estimated"],
+            "by_cause_estimated": {c: v["estimated"] for c, v in f["by_cause"].items()},
             "target_printed": target_printed, "target_estimated": target_est,
             "rate_per_hour": (target_est / hours) if hours else None,
             "rate_ci": poisson_ci(target_est, hours) if hours else (None, None),
-            "corroborated": corr.get("counters"),
+            "rate": rate_of(target_est, hours * 3600 if hours else None, "target_estimated"),
+            "corroborated": f["corroborated"],
             "exposure": exp, "verdict_text": doc["verdict"], "_doc": doc}
 
 
@@ -166,9 +159,15 @@ def validate(before, after, fixed_in=None, calibrated_budget: float | None = Non
         predicted = b["rate_per_hour"] * (1 - ws)
     mitigated = a["defrag_mode"].get("value") == 0 and b["defrag_mode"].get("value") == 1
     exposed_after = a["exposure"]["exposed"]
+    for side, w in (("before", b), ("after", a)):
+        if not w["log"]["found"]:
+            reasons.append(f"the {side} window has no kernel log ({w['log']['why']}): its "
+                           f"failures cannot be counted")
     if n1 == 0:
         verdict = "inconclusive"
-        reasons.append("the before window has no failures of the bailout's kind: nothing to fix")
+        if b["log"]["found"]:
+            reasons.append("the before window has no failures of the bailout's kind: nothing "
+                           "to fix")
     elif not exposed_after:
         verdict = "inconclusive"
         why = []
@@ -183,10 +182,9 @@ def validate(before, after, fixed_in=None, calibrated_budget: float | None = Non
     elif n2 == 0 or (p is not None and p < P_FIXED and ratio is not None and ratio <= RESIDUAL_SHARE):
         verdict = "fixed"
         lo, hi = a["rate_ci"]
-        reasons.append(f"failures of the bailout's kind went from {n1:,} in {t1:.3g} h "
-                       f"({b['rate_per_hour']:.4g}/h) to {n2:,} in {t2:.3g} h "
-                       f"(95% upper bound {hi:.4g}/h), p = {p:.3g}" if p is not None else
-                       f"failures went from {n1:,} to {n2:,}")
+        reasons.append(f"estimated failures of the bailout's kind went from {_per(n1, t1)} to "
+                       f"{_per(n2, t2, upper=hi)}, {_p(p)}" if p is not None else
+                       f"estimated failures of the bailout's kind went from {n1:,} to {n2:,}")
         share = a["exposure"]["share"]
         reasons.append(f"the after window was exposed: {a['exposure']['intervals_exposed']} of "
                        f"{a['exposure']['intervals_known']} snapshot intervals had no free "
@@ -197,9 +195,9 @@ def validate(before, after, fixed_in=None, calibrated_budget: float | None = Non
                            "still needed before defrag_mode can be turned back on")
     else:
         verdict = "not_fixed"
-        reasons.append(f"failures of the bailout's kind continue: {n2:,} in {t2:.3g} h "
-                       f"({a['rate_per_hour']:.4g}/h) against {b['rate_per_hour']:.4g}/h before"
-                       + (f", rate ratio {ratio:.3g}, p = {p:.3g}" if p is not None else ""))
+        reasons.append(f"estimated failures of the bailout's kind continue: {_per(n2, t2)} "
+                       f"against {_per(n1, t1)} before"
+                       + (f", rate ratio {num(ratio)}, {_p(p)}" if p is not None else ""))
         if a["by_cause_estimated"].get("defrag_nofragment_bailout"):
             reasons.append(f"{a['by_cause_estimated']['defrag_nofragment_bailout']:,} after-window "
                            f"failures still match the bailout on kernel "
@@ -211,26 +209,26 @@ def validate(before, after, fixed_in=None, calibrated_budget: float | None = Non
             poisson_ci(n2, t2)[0] <= predicted <= poisson_ci(n2, t2)[1])
         reasons.append(f"model check: under the after policy ({after_policy}) the decision model "
                        f"lets {ws:.0%} of the before failures through, predicting "
-                       f"{predicted:.4g}/h; observed {obs_rate:.4g}/h: "
+                       f"{num(predicted * t2)} in the after window; observed {n2:,}: "
                        f"{'agrees' if agree else 'disagrees'}")
     cal = None
     if calibrated_budget:
         try:
             cal = calibrated_check(before, after_policy, t2, calibrated_budget)
-            obs = a["rate_per_hour"] or 0.0
             lo, hi = poisson_ci(n2, t2) if t2 else (0, 0)
             pred = cal["predicted_failures_per_hour"]
             agree = (pred <= (hi or 0) * 1.0 + 1e-9 and cal["predicted_p95_per_hour"] >= (lo or 0))
             reasons.append(f"calibrated model check: fitted to the before window (failures within "
                            f"{abs(cal['fit_failures_rel_error'] or 0):.0%}), replayed under "
-                           f"{after_policy}: {pred:.4g}/h predicted, {obs:.4g}/h observed: "
+                           f"{after_policy}: {num(pred * t2)} model-estimated failures in the "
+                           f"after window, {n2:,} observed: "
                            f"{'agrees' if agree else 'disagrees'}")
             cal["agrees"] = bool(agree)
         except ValueError as e:
             reasons.append(f"calibrated model check not possible: {e}")
     if a["corroborated"] or b["corroborated"]:
-        reasons.append(f"corroborating counters (not mixed into the rates): before "
-                       f"{b['corroborated'] or {}}, after {a['corroborated'] or {}}")
+        reasons.append(f"corroborated (counters, not mixed into the rates): before "
+                       f"{_corr(b['corroborated'])}, after {_corr(a['corroborated'])}")
     strip = lambda w: {k: v for k, v in w.items() if k != "_doc"}
     return {"verdict": verdict, "before": strip(b), "after": strip(a), "rate_ratio": ratio,
             "p_value": p, "exposure": {"before": b["exposure"], "after": a["exposure"]},
@@ -240,6 +238,25 @@ def validate(before, after, fixed_in=None, calibrated_budget: float | None = Non
 
 
 EXIT = {"fixed": 0, "not_fixed": 3, "inconclusive": 4}
+
+
+def _per(n: int, hours: float, upper: float | None = None) -> str:
+    """'2,975 in 65 s' — with a per-hour figure only over a window long enough for one."""
+    from analyzer.counts import RATE_MIN_WINDOW_S
+    from analyzer.output import duration
+    s = f"{n:,} in {duration(hours * 3600)}"
+    if hours * 3600 >= RATE_MIN_WINDOW_S:
+        s += f" ({num(n / hours)}/h" + (f", 95% upper bound {num(upper)}/h" if upper is not None
+                                        else "") + ")"
+    return s
+
+
+def _p(p: float) -> str:
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
+
+
+def _corr(c: dict | None) -> str:
+    return f"{c['count']:,} ({c['counter']})" if c else "none"
 
 
 def split_at_change(bundle):

@@ -81,7 +81,7 @@ def test_gfp_json():
 @pytest.mark.parametrize("args,needle", [
     (["proc", "{p}/slub-lkml-wujing-1.txt"], "slub-lkml-wujing-1.txt:1: not a /proc file"),
     (["parse", "/nonexistent/log"], "/nonexistent/log: no such file"),
-    (["gfp", "0xZZ"], "<mask>:1:"),
+    (["gfp", "0xZZ"], "Error: 0xZZ: not a GFP mask"),
 ])
 def test_errors_are_one_line(args, needle):
     args = [a.format(p=PUBLIC) for a in args]
@@ -161,3 +161,47 @@ def test_model_calibrate_then_whatif_as_a_user_runs_them(tmp_path):
     w = json.loads(r.stdout)
     assert w["policy"] == "defrag-fixed" and w["failures"]["mean"] == 0
     assert w["answer"].startswith("under defrag-fixed: 0 failures predicted")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+def test_parse_csv_and_ndjson_lead_with_the_summary(fmt, tmp_path):
+    import csv as _csv
+    out = tmp_path / f"r.{fmt}"
+    r = run("parse", need(LAB1), "-f", fmt, "-o", out)
+    assert r.exit_code == 0 and r.stdout == ""
+    if fmt == "ndjson":
+        recs = [json.loads(ln) for ln in out.read_text().splitlines()]
+    else:
+        recs = list(_csv.DictReader(out.open()))
+    assert recs[0]["kind"] == "summary" and int(recs[0]["slub_failures_estimated"]) == 2975
+    assert [r["kind"] for r in recs[1:]].count("slub") == 30 and len(recs) == 33
+    # the failure records' own columns come first in csv
+    if fmt == "csv":
+        assert list(recs[0])[:3] == ["kind", "source", "line"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["triage"], "Error: Missing argument 'path'. (see '"),
+    (["triage", "x", "--format", "bogus"], "Error: Invalid value for '--format' / '-f': 'bogus' "
+                                           "is not one of"),
+    (["bogus"], "Error: No such command 'bogus'."),
+])
+def test_usage_errors_are_one_line(args, needle):
+    r = run(*args)
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(needle), r.stderr
+    assert r.stdout == ""
+
+
+def test_version():
+    from importlib.metadata import version
+    r = run("--version")
+    assert r.exit_code == 0 and r.stdout == f"mmtriage {version('mmtriage')}\n"
+
+
+def test_gfp_writes_where_asked(tmp_path):
+    out = tmp_path / "g.json"
+    r = run("gfp", "0xa20(GFP_ATOMIC)", "-f", "json", "-o", out)
+    assert r.exit_code == 0 and r.stdout == ""
+    assert json.loads(out.read_text())["layout"] == "L4"
