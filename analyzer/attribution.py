@@ -20,6 +20,7 @@ from analyzer.kernels import fix_status, matching_signatures, version, DEFRAG_MO
 from analyzer.observe import Observed, free_kb_by_type, from_mem_info, from_snapshot
 from models import engine as E
 from parsers import gfp as gfpmod
+from parsers.ratelimit import saturation
 
 CAUSES = ("defrag_nofragment_bailout", "low_memory", "high_order_fragmentation",
           "speculative_expected", "unknown")
@@ -457,6 +458,8 @@ def _summarise(bundle, facts: HostFacts, events: list) -> dict:
             "window_s": round(window_s, 3) if window_s else None,
             "window_from": window_from,
             "rate": counts.rate(total_est, window_s),
+            "saturation": saturation(log.events, log.suppressions,
+                                     facts.kernel_release.get("value")),
         },
         "attribution": attribution,
         "unknown_why": _unknown_why(failures),

@@ -132,7 +132,7 @@ def bundle_rows(path: str, key: str) -> dict:
         bucket = host_bucket(host)
         bundle_id = str(b.meta.get("boot_id") or f"{host}:{Path(str(path)).name}")
         f = doc["failures"]
-        est = f["by_cause_estimated"]
+        est = {c: v["estimated"] for c, v in f["by_cause"].items()}
         times = [b.event_wall_time(e) for e in doc["events"]]
         times = [t for t in times if t is not None]
         corr = doc.get("corroboration") or {}
@@ -146,13 +146,13 @@ def bundle_rows(path: str, key: str) -> dict:
             "fix_status": doc["fix"]["status"], "policy": doc["policy"],
             "first_time": _ts(min(times)) if times else (_ts(b.snapshots[0].time) if b.snapshots else None),
             "last_time": _ts(max(times)) if times else (_ts(b.snapshots[-1].time) if b.snapshots else None),
-            "span_hours": f["span_hours"],
+            "span_hours": f["window_s"] / 3600 if f["window_s"] else None,
             "slub_reports": doc["summary"]["slub_reports"],
             "page_alloc_reports": doc["summary"]["page_alloc_reports"],
             "oom_reports": doc["summary"]["oom_reports"],
             "suppressed": _suppressed_total(doc["summary"]["suppressed"], path, warnings),
-            "failures_reported": f["reported"], "failures_estimated": f["estimated"],
-            "failures_per_hour": f["estimated_per_hour"],
+            "failures_reported": f["printed"], "failures_estimated": f["estimated"],
+            "failures_per_hour": f["rate"]["per_hour"],
             "bailout_estimated": est["defrag_nofragment_bailout"],
             "low_memory_estimated": est["low_memory"],
             "high_order_estimated": est["high_order_fragmentation"],

@@ -259,7 +259,7 @@ def verdict(bundle_path) -> dict:
     if bail:
         word = "AFFECTED"
         why = (f"{bail} reported failures match the defrag_mode bailout (≈"
-               f"{doc['failures']['by_cause_estimated']['defrag_nofragment_bailout']:,} estimated; "
+               f"{doc['failures']['by_cause']['defrag_nofragment_bailout']['estimated']:,} estimated; "
                f"{gt.get('failed_echo_replies', '?'):,} echo replies failed)")
     elif exp["exposed"]:
         word = "NOT AFFECTED"

@@ -215,7 +215,8 @@ def _finish(view: View, where: str) -> View:
 
 def _counts(doc: dict) -> dict:
     return {"printed": {c: int(doc["attribution"].get(c, 0)) for c in CAUSES},
-            "estimated": {c: int(doc["failures"]["by_cause_estimated"].get(c, 0)) for c in CAUSES}}
+            "estimated": {c: int(doc["failures"]["by_cause"].get(c, {}).get("estimated", 0))
+                          for c in CAUSES}}
 
 
 def bundle_view(path: str, snapshot: str | None = None, fixed_in=None) -> View:

@@ -128,7 +128,25 @@ def count_rows(doc) -> list[tuple[str, str, str]]:
     if f.get("model") is not None:
         rows.append((C.LABELS["model"], f"{f['model']:,.0f}", C.DEFINITIONS["model"]))
     rows.append(("rate", rate_text(f["rate"]), "estimated failures per hour"))
+    sat = saturation_text(f.get("saturation") or {})
+    if sat:
+        rows.append(("rate limits", sat, "the share of the window in which a rate limit printed "
+                     "all it allows: there the printed and suppressed counts are a floor"))
     return rows
+
+
+def saturation_text(sat: dict) -> str:
+    parts = []
+    for func, s in sat.items():
+        if s["saturated_share"] is None:
+            continue
+        text = (f"{func} ({s['burst']} per {s['interval_s']:g} s) saturated "
+                f"{s['saturated_share']:.0%} of {duration(s['window_s'])} "
+                f"({s['saturated_intervals']:,} of {s['intervals']:,} intervals)")
+        if s["floor"]:
+            text += ": its counts are a floor"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def cause_rows(doc) -> list[tuple[str, int, int]]:

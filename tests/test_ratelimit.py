@@ -48,3 +48,16 @@ def test_warn_alloc_limit_by_kernel():
     assert limit("warn_alloc", "6.16.3") == (10.0, 1)
     assert limit("warn_alloc", "4.9.23") == (5.0, 10)
     assert limit("slab_out_of_memory", "3.10") == (5.0, 10)
+
+
+def test_triage_reports_saturation_and_says_the_counts_are_a_floor():
+    from typer.testing import CliRunner
+
+    from analyzer.cli import app
+    import json
+    r = CliRunner().invoke(app, ["triage", str(LAB1), "--format", "json"])
+    sat = json.loads(r.stdout)["failures"]["saturation"]
+    assert sat["slab_out_of_memory"]["saturated_intervals"] == 3 and sat["warn_alloc"]["floor"]
+    t = CliRunner().invoke(app, ["triage", str(LAB1), "--format", "table"]).stdout
+    assert "slab_out_of_memory (10 per 5 s) saturated 75%" in " ".join(t.split())
+    assert "its counts are a floor" in " ".join(t.split())
