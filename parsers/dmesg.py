@@ -900,7 +900,6 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
     (:mod:`parsers.scan`, for large files). Otherwise each trigger's next position in a chunk is
     remembered, so a chunk is searched once per trigger however many records it holds."""
     line_no = 0
-    find = bytes.find
     last_chunk = None
     for chunk in _numbered(chunks, lambda: line_no):
         if last_chunk is None:
@@ -909,6 +908,7 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
         last_chunk = chunk if len(chunk) >= 65536 or last_chunk is None else \
             (last_chunk + chunk)[-65536:]
         pos, n = 0, len(chunk)
+        find = chunk.find
         nextpos: dict = {}
         base = line_no
         cands = Candidates(chunk, TRIGGERS) if indexed else None
@@ -928,7 +928,7 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
                 for trig in triggers:
                     p = nextpos.get(trig, -1)
                     if p < pos:
-                        p = find(chunk, trig, pos)
+                        p = find(trig, pos)
                         if p < 0:
                             p = n + 1  # not in this chunk: never search it again here
                         nextpos[trig] = p
@@ -954,7 +954,7 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
                     pos, used = got
                     line_no += used
                     continue
-            end = find(chunk, b"\n", pos)
+            end = find(b"\n", pos)
             if end < 0:
                 end = n
             line_no += 1
@@ -1018,7 +1018,7 @@ def _parse_log(path, source, kernel_hint, year) -> ParseResult:
 
 
 INDEXED_MIN = 32 << 20
-INDEXED_CHUNK = 32 << 20
+INDEXED_CHUNK = 16 << 20
 
 
 def _indexable(path, head: bytes) -> bool:

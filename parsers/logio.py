@@ -105,7 +105,22 @@ def quoted_printable(data: bytes) -> bool:
     return b"=3D" in head and head.count(b"=\n") + head.count(b"=\r\n") >= 2
 
 
-def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes]:
+def _read_after(stream, rest: bytes, chunk: int) -> bytearray:
+    """``rest`` and then up to ``chunk`` bytes more, read straight into one buffer: the chunk
+    is copied once, from the file, and never again to join it to the rest of a line."""
+    buf = bytearray(len(rest) + chunk)
+    buf[:len(rest)] = rest
+    if isinstance(stream, _ZstdFrames):
+        data = stream.read(chunk)
+        n = len(data)
+        buf[len(rest):len(rest) + n] = data
+    else:
+        n = stream.readinto(memoryview(buf)[len(rest):]) or 0
+    del buf[len(rest) + n:]
+    return buf
+
+
+def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes | bytearray]:
     """Chunks that each end at a line boundary (the last one may not). Decompression errors
     (a truncated gzip, a corrupt xz) become a ParseError naming the file; so does a line too
     long to be a log's, or one that is binary data."""
@@ -116,43 +131,43 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes]:
     try:
         while True:
             try:
-                data = stream.read(chunk)
+                buf = _read_after(stream, rest, chunk)
             except (EOFError, OSError, lzma.LZMAError, ValueError) as err:
                 raise ParseError(str(path), 0, f"cannot decompress: {err}") from err
             except Exception as err:  # zstandard raises its own ZstdError
                 if type(err).__name__ == "ZstdError":
                     raise ParseError(str(path), 0, f"cannot decompress: {err}") from err
                 raise
-            if not data:
+            if len(buf) == len(rest):
                 if rest:
                     yield binascii.a2b_qp(rest) if qp else rest
                 return
             if cr is None:
-                cr = cr_only(data)
-                qp = quoted_printable(data)
+                cr = cr_only(buf)
+                qp = quoted_printable(buf)
             if cr:
-                data = data.replace(b"\r", b"\n")
-            buf = rest + data if rest else data
+                buf = buf.replace(b"\r", b"\n")
             cut = buf.rfind(b"\n")
             if cut < 0:
                 if len(buf) > MAX_LINE:
                     # A giant line: keep its head, drop the middle, so memory stays bounded.
                     skipped += len(buf) - MAX_LINE
                     _check_line(path, buf[:MAX_LINE], skipped)
-                    rest = buf[:MAX_LINE]
+                    rest = bytes(buf[:MAX_LINE])
                     continue
-                rest = buf
+                rest = bytes(buf)
                 continue
             if qp:
                 # never cut at a soft line break: its two halves are one line
                 while cut > 0 and (buf[cut - 1:cut + 1] == b"=\n" or buf[cut - 2:cut + 1] == b"=\r\n"):
                     cut = buf.rfind(b"\n", 0, cut)
                 if cut < 0:
-                    rest = buf
+                    rest = bytes(buf)
                     continue
             skipped = 0
-            yield binascii.a2b_qp(buf[:cut + 1]) if qp else buf[:cut + 1]
-            rest = buf[cut + 1:]
+            rest = bytes(buf[cut + 1:])
+            del buf[cut + 1:]
+            yield binascii.a2b_qp(buf) if qp else buf
             if len(rest) > MAX_LINE:
                 skipped += len(rest) - MAX_LINE
                 _check_line(path, rest[:MAX_LINE], skipped)
