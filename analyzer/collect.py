@@ -147,6 +147,9 @@ def collect(out: Path, interval: float = 5.0, count: int | None = 1, duration: f
     live = proc_root == Path("/proc")
     btime = _btime(_read(proc_root / "stat"), proc_root / "stat")
     defrag = _read(proc_root / "sys/vm/defrag_mode")
+    if defrag is not None and defrag.strip() not in (b"0", b"1"):
+        raise ParseError(str(proc_root / "sys/vm/defrag_mode"), 1, "defrag_mode is not 0 or 1",
+                         defrag[:40].decode("utf-8", "replace"))
     boot_id = _read(proc_root / "sys/kernel/random/boot_id")
     release = (_read(proc_root / "sys/kernel/osrelease") or b"").decode("utf-8", "replace").strip() \
         or (platform.release() if live else None)
@@ -155,7 +158,7 @@ def collect(out: Path, interval: float = 5.0, count: int | None = 1, duration: f
     meta = {
         "host": host[:255],
         "kernel_release": release[:64] if release else None,
-        "defrag_mode": int(defrag) if defrag and defrag.strip() in (b"0", b"1") else None,
+        "defrag_mode": int(defrag) if defrag is not None else None,
         "boot_id": boot_id.decode("utf-8", "replace").strip()[:128] if boot_id else None,
         "boot_time": btime.strftime("%Y-%m-%dT%H:%M:%SZ") if btime else None,
         "captured_from": f"mmtriage collect of {proc_root}" + (" (live host)" if live else ""),

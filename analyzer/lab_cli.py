@@ -38,7 +38,7 @@ def check_options(kernel: Path, memory: int, seconds: int, accel: str,
     if not 1 <= seconds <= MAX_SECONDS:
         raise ValueError(f"--seconds {seconds}: expected 1 to {MAX_SECONDS}")
     if accel not in ACCELS:
-        raise ValueError(f"--accel {accel[:40]}: choose from {', '.join(ACCELS)}")
+        raise ValueError(f"--accel {accel[:40]!r}: choose from {', '.join(ACCELS)}")
     if not kernel.is_file():
         raise ValueError(f"--kernel {kernel}: no such kernel image (a regular file)")
     if out is not None and out.exists() and not out.is_dir():

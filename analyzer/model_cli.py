@@ -24,8 +24,8 @@ CAL_ONLY = ("kernel_share", "data_share")   # calibration parameters outside the
 
 
 def _bad(option: str, value, why: str) -> ValueError:
-    v = value if isinstance(value, str) else repr(value)
-    return ValueError(f"{option} {v[:60]}: {why}")
+    v = value if isinstance(value, str) and value.isprintable() else repr(value)
+    return ValueError(f"{option} {v[:60]}: {why}")  # repr: a newline stays on the one line
 
 
 def _finite(option: str, v: float, lo: float, hi: float = math.inf, lo_open: bool = False) -> None:

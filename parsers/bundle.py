@@ -468,6 +468,12 @@ def load(path: str | Path, *, parse_logs: bool = True) -> Bundle:
             # the extraction is gone: name the member inside the archive instead
             err.path = f"{path}[{os.path.relpath(err.path, tmp)}]"
         raise
+    except OSError as err:
+        _remove_tmp(tmp)
+        if err.filename and str(err.filename).startswith(tmp + os.sep):
+            raise BundleError(f"{path}[{os.path.relpath(err.filename, tmp)}]", 0,
+                              f"cannot unpack: {err.strerror or err}") from None
+        raise
     except BaseException:
         _remove_tmp(tmp)
         raise
@@ -553,7 +559,7 @@ def load_meta(mp: Path) -> dict:
     if not mp.is_file():
         raise BundleError(str(mp), 0, "meta.json is not a regular file")
     raw = _read_capped(mp, MAX_META_BYTES)
-    text = raw.decode("utf-8", "replace")
+    text = raw.decode("utf-8-sig", "replace")  # a BOM from a Windows editor is harmless
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as err:
@@ -630,10 +636,13 @@ def _load_dir(path: str, root: Path, tmp, parse_logs: bool) -> Bundle:
         dm = {"value": meta["defrag_mode"], "source": "meta.json"}
     else:
         raw = _read_small(root / "proc/sys/vm/defrag_mode")
-        if raw is not None and raw.strip().isdigit():
+        if raw is None:
+            dm = {"value": None, "source": "unknown"}
+        elif raw in ("0", "1"):
             dm = {"value": int(raw), "source": "proc/sys/vm/defrag_mode"}
         else:
-            dm = {"value": None, "source": "unknown"}
+            raise BundleError(str(root / "proc/sys/vm/defrag_mode"), 1, "defrag_mode is not 0 or 1",
+                              raw[:40])
     host = meta.get("host") or _read_small(root / "hostname") or \
         _read_small(root / "etc/hostname") or root.name
     if bt is None and meta.get("boot_time") is None:
