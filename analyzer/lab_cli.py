@@ -45,9 +45,19 @@ def check_options(kernel: Path, memory: int, seconds: int, accel: str,
         raise ValueError(f"--out {out}: exists and is not a directory")
 
 
+def check_replaceable(option: str, path: Path) -> None:
+    """The bundle written replaces its folder: only an earlier bundle or an empty folder may go
+    (``--out ~`` must not remove a home directory after the run)."""
+    if path.exists() and not (path.is_dir() and ((path / "meta.json").is_file()
+                                                 or not any(path.iterdir()))):
+        raise ValueError(f"{option} {path}: exists and is not a bundle or an empty folder; "
+                         "refusing to replace it")
+
+
 def _run(kernel, defrag_mode, memory, seconds, out, accel):
     from analyzer.lab import LabError, run
     check_options(kernel, memory, seconds, accel, out, defrag_mode)
+    check_replaceable("--out", Path(out or f"lab-{kernel.name}-defrag{defrag_mode}"))
     try:
         return run(kernel, defrag_mode, memory, seconds, out, accel=accel, progress=err)
     except LabError as e:
@@ -101,6 +111,8 @@ def check(
     """
     check_options(kernel, memory, seconds, accel, out)
     base = out or Path(f"lab-{kernel.name}")
+    for dm in (1, 0):
+        check_replaceable("--out", base / f"defrag{dm}")
     runs = [_run(kernel, dm, memory, seconds, base / f"defrag{dm}", accel) for dm in (1, 0)]
     if fmt == Format.json:
         emit(dumps({"runs": runs}))

@@ -550,7 +550,7 @@ def _json_shape(text: str) -> tuple[int, dict[str, int]]:
             depth -= 1
         elif depth == 1 and tok.endswith(":"):
             key = tok[1:tok.rindex('"')]
-            lines.setdefault(key, text.count("\n", 0, m.start()) + 1)
+            lines[key] = text.count("\n", 0, m.start()) + 1  # json keeps the last duplicate
     return top, lines
 
 

@@ -649,6 +649,12 @@ def _lab_cases() -> list[Case]:
         c.append(Case(f"lab-{cmd}-kernel-missing", ["lab", cmd, "--kernel", "{d}/nope"], names="--kernel"))
         c.append(Case(f"lab-{cmd}-kernel-dir", ["lab", cmd, "--kernel", "{d}"], names="--kernel"))
         c.append(Case(f"lab-{cmd}-out-is-file", ["lab", cmd, *K, "--out", "{d}/vmlinuz"], kernel, names="--out"))
+    c.append(Case("lab-run-out-over-folder", ["lab", "run", *K, "--out", "{d}/home"],
+                  lambda d: (kernel(d), put(d / "home/precious.txt", "keep")), names="--out",
+                  check=_unchanged("home/precious.txt")))
+    c.append(Case("lab-check-out-over-folder", ["lab", "check", *K, "--out", "{d}/home"],
+                  lambda d: (kernel(d), put(d / "home/defrag1/precious.txt", "keep")), names="--out",
+                  check=_unchanged("home/defrag1/precious.txt")))
     c.append(Case("lab-run-defrag-2", ["lab", "run", *K, "--defrag-mode", "2"], kernel, names="--defrag-mode"))
     return c
 
