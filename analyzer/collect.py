@@ -109,7 +109,8 @@ class KmsgReader:
                     continue
                 if e.errno == errno.EINTR:
                     continue
-                raise
+                raise ParseError(self.path, 0, f"cannot read the kernel log: "
+                                               f"{e.strerror or e}") from None
             if not rec:
                 break
             if not self.checked:

@@ -248,6 +248,11 @@ def _log_cases(long: bool) -> list[Case]:
     TB("meminfo-zone-huge", lambda: replace_once(log(), b"DMA free:5624kB", b"DMA free:99999999999999999999999kB"),
        exit=(0, 1), owner=LEAD)
     TB("plain", log, exit=(0,))
+    c.append(Case("triage-plots-over-file", ["triage", str(BUNDLE), "--plots", "{d}/f"],
+                  lambda d: put(d / "f", "keep"), names="{d}/f"))
+    # an empty prefix matches every release: the host is reported fixed whatever it runs
+    c.append(Case("triage-fixed-in-empty", ["triage", str(BUNDLE), "--fixed-in", ""], names="--fixed-in",
+                  owner=CLI))
     # stdin and things that are not files
     c.append(Case("log-stdin", ["parse", "-", "-f", "json"], stdin=log(), exit=(0,), counts=True))
     c.append(Case("log-stdin-devzero", ["parse", "-"], isolate=True, stdin_file="/dev/zero",
@@ -510,6 +515,7 @@ def _collect_cases() -> list[Case]:
     C("defrag-mode-7", A, lambda d: (fake_proc(d / "proc"), put(d / "proc/sys/vm/defrag_mode", "7\n")),
       names="{d}/proc/sys/vm/defrag_mode")
     C("kmsg-devzero", [*A[:6], "/dev/zero", *A[7:]], names="/dev/zero", isolate=True)
+    C("kmsg-is-a-folder", [*A[:6], "{d}", *A[7:]], names="{d}")
     C("kmsg-missing", [*A[:6], "{d}/nokmsg", *A[7:]], exit=(0,), check=_collected)
     C("vmstat-devzero", A, lambda d: (fake_proc(d / "proc"), (d / "proc/vmstat").unlink(),
                                       (d / "proc/vmstat").symlink_to("/dev/zero")),
