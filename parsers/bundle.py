@@ -286,17 +286,39 @@ def _archive_errors(src: Path):
         raise
 
 
+class _Counted:
+    """A read-only stream that counts the bytes it hands out."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.n = 0
+
+    def read(self, size=-1):
+        data = self.raw.read(size)
+        self.n += len(data)
+        return data
+
+
 def _members(src: Path):
-    """The archive's members as a stream, with the member-count and read-size limits."""
+    """The archive's members as a stream, with the member-count limit. An archive that stops
+    where a header should be, without the end-of-archive block, is truncated: tarfile alone
+    would end the listing there and lose the rest without a word."""
     stream = open_binary(src)
+    counted = _Counted(stream)
     count = 0
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=counted, mode="r|") as tar:
             for member in tar:
                 count += 1
                 if count > MAX_MEMBERS:
                     raise BundleError(str(src), 0, f"more than {MAX_MEMBERS:,} members")
                 yield tar, member
+            end = tar.offset + tarfile.BLOCKSIZE  # the zero block that ended the listing
+            while counted.n < end and counted.read(end - counted.n):
+                pass
+            if counted.n < end:
+                raise BundleError(str(src), 0, "truncated archive: it stops after "
+                                               f"{count:,} members without the end-of-archive block")
     finally:
         stream.close()
 

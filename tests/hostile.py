@@ -173,6 +173,16 @@ def tar_members(dest: Path, members: list[tuple], mode: str = "w:gz") -> Path:
     return dest
 
 
+def _tar_bytes(members: list[tuple]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, _kind, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def bundle_members(extra: list[tuple] = ()) -> list[tuple]:
     """The real bundle as tar members under host1/, plus ``extra``."""
     out = [("host1/dmesg", "file", log()), ("host1/meta.json", "file", (BUNDLE / "meta.json").read_bytes())]
@@ -467,6 +477,9 @@ def _tar_cases(long: bool) -> list[Case]:
     c.append(Case("tar-zst-truncated", ["triage", "{d}/b.tar.zst"],
                   lambda d: put(d / "b.tar.zst", cut(zst(tar_bundle(BUNDLE, d / "x.tar", "w").read_bytes()))),
                   names="{d}/b.tar.zst"))
+    c.append(Case("tar-cut-at-member-boundary", T, lambda d: put(d / "b.tgz", gzip.compress(
+        _tar_bytes(bundle_members())[:512 + -(-len(log()) // 512) * 512])), names="{d}/b.tgz",
+        check=_error_mentions("truncated")))
     c.append(Case("tar-empty", T, lambda d: tar_members(d / "b.tgz", []), names="{d}/b.tgz"))
     c.append(Case("tar-name-too-long", T, lambda d: tar_members(d / "b.tgz", [(f"{'h' * 300}/dmesg", "file", log())]),
                   names="{d}/b.tgz["))

@@ -310,3 +310,28 @@ def test_runaway_snapshot_file(tmp_path, monkeypatch):
     (snap / "vmstat").write_bytes(b"nr_free_pages 1\n" * 100_000)
     with pytest.raises(BundleError, match="vmstat: larger than 1 MiB"):
         load(d)
+
+
+@pytest.mark.parametrize("compress", [None, "zst", "gz"])
+def test_tarball_cut_at_a_member_boundary(tmp_path, compress):
+    # tarfile ends the listing quietly when the data stops where a header should be: the
+    # snapshots after the cut would be lost without a word
+    import gzip as _gzip
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in [("b/dmesg", (need(LAB1) / "dmesg").read_bytes()), ("b/meta.json", b"{}")]:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    whole = raw.getvalue()
+    first = 512 + -(-len((need(LAB1) / "dmesg").read_bytes()) // 512) * 512
+    data = whole[:first]
+    name, data = {None: ("b.tar", data), "zst": ("b.tar.zst", zstandard.ZstdCompressor().compress(data)),
+                  "gz": ("b.tgz", _gzip.compress(data))}[compress]
+    p = tmp_path / name
+    p.write_bytes(data)
+    with pytest.raises(BundleError, match="truncated archive: it stops after 1 members"):
+        load(p)
+    (tmp_path / "whole.tar").write_bytes(whole)
+    with load(tmp_path / "whole.tar") as b:
+        assert b.log.summary()["slub_reports"] == 30
