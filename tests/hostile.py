@@ -634,6 +634,8 @@ def _fleet_cases() -> list[Case]:
                   ingest, names="--since", owner=FLEET))
     c.append(Case("fleet-report-top-negative", ["fleet", "report", "--dataset", "{d}/ds", "--top", "-1"],
                   ingest, names="--top", owner=FLEET))
+    c.append(Case("fleet-validate-not-a-dataset", ["fleet", "validate", "--dataset", "{d}/nope", "--before-kernel",
+                                                   "6.16", "--after-kernel", "7.2"], names="{d}/nope"))
     c.append(Case("fleet-report-not-a-dataset", ["fleet", "report", "--dataset", "{d}"], names="{d}"))
     c.append(Case("fleet-quote-in-path", ["fleet", "report", "--dataset", "{d}/it's", "-f", "json"],
                   lambda d: ingest(d, "it's"), exit=(0,), owner=FLEET))
