@@ -1,6 +1,7 @@
 """``mmtriage lab ...``: does a kernel build still fail GFP_ATOMIC allocations in defrag_mode?"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,8 +13,51 @@ app = typer.Typer(help="The kernel lab: boot a kernel build in QEMU and reproduc
                   no_args_is_help=True)
 
 
+ACCELS = ("auto", "kvm", "tcg")
+MIN_MEMORY = 512      # MiB: the kernel, the initramfs and the fragmenter's 48 MiB reserve
+MAX_SECONDS = 3600
+
+
+def _host_mib() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_options(kernel: Path, memory: int, seconds: int, accel: str,
+                  out: Optional[Path], defrag_mode: int | None = None) -> None:
+    """Refuse bad options before anything is built or booted: one line naming the option."""
+    if defrag_mode is not None and defrag_mode not in (0, 1):
+        raise ValueError(f"--defrag-mode {defrag_mode}: vm.defrag_mode is 0 or 1")
+    # the guest fills its memory with page cache and mlocked pages: it must fit beside the host
+    cap = _host_mib() // 2 or 65536
+    if not MIN_MEMORY <= memory <= cap:
+        raise ValueError(f"--memory {memory}: expected MiB from {MIN_MEMORY} to {cap} "
+                         "(half this machine's memory)")
+    if not 1 <= seconds <= MAX_SECONDS:
+        raise ValueError(f"--seconds {seconds}: expected 1 to {MAX_SECONDS}")
+    if accel not in ACCELS:
+        raise ValueError(f"--accel {accel[:40]!r}: choose from {', '.join(ACCELS)}")
+    if not kernel.is_file():
+        raise ValueError(f"--kernel {kernel}: no such kernel image (a regular file)")
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+
+
+def check_replaceable(option: str, path: Path) -> None:
+    """The bundle written replaces its folder: only an earlier bundle or an empty folder may go
+    (``--out ~`` must not remove a home directory after the run)."""
+    if path.exists() and not (path.is_dir() and ((path / "meta.json").is_file()
+                                                 or not any(path.iterdir()))):
+        raise ValueError(f"{option} {path}: exists and is not a bundle or an empty folder; "
+                         "refusing to replace it")
+
+
 def _run(kernel, defrag_mode, memory, seconds, out, accel):
     from analyzer.lab import LabError, run
+    check_options(kernel, memory, seconds, accel, out, defrag_mode)
+    check_replaceable("--out", Path(out or f"lab-{kernel.name}-defrag{defrag_mode}"))
     try:
         return run(kernel, defrag_mode, memory, seconds, out, accel=accel, progress=err)
     except LabError as e:
@@ -25,8 +69,9 @@ def _run(kernel, defrag_mode, memory, seconds, out, accel):
 def run_cmd(
     kernel: Annotated[Path, typer.Option(help="A kernel image (bzImage / vmlinuz).")],
     defrag_mode: Annotated[int, typer.Option(help="vm.defrag_mode in the guest (0 or 1).")] = 1,
-    memory: Annotated[int, typer.Option(help="Guest RAM in MiB.")] = 1536,
-    seconds: Annotated[int, typer.Option(help="Length of the ICMP flood.")] = 40,
+    memory: Annotated[int, typer.Option(help=f"Guest RAM in MiB ({MIN_MEMORY} to half this "
+                                             "machine's memory).")] = 1536,
+    seconds: Annotated[int, typer.Option(help=f"Length of the ICMP flood (1 to {MAX_SECONDS}).")] = 40,
     out: Annotated[Optional[Path], typer.Option(help="Bundle directory to write.")] = None,
     accel: Annotated[str, typer.Option(help="auto (KVM, falling back to TCG), kvm or tcg.")] = "auto",
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
@@ -51,8 +96,9 @@ def run_cmd(
 @handle_errors
 def check(
     kernel: Annotated[Path, typer.Option(help="A kernel image (bzImage / vmlinuz).")],
-    memory: Annotated[int, typer.Option(help="Guest RAM in MiB.")] = 1536,
-    seconds: Annotated[int, typer.Option(help="Length of the ICMP flood.")] = 40,
+    memory: Annotated[int, typer.Option(help=f"Guest RAM in MiB ({MIN_MEMORY} to half this "
+                                             "machine's memory).")] = 1536,
+    seconds: Annotated[int, typer.Option(help=f"Length of the ICMP flood (1 to {MAX_SECONDS}).")] = 40,
     out: Annotated[Optional[Path], typer.Option(help="Folder for the two bundles.")] = None,
     accel: Annotated[str, typer.Option(help="auto, kvm or tcg.")] = "auto",
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
@@ -63,7 +109,10 @@ def check(
 
         mmtriage lab check --kernel .lab/kernels/vmlinuz-7.3.4+deb13-amd64
     """
+    check_options(kernel, memory, seconds, accel, out)
     base = out or Path(f"lab-{kernel.name}")
+    for dm in (1, 0):
+        check_replaceable("--out", base / f"defrag{dm}")
     runs = [_run(kernel, dm, memory, seconds, base / f"defrag{dm}", accel) for dm in (1, 0)]
     if fmt == Format.json:
         emit(dumps({"runs": runs}))

@@ -1,6 +1,8 @@
 """``mmtriage model ...``: run, fit and question the allocator model."""
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,6 +13,103 @@ from analyzer.output import Format, dumps, emit, err, handle_errors, rows_text
 
 app = typer.Typer(help="The allocator model: simulate scenarios, calibrate to a host, what-if.",
                   no_args_is_help=True)
+
+# -- option checks: each bad value is one "Error: --option value: why" line and exit 1 ----------
+POLICY_NAMES = ("legacy", "defrag", "defrag-fixed")
+MAX_SEEDS = 64            # seeds per evaluation / replays: each is a whole model run
+MAX_BUDGET_S = 7 * 86400
+MAX_EVALS = 1_000_000
+MAX_PARAMS_BYTES = 1 << 20
+CAL_ONLY = ("kernel_share", "data_share")   # calibration parameters outside the model vector
+
+
+def _bad(option: str, value, why: str) -> ValueError:
+    v = value if isinstance(value, str) and value.isprintable() else repr(value)
+    return ValueError(f"{option} {v[:60]}: {why}")  # repr: a newline stays on the one line
+
+
+def _finite(option: str, v: float, lo: float, hi: float = math.inf, lo_open: bool = False) -> None:
+    if not math.isfinite(v) or v < lo or v > hi or (lo_open and v <= lo):
+        rng = f"{'above' if lo_open else 'from'} {lo:g}" + (
+            f"{' and at most' if lo_open else ' to'} {hi:g}" if math.isfinite(hi) else "")
+        raise _bad(option, f"{v:g}", f"expected a finite number {rng}")
+
+
+def _int(option: str, v: int, lo: int, hi: int) -> None:
+    if not lo <= v <= hi:
+        raise _bad(option, str(v), f"expected an integer from {lo} to {hi}")
+
+
+def _choice(option: str, v: str, choices) -> None:
+    if v not in choices:
+        raise _bad(option, v, f"choose from {', '.join(choices)}")
+
+
+def _param_value(name: str, value) -> str | None:
+    """Why ``value`` cannot be parameter ``name`` (model or calibration), or None."""
+    from models.calibrate import BOUNDS
+    from models.scenarios import param_problem
+    if name in CAL_ONLY:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{name}: expected a number, got {type(value).__name__} {str(value)[:40]}"
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            return f"{name}: expected a finite number"
+        lo, hi = BOUNDS[name]
+        return None if lo <= value <= hi else f"{name}={value:g} is out of range [{lo:g}, {hi:g}]"
+    return param_problem(name, value)
+
+
+def _name_values(option: str, items: list[str] | None) -> dict:
+    """NAME=NUMBER options (``--param``, ``--fix``), each checked."""
+    out = {}
+    for item in items or []:
+        k, eq, v = item.partition("=")
+        k = k.strip()
+        try:
+            val = float(v)
+        except ValueError:
+            val = None
+        if not eq or val is None:
+            raise _bad(option, item, "expected NAME=NUMBER")
+        why = _param_value(k, val)
+        if why:
+            raise _bad(option, item, why)
+        out[k] = val
+    return out
+
+
+def read_params(path: Path) -> dict:
+    """params.json (``model calibrate --output``): an object of parameter -> number, or one
+    under "params". Every error names the file and the parameter."""
+    from parsers.errors import ParseError
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_PARAMS_BYTES + 1)
+    except OSError as e:
+        raise ParseError(str(path), 0, f"--params: {e.strerror or e}") from None
+    if len(raw) > MAX_PARAMS_BYTES:
+        raise ParseError(str(path), 0, f"--params: larger than {MAX_PARAMS_BYTES >> 20} MiB")
+    try:
+        doc = json.loads(raw.decode("utf-8", "replace"))
+    except json.JSONDecodeError as e:
+        raise ParseError(str(path), e.lineno, f"--params: not JSON: {e.msg}") from None
+    except (ValueError, RecursionError) as e:
+        raise ParseError(str(path), 1, f"--params: not JSON: {type(e).__name__}") from None
+    p = doc.get("params", doc) if isinstance(doc, dict) else doc
+    if not isinstance(p, dict):
+        raise ParseError(str(path), 1, "--params: expected an object of parameter: number "
+                                       f"(or one under \"params\"), got {type(p).__name__}")
+    if not p:
+        raise ParseError(str(path), 1, "--params: no parameters")
+    for k, v in p.items():
+        why = _param_value(k, v)
+        if why:
+            raise ParseError(str(path), 1, f"--params: {why}")
+    return {k: float(v) for k, v in p.items()}
 
 
 class _Progress:
@@ -93,8 +192,11 @@ def simulate(
     scenario: Annotated[str, typer.Option(help="seed-skbuff, thp-light, low-memory, high-order or lab.")] = "seed-skbuff",
     policy: Annotated[str, typer.Option(help="legacy (defrag_mode=0), defrag (6.15 as released), "
                                              "defrag-fixed (with the 2026 fix).")] = "defrag",
-    seed: Annotated[int, typer.Option(help="Random seed (runs are deterministic for a seed).")] = 0,
-    hours: Annotated[Optional[float], typer.Option(help="Simulated hours (default: the scenario's).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed, 0 to 2**32-1 (runs are deterministic "
+                                           "for a seed).")] = 0,
+    hours: Annotated[Optional[float], typer.Option(help="Simulated hours (default: the scenario's); "
+                                                        "a run may take at most 1 GiB for its "
+                                                        "per-second and snapshot arrays.")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", help="Override a workload "
                                                         "parameter, e.g. --param net_rate=30000.")] = None,
     emit_dir: Annotated[Optional[Path], typer.Option("--emit", help="Write a host bundle here.")] = None,
@@ -109,15 +211,26 @@ def simulate(
         mmtriage model simulate --scenario lab --policy defrag-fixed -f table
     """
     from models import scenarios
-    from models.simulate import simulate as run
+    from models.simulate import SEED_MAX, check_size, simulate as run
+    _choice("--scenario", scenario, tuple(scenarios.SCENARIOS))
+    _choice("--policy", policy, POLICY_NAMES)
+    _int("--seed", seed, 0, SEED_MAX)
     sc = scenarios.get(scenario)
-    overrides = {}
-    for p in param or []:
-        k, _, v = p.partition("=")
+    if hours is not None:
+        _finite("--hours", hours, 0.0, lo_open=True)  # the upper bound is the run's size
         try:
-            overrides[k.strip()] = float(v)
-        except ValueError:
-            raise ValueError(f"--param {p!r}: expected NAME=NUMBER") from None
+            check_size(sc, hours)
+        except ValueError as e:
+            raise _bad("--hours", f"{hours:g}", str(e)) from None
+    overrides = _name_values("--param", param)
+    if "atomic_high_order" in overrides and overrides["atomic_high_order"] >= sc.host.max_order:
+        raise _bad("--param", f"atomic_high_order={overrides['atomic_high_order']:g}",
+                   f"this scenario's host has orders 0 to {sc.host.max_order - 1}")
+    if emit_dir is not None and emit_dir.exists() and not (
+            emit_dir.is_dir() and ((emit_dir / "meta.json").is_file() or not any(emit_dir.iterdir()))):
+        # the bundle replaces the folder: only an earlier bundle or an empty folder may go
+        raise _bad("--emit", str(emit_dir), "exists and is not a bundle or an empty folder; "
+                                            "refusing to replace it")
     with _Progress(f"simulating {scenario} under {policy}") as prog:
         res = run(sc, policy, seed=seed, hours=hours, params=overrides or None,
                   progress=prog.callback())
@@ -143,12 +256,13 @@ def calibrate(
     budget: Annotated[float, typer.Option(help="Seconds to spend, all in (70 % on the search).")] = 60.0,
     evals: Annotated[Optional[int], typer.Option(help="Model evaluations for the search instead "
                      "of what the budget buys: the same result on any machine.")] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds averaged per evaluation.")] = 2,
+    seeds: Annotated[int, typer.Option(help=f"Seeds averaged per evaluation (1 to {MAX_SEEDS}).")] = 2,
     seed: Annotated[int, typer.Option(help="First seed; the result is the same for the same "
                     "seed and --evals (or when the search ends within the budget).")] = 1,
     fit: Annotated[Optional[list[str]], typer.Option("--fit", help="Parameters to fit "
-                   "(default: chosen from what the bundle shows).")] = None,
-    fix: Annotated[Optional[list[str]], typer.Option("--fix", help="Hold NAME=VALUE fixed.")] = None,
+                   "(default: chosen from what the bundle shows); repeatable.")] = None,
+    fix: Annotated[Optional[list[str]], typer.Option("--fix", help="Hold NAME=VALUE fixed; "
+                   "repeatable.")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.json,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the fit (params.json) here.")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write observed-vs-simulated plots here.")] = None,
@@ -159,14 +273,25 @@ def calibrate(
 
         mmtriage model calibrate sample_logs/lab-6.16.3-defrag1 --budget 60 -o params.json
     """
-    from models.calibrate import calibrate as run
+    from models.calibrate import BOUNDS, calibrate as run
+    from models.simulate import SEED_MAX
     from parsers.bundle import load
-    fixed = {}
-    for f in fix or []:
-        k, _, v = f.partition("=")
-        fixed[k.strip()] = float(v)
+    _finite("--budget", budget, 0.0, MAX_BUDGET_S, lo_open=True)
+    if evals is not None:
+        _int("--evals", evals, 1, MAX_EVALS)
+    _int("--seeds", seeds, 1, MAX_SEEDS)
+    _int("--seed", seed, 0, SEED_MAX - 1000 - seeds)  # noise seeds run up to seed + 900 + 4
+    for n in fit or []:
+        _choice("--fit", n, tuple(BOUNDS))
+    fit = list(dict.fromkeys(fit)) if fit else None
+    fixed = _name_values("--fix", fix)
+    for n in fixed:
+        if fit and n in fit:
+            raise _bad("--fix", n, "is also given to --fit")
     with _Progress(f"loading {bundle}") as prog:
         with load(bundle) as b:
+            if fit:
+                _fit_startable(b, fit)
             prog.phase(f"fitting the model to {b.host}"
                        + (f" ({evals} evaluations)" if evals else f" (budget {budget:,.0f} s)"))
             res = run(b, budget, tuple(range(seed, seed + seeds)), names=fit or None, fixed=fixed,
@@ -185,6 +310,16 @@ def calibrate(
         err(w)
 
 
+def _fit_startable(b, names: list[str]) -> None:
+    """--fit names this bundle gives a start value for (the others have nowhere to begin)."""
+    from models.calibrate import default_start, observe
+    start = default_start(observe(b))[1]
+    for n in names:
+        if n not in start:
+            raise _bad("--fit", n, "this bundle gives it no start value; fit one of "
+                                   + ", ".join(sorted(start)))
+
+
 @app.command()
 @handle_errors
 def whatif(
@@ -193,7 +328,7 @@ def whatif(
     params: Annotated[Optional[Path], typer.Option(help="params.json from 'model calibrate' "
                                                          "(default: calibrate now).")] = None,
     budget: Annotated[float, typer.Option(help="Seconds to fit when no --params is given.")] = 60.0,
-    seeds: Annotated[int, typer.Option(help="Replays (seeds) for the interval.")] = 8,
+    seeds: Annotated[int, typer.Option(help=f"Replays (seeds) for the interval (1 to {MAX_SEEDS}).")] = 8,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.json,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the result here.")] = None,
 ):
@@ -203,19 +338,14 @@ def whatif(
 
         mmtriage model whatif sample_logs/lab-6.16.3-defrag1 --policy defrag-fixed
     """
-    import json as _json
     from models.calibrate import calibrate as fit, whatif as run
     from parsers.bundle import load
-    if policy not in ("legacy", "defrag", "defrag-fixed"):
-        raise ValueError(f"--policy {policy!r}: legacy, defrag or defrag-fixed")
+    _choice("--policy", policy, POLICY_NAMES)
+    _finite("--budget", budget, 0.0, MAX_BUDGET_S, lo_open=True)
+    _int("--seeds", seeds, 1, MAX_SEEDS)
+    p = read_params(params) if params is not None else None
     with _Progress(f"loading {bundle}") as prog, load(bundle) as b:
-        if params is not None:
-            try:
-                doc = _json.loads(Path(params).read_text())
-            except ValueError as e:
-                raise ValueError(f"{params}:1: not JSON: {e}") from None
-            p = doc.get("params", doc)
-        else:
+        if p is None:
             prog.phase(f"fitting the model to {b.host} (budget {budget:,.0f} s)")
             fitted = fit(b, budget, progress=prog.callback())
             for w in _budget_warnings(fitted):

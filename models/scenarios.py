@@ -2,6 +2,7 @@
 parameter vector. Every number here is a parameter a calibration may move."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from models.engine import ZONE_DMA32, ZONE_NORMAL
@@ -9,6 +10,44 @@ from models.sim import PARAMS
 from models.state import HostSpec
 
 GFP_ATOMIC = 0x820
+
+# The range each workload parameter may take. Outside it a run is meaningless (a negative
+# rate, a fraction over 1) or never ends (NaN makes the Poisson draw loop, a rate of 1e12 per
+# second is 1e10 operations per simulated tick). Rates are per second; the widest real host
+# does a few million atomic allocations per second.
+_RATE = (0.0, 1e7)
+_LIFE = (0.0, 1e9)        # seconds; 0: never freed
+_FRAC = (0.0, 1.0)
+PARAM_BOUNDS = {
+    "net_rate": _RATE, "net_burst_mult": (0.0, 1e4), "net_burst_frac": _FRAC,
+    "net_burst_len_s": (0.0, 1e6), "net_obj_life_s": _LIFE, "kernel_rate": _RATE,
+    "kernel_life_s": _LIFE, "reclaimable_rate": _RATE, "reclaimable_life_s": _LIFE,
+    "pagecache_rate": _RATE, "pagecache_life_s": _LIFE, "anon_rate": _RATE, "anon_life_s": _LIFE,
+    "thp_rate": _RATE, "thp_life_s": _LIFE, "kswapd_rate": _RATE, "kcompactd_rate": _RATE,
+    "atomic_page_rate": _RATE, "atomic_high_rate": _RATE,
+    "atomic_high_order": (0.0, 10.0),   # below the host's max_order (checked per host too)
+    "net_start_s": (0.0, 1e9), "net_stop_s": (0.0, 1e9), "net_hold_frac": _FRAC,
+    "reclaim_stall_s": (0.0, 3600.0),
+}
+assert set(PARAM_BOUNDS) == set(PARAMS)
+
+
+def param_problem(name: str, value) -> str | None:
+    """Why ``value`` cannot be workload parameter ``name``, or None if it can."""
+    if name not in PARAM_BOUNDS:
+        return f"unknown workload parameter {name!r}; choose from {', '.join(PARAMS)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name}: expected a number, got {type(value).__name__} {value!r:.40}"
+    try:
+        v = float(value)
+    except OverflowError:  # an integer of 400 digits
+        return f"{name}: {str(value)[:20]}... is out of range"
+    lo, hi = PARAM_BOUNDS[name]
+    if not math.isfinite(v):
+        return f"{name}: expected a finite number, got {value!r}"
+    if not lo <= v <= hi:
+        return f"{name}={v:g} is out of range [{lo:g}, {hi:g}]"
+    return None
 
 
 @dataclass

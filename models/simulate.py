@@ -1,6 +1,7 @@
 """Run a scenario under a policy: build the state, run the compiled loop, collect results."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from models.engine import (CAUSE_NAMES, COUNTER_NAMES, C_FB_CLAIM, C_FB_STEAL, NCOUNTERS, NMT,
                            NZF, POLICY_NAMES)
-from models.scenarios import Scenario
+from models.scenarios import Scenario, param_problem
 from models.sim import R_SLUB, R_SUPP_SLUB, R_SUPP_WARN, R_WARN, run
 from models.state import State
 
@@ -16,6 +17,8 @@ POLICIES = {n: i for i, n in enumerate(POLICY_NAMES)}
 REPORT_CAP = 2_000_000
 TRUTH_CAP = 5_000_000
 CAPTURE_CAP = 4096
+SEED_MAX = 2**32 - 1              # seeds are mixed into int64 (seed * 1_000_003 + slice)
+MAX_RUN_BYTES = 1 << 30           # the arrays a run sizes by its length (per second, per snapshot)
 
 
 @dataclass
@@ -93,6 +96,36 @@ class SimResult:
         }
 
 
+def _check_vector(vec: np.ndarray, max_order: int) -> None:
+    from models.sim import PARAMS
+    if vec.shape != (len(PARAMS),):
+        raise ValueError(f"expected {len(PARAMS)} workload parameters, got {vec.shape}")
+    for name, v in zip(PARAMS, vec.tolist()):
+        why = param_problem(name, v)
+        if why:
+            raise ValueError(why)
+    order = int(vec[PARAMS.index("atomic_high_order")])
+    if order >= max_order:
+        raise ValueError(f"atomic_high_order={order}: this host's orders go up to {max_order - 1}")
+
+
+def check_size(sc: Scenario, hours: float, nsnap: int | None = None) -> None:
+    """Refuse a run whose length-sized arrays (failures per second, snapshots) would take more
+    than ``MAX_RUN_BYTES``, before anything is allocated."""
+    seconds = hours * 3600.0
+    if nsnap is None:
+        nsnap = int(seconds // sc.snap_every_s) + 1 if sc.snap_every_s > 0 else 0
+    nz, mo = len(sc.host.zones), sc.host.max_order
+    need = 8 * ((seconds + 2) * len(CAUSE_NAMES)
+                + max(nsnap, 1) * (nz * mo * NMT + nz * NZF + NCOUNTERS + nz * NMT
+                                   + len(sc.caches) + 2))
+    if need > MAX_RUN_BYTES:
+        raise ValueError(f"a run of {hours:g} hours needs {need / (1 << 30):,.1f} GiB for its "
+                         f"per-second and per-snapshot arrays, over the {MAX_RUN_BYTES >> 30} GiB "
+                         f"a run may take; simulate fewer hours (the {sc.name} scenario's "
+                         f"default is {sc.hours:g})")
+
+
 def _param_names():
     from models.sim import PARAMS
     return PARAMS
@@ -111,26 +144,37 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
              snap_times: np.ndarray | None = None) -> SimResult:
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
-    seconds = (hours if hours is not None else sc.hours) * 3600.0
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
+            not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"seed {seed!r}: expected an integer from 0 to {SEED_MAX}")
+    h = hours if hours is not None else sc.hours
+    if not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
+        raise ValueError(f"hours {h!r}: expected a finite number above 0")
+    seconds = h * 3600.0
     vec = np.array(sc.vector(), dtype=np.float64)
     if isinstance(params, dict):
         from models.sim import P_IDX
         for k, v in params.items():
-            if k not in P_IDX:
-                raise ValueError(f"unknown workload parameter {k!r}")
+            why = param_problem(k, v)
+            if why:
+                raise ValueError(why)
             vec[P_IDX[k]] = float(v)
     elif params is not None:
         vec = np.asarray(params, dtype=np.float64)
-    st = state if state is not None else build_state(sc, seed)
+    _check_vector(vec, sc.host.max_order)
     spec = sc.host
     nz = len(spec.zones)
     mo = spec.max_order
     snap_every = snap_every_s if snap_every_s is not None else sc.snap_every_s
+    nsnap = len(snap_times) if snap_times is not None else \
+        (int(seconds // snap_every) + 1 if snap_every > 0 else 0)
+    check_size(sc, h, nsnap)
     if snap_times is None:
         snap_times = (np.arange(0.0, seconds + 1e-9, snap_every) if snap_every > 0
                       else np.zeros(0))
     snap_times = np.asarray(snap_times, dtype=np.float64)
     nsnap = max(len(snap_times), 1)
+    st = state if state is not None else build_state(sc, seed)
     snaps_nr = np.zeros((nsnap, nz, mo, NMT), dtype=np.int64)
     snaps_zs = np.zeros((nsnap, nz, NZF), dtype=np.int64)
     snaps_cnt = np.zeros((nsnap, NCOUNTERS), dtype=np.int64)
