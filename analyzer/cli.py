@@ -1,6 +1,7 @@
 """mmtriage command line. Each command is a thin layer over parsers/, models/ and analyzer/."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,8 +14,8 @@ try:  # typer >= 0.20 carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on the real click
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-from analyzer.output import (Format, ReportFormat, dumps, emit, err, handle_errors, json_array, rows_text,
-                             stream_json, table_text)
+from analyzer.output import (Format, ReportFormat, dumps, emit, err, handle_errors, json_array,
+                             rows_text, stream_json, table_text)
 
 
 class OneLineErrors(TyperGroup):
@@ -85,9 +86,16 @@ def _root(
     stdout and nothing else there) and -o/--output FILE where it writes.
     """
 
+
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o",
                                                    help="Write to this file instead of stdout.")]
+
+
+def _check_fixed_in(fixed_in: list[str] | None) -> None:
+    for rel in fixed_in or []:
+        if not rel.strip():
+            raise ValueError("--fixed-in '': an empty release prefix would match every kernel")
 
 
 def _parse_paths(paths: list[str]):
@@ -266,6 +274,7 @@ def triage(
     from analyzer import report as rp
     from parsers.bundle import load
     with load(path) as b:
+        _check_fixed_in(fixed_in)
         doc = attribute(b, fixed_in)
         images = {}
         if fmt in (ReportFormat.html, ReportFormat.markdown) or plots is not None:
@@ -325,6 +334,9 @@ def validate(
     from parsers.bundle import load
     if bundle is not None and (before or after):
         raise ValueError("give either one BUNDLE or --before and --after")
+    _check_fixed_in(fixed_in)
+    if not (math.isfinite(calibrate) and 0 <= calibrate <= 3600):
+        raise ValueError(f"--calibrate {calibrate:g}: give the seconds to fit, 0 to 3600")
     if bundle is not None:
         with load(bundle) as whole:
             b, a, where = split_at_change(whole)
@@ -392,6 +404,7 @@ def metrics(
         mmtriage metrics sample_logs/lab-6.16.3-defrag1 --snapshot 20261125T200043Z
     """
     from analyzer import metrics as m
+    _check_fixed_in(fixed_in)
     if bundle is not None:
         if state is not None:
             raise ValueError("--state is for the live host's kernel log, not a BUNDLE")
@@ -421,31 +434,7 @@ from analyzer import lab_cli  # noqa: E402
 app.add_typer(lab_cli.app, name="lab")
 
 
-def _warnings_to_stderr(limit: int = 50) -> None:
-    """Each input warning as one ``Warning: path:line: what`` line on stderr, at most ``limit``
-    of them, then how many more there were."""
-    import atexit
-    import warnings
-
-    from parsers.errors import InputWarning
-    shown = [0]
-    default = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if not issubclass(category, InputWarning):
-            return default(message, category, filename, lineno, file, line)
-        shown[0] += 1
-        if shown[0] <= limit:
-            err(f"Warning: {message}")
-
-    warnings.simplefilter("always", InputWarning)
-    warnings.showwarning = show
-    atexit.register(lambda: shown[0] > limit and err(f"Warning: {shown[0] - limit} more warnings "
-                                                      "not shown"))
-
-
 def main() -> None:
-    _warnings_to_stderr()
     app()
 
 

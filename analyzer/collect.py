@@ -29,14 +29,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from analyzer.output import write_atomic
+from parsers._util import MAX_PROC_BYTES, read_capped
 from parsers.errors import ParseError
 
 PROC_FILES = {"vmstat": "vmstat", "pagetypeinfo": "pagetypeinfo", "zoneinfo": "zoneinfo",
               "buddyinfo": "buddyinfo", "meminfo": "meminfo", "slabinfo": "slabinfo",
-              "net_snmp": "net/snmp"}
+              "net_snmp": "net/snmp", "net_netstat": "net/netstat", "net_dev": "net/dev",
+              "softnet_stat": "net/softnet_stat"}
 
-
-MAX_PROC_BYTES = 64 << 20     # /proc/slabinfo of a large host is a few MiB
 KMSG_RECORD = 8192            # /dev/kmsg hands out one record per read, at most ~1 KiB of text
 MAX_KMSG_DRAIN = 64 << 20     # per pass; the kernel's ring buffer is at most 32 MiB
 BTIME_MAX = 7_258_118_400     # 2200-01-01: a boot time past it is not a clock reading
@@ -46,7 +46,7 @@ _KMSG_HEAD = re.compile(rb"^\d+,\d+,\d+,[^;,]*(?:,[^;]*)?;")
 def _read(p: Path) -> bytes | None:
     try:
         with open(p, "rb") as fh:
-            data = fh.read(MAX_PROC_BYTES + 1)
+            data = read_capped(fh)
     except OSError:
         return None
     if len(data) > MAX_PROC_BYTES:
@@ -253,8 +253,11 @@ def _now_iso() -> str:
 def _snapshot(out: Path, proc_root: Path, t: datetime, meta: dict) -> None:
     name = _utc_name(t)
     final = out / "snapshots" / name
-    if final.exists():  # two snapshots in one second: keep the first
-        return
+    if final.exists():  # a second snapshot within the second: its name carries milliseconds
+        name = t.strftime("%Y%m%dT%H%M%S.") + f"{t.microsecond // 1000:03d}Z"
+        final = out / "snapshots" / name
+        if final.exists():
+            return
     tmp = out / "snapshots" / f".{name}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.engine import (MT_LETTERS, NMT, NZF, Z_BOOST, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE,
-                           Z_MANAGED, Z_NODE, Z_TYPE, Z_WHIGH, Z_WLOW, Z_WMIN, ZONE_NAMES)
+                           Z_MANAGED, Z_NODE, Z_TYPE, Z_WHIGH, Z_WLOW, Z_WMIN)
 
 ZONE_TYPES = {"DMA": 0, "DMA32": 1, "Normal": 2, "Movable": 3, "HighMem": 2}
 TYPE_INDEX = {"Unmovable": 0, "Movable": 1, "Reclaimable": 2, "HighAtomic": 3, "Reserve": 3,

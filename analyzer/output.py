@@ -5,12 +5,15 @@ atomically (a temporary file renamed into place), so a failed run leaves nothing
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
+import itertools
 import io
 import json
 import math
 import os
+import stat
 import sys
 import tempfile
 from enum import Enum
@@ -62,46 +65,59 @@ def dumps(obj, indent: int | None = 2) -> str:
     return json.dumps(_clean(obj), indent=indent, default=_default, ensure_ascii=False)
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
+def _target(path: str | Path) -> Path:
+    """The file an output goes to; a folder there is refused before anything is written."""
     path = Path(path)
+    if path.is_dir():
+        raise ParseError(str(path), 0, "is a directory: give a file name for the output")
     path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    data = data.encode() if isinstance(data, str) else data
+    _write_pieces([data], path, "wb")
+
+
+def _special(path: Path) -> bool:
+    """A device or pipe (/dev/null, /dev/stdout, a FIFO): written in place, never renamed over."""
+    try:
+        return not stat.S_ISREG(path.stat().st_mode) and not path.is_dir()
+    except OSError:
+        return False
+
+
+def _write_pieces(pieces, path: str | Path, mode: str) -> None:
+    """A file written whole or not at all: a temporary file beside it, renamed into place."""
+    path = Path(path)
+    if _special(path):
+        with open(path, mode) as fh:
+            for piece in pieces:
+                fh.write(piece)
+        return
+    path = _target(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
+        with os.fdopen(fd, mode) as fh:
+            for piece in pieces:
+                fh.write(piece)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
 def stream_json(parts, output: Path | None = None) -> None:
     """Write a JSON document given as an iterable of text pieces, without building it whole."""
-    import contextlib
     if output is None:
         for piece in parts:
             sys.stdout.write(piece)
         sys.stdout.write("\n")
         sys.stdout.flush()
         return
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            for piece in parts:
-                fh.write(piece)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    _write_pieces(itertools.chain(parts, ["\n"]), output, "w")
 
 
 def json_array(items, indent: str = "  ") -> "Iterator[str]":
@@ -252,41 +268,74 @@ def err(msg: str) -> None:
     sys.stderr.write(msg.rstrip("\n") + "\n")
 
 
+def one_line(text: str) -> str:
+    """An error stays one line whatever a path or token holds (a newline in a file name)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def fail(e: Exception) -> "typer.Exit":
     if isinstance(e, ParseError):
-        err(f"Error: {e}")
+        err(one_line(f"Error: {e}"))
     elif isinstance(e, OSError):
-        err(f"Error: {getattr(e, 'filename', '') or ''}: {e.strerror or e}".replace("Error: : ", "Error: "))
+        err(one_line(f"Error: {getattr(e, 'filename', '') or ''}: {e.strerror or e}"
+                     .replace("Error: : ", "Error: ")))
     else:
-        err(f"Error: {e}")
+        err(one_line(f"Error: {e}"))
     return typer.Exit(1)
 
 
+MAX_WARNINGS = 50
+
+
+def _print_warnings(caught) -> None:
+    """What the input had skipped, one ``Warning: path:line: what`` line each, at most
+    ``MAX_WARNINGS``, then how many more there were."""
+    from parsers.errors import InputWarning
+    lines = [one_line(f"Warning: {w.message}") for w in caught
+             if issubclass(w.category, InputWarning)]
+    for line in lines[:MAX_WARNINGS]:
+        err(line)
+    if len(lines) > MAX_WARNINGS:
+        err(f"Warning: {len(lines) - MAX_WARNINGS:,} more warnings not shown")
+
+
 def handle_errors(fn):
-    """Turn library errors into one ``Error: path:line: reason`` line and exit status 1."""
+    """Turn library errors into one ``Error: path:line: reason`` line and exit status 1; input
+    warnings into ``Warning:`` lines."""
     @functools.wraps(fn)
     def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except typer.Exit:
-            raise
-        except BrokenPipeError:
-            # The reader went away (| head): not an error of ours; keep Python quiet at exit.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            raise typer.Exit(0) from None
-        except (ParseError, OSError, ValueError) as e:
-            raise fail(e) from None
-        except KeyboardInterrupt:
-            err("Error: interrupted")
-            raise typer.Exit(130) from None
-        except Exception as e:  # a bug of ours: one line, the traceback only on request
-            if os.environ.get("MMTRIAGE_DEBUG") == "1":
-                raise
-            # parsers tag an escaping exception with the file and line they were reading
-            where = getattr(e, "mmtriage_where", None) or "the input"
-            err(f"Error: internal error reading {where}: {type(e).__name__}: {e}; "
-                "please report it with this line (MMTRIAGE_DEBUG=1 shows the traceback)")
-            raise typer.Exit(70) from None
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return _run(fn, a, kw)
+            finally:
+                _print_warnings(caught)
     return wrapper
+
+
+def _run(fn, a, kw):
+    """The command, with every way it can fail turned into the contract's exit and line."""
+    try:
+        return fn(*a, **kw)
+    except typer.Exit:
+        raise
+    except BrokenPipeError:
+        # The reader went away (| head): not an error of ours; keep Python quiet at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0) from None
+    except (ParseError, OSError, ValueError) as e:
+        raise fail(e) from None
+    except KeyboardInterrupt:
+        err("Error: interrupted")
+        raise typer.Exit(130) from None
+    except Exception as e:  # a bug of ours: one line, the traceback only on request
+        if os.environ.get("MMTRIAGE_DEBUG") == "1":
+            raise
+        # parsers tag an escaping exception with the file and line they were reading
+        where = getattr(e, "mmtriage_where", None) or "the input"
+        err(one_line(f"Error: internal error reading {where}: {type(e).__name__}: {e}; "
+                     "please report it with this line (MMTRIAGE_DEBUG=1 shows the traceback)"))
+        raise typer.Exit(70) from None
 

@@ -8,7 +8,6 @@ before (cannot direct-reclaim, wake kswapd, unmovable), whatever cause they get 
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from scipy import stats

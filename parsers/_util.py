@@ -41,7 +41,7 @@ def data_lines(text: str, path: str) -> list[tuple[int, str]]:
         if not line.strip():
             continue
         out.append((i, line))
-    if out and text and not text.endswith(("\n", "\r")) and out[-1][0] == len(lines):
+    if text and not text.endswith(("\n", "\r")):
         warn(path, len(lines), "the file ends mid-line (cut short?)", lines[-1])
     return out
 
@@ -51,12 +51,25 @@ def skip(path: str, line: int, what: str, raw: str) -> None:
     warn(path, line, f"skipped: {what}", raw.strip())
 
 
+def read_capped(fh, cap: int = MAX_PROC_BYTES) -> bytes:
+    """Up to ``cap`` + 1 bytes, in pieces: a sysctl file allocates a kernel buffer the size of
+    the read asked for, and a 64 MiB ask fails with ENOMEM."""
+    parts, size = [], 0
+    while size <= cap:
+        piece = fh.read(min(1 << 16, cap + 1 - size))
+        if not piece:
+            break
+        parts.append(piece)
+        size += len(piece)
+    return b"".join(parts)
+
+
 def read_text(root: str | Path, name: str) -> str:
     """Read a /proc file in one go (its stat size is wrong and it can change between reads)."""
     p = Path(root) / name
     try:
         with open(p, "rb") as fh:
-            data = fh.read(MAX_PROC_BYTES + 1)
+            data = read_capped(fh)
     except FileNotFoundError as err:
         raise ParseError(str(p), 0, "no such file") from err
     except PermissionError as err:

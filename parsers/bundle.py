@@ -36,7 +36,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
@@ -44,7 +44,7 @@ from parsers import (buddyinfo, meminfo, netdev, pagetypeinfo, slabinfo, snmp, s
                      zoneinfo)
 from parsers.dmesg import ParseResult, parse_log
 from parsers.errors import BundleError, ParseError
-from parsers.logio import open_binary, sniff
+from parsers.logio import open_binary
 
 LOG_NAMES = ("dmesg", "dmesg.txt", "kern.log", "messages", "journal.json", "journal.export",
              "kmsg", "syslog")

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Iterable
 
 from parsers import gfp as gfpmod
+from parsers.errors import ParseError
 from parsers.framing import ExportReader, Framer, split_midline
-from parsers.logio import LineError, cr_only, iter_chunks, open_binary, quoted_printable, sniff
+from parsers.logio import (LineError, cr_only, head_of, iter_chunks, open_binary, quoted_printable,
+                           sniff)
 from parsers.scan import Candidates
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
@@ -54,15 +56,15 @@ _PAGE = re.compile(
     r"page allocation failure[:.] order:(-?\d+)(\d*\*\d+kB\s*)?,? ?(?:mode:?\s?(0x[0-9a-fA-F]+)"
     r"(?:\(([^)]*)\))?)?")
 _COMM_START = re.compile(r"^(\S(?:.{0,15}?)): (?:page allocation|vmalloc)")
-_COMM_ANY = re.compile(r"([^\s\]]+): (?:page allocation|vmalloc)")
+_COMM_ANY = re.compile(r"([^\s\]]{1,64}): (?:page allocation|vmalloc)")
 _NODEMASK = re.compile(r"nodemask=([^,\s]+)")
 _CPUSET_INLINE = re.compile(r"cpuset=([^,\s]*),mems_allowed=(\S+)")
 _CPUSET_LINE = re.compile(r"^(\S.*?) cpuset=(\S*) mems_allowed=(\S+)")
 _STALL = re.compile(r"page allocation stalls? for (\d+)ms, order:(\d+)")
 _VMALLOC = re.compile(r"vmalloc(?: error: size (\d+)|: allocation failure: (\d+) bytes)")
-_OOM = re.compile(r"(\S+) invoked oom-killer: (?:gfp_mask=(0x[0-9a-fA-F]+)(?:\(([^)]*)\))?)?"
+_OOM = re.compile(r"(\S{1,64}) invoked oom-killer: (?:gfp_mask=(0x[0-9a-fA-F]+)(?:\(([^)]*)\))?)?"
                   r"(?:.*?order=(-?\d+))?")
-_SUPPRESSED = re.compile(r"(\w+): (\d+) callbacks suppressed")
+_SUPPRESSED = re.compile(r"(\w{1,64}): (\d+) callbacks suppressed")
 _DROPPED = re.compile(r"\*\* (\d+) printk messages dropped \*\*\s?")
 # Two CPUs' headers in one line are cut apart here, each with the comm just before it.
 _HEADERS = re.compile(r"(?:[\w/:.@#+\-]{1,15}: )?(?:page allocation failure|SLUB: Unable to allocate)")
@@ -70,7 +72,7 @@ _LINUX_VERSION = re.compile(r"Linux version (\S+)")
 _CPU_LINE = re.compile(r"CPU: \d+ (?:UID: \d+ )?PID: \d+ Comm: .*?(?:Not tainted|Tainted: .*?) "
                        r"(\d+\.\d+\S*) #")
 _MEMINFO = re.compile(r"^\s*Mem-[Ii]nfo:")
-_KV = re.compile(r"([A-Za-z_()?]+):\s?(-?\d+)(kB|KB)?")
+_KV = re.compile(r"([A-Za-z_()?]{1,64}):\s?(-?\d+)(kB|KB)?")
 _COUNTERS = re.compile(r"^\s*[a-z_]+:\d+(?: [a-z_]+:\d+)*\s*$")
 _NODE_LINE = re.compile(r"^\s*Node (\d+) (?:active_anon|inactive_anon):")
 _ZONE_LINE = re.compile(r"^\s*(?:Node (\d+) )?(DMA32|DMA|Normal|HighMem|Movable|Device) free:(\d+)kB")
@@ -89,6 +91,10 @@ _RECORD_START = re.compile(r"SLUB: Unable|page allocation|invoked oom-killer|Mem
 _HEAD_TAIL = re.compile(r"(?:^|[\s\]:])(?:%s)$" % "|".join(
     re.escape(p[:k]) for p in ("SLUB: Unable to allocate memory on", "page allocation failure: order:")
     for k in range(len(p), 0, -1)))
+
+# A kernel line is at most ~1 KiB; rsyslog's #012 joins a whole Mem-Info into a few. Longer
+# is junk: its head is read, the rest is not searched.
+MAX_LOGICAL = 1 << 16
 
 STALE_LINES = 400  # a record still waiting for its Mem-Info after this many lines is closed
 # Valid ranges, decided once: a value outside them is a malformed field (the record is partial),
@@ -371,6 +377,8 @@ class LogParser:
         self.cut = False
 
     def _feed_line(self, raw: str, line_no: int) -> None:
+        if len(raw) > MAX_LOGICAL:
+            raw = raw[:MAX_LOGICAL]
         if "messages dropped" in raw:
             raw = self._dropped(raw)
             if not raw.strip():
@@ -982,7 +990,13 @@ def parse_log(path: str | Path, *, source: str | None = None, kernel_hint: str |
               year: int | None = None) -> ParseResult:
     """Parse one kernel log file (any format, any compression; ``-`` is stdin)."""
     with _no_gc():
-        return _parse_log(path, source, kernel_hint, year)
+        try:
+            return _parse_log(path, source, kernel_hint, year)
+        except Exception as e:
+            # a bug of ours: the command line names where it happened
+            if not isinstance(e, ParseError) and not hasattr(e, "mmtriage_where"):
+                e.mmtriage_where = str(source or path)
+            raise
 
 
 @contextlib.contextmanager
@@ -1000,20 +1014,21 @@ def _no_gc():
 def _parse_log(path, source, kernel_hint, year) -> ParseResult:
     src = source or str(path)
     parser = LogParser(src, kernel_hint, year)
-    stream = open_binary(path)
+    stream = open_binary(path)  # opened once: stdin cannot be read twice
     try:
-        head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
-    finally:
+        head = head_of(stream, path)
+    except BaseException:
         if str(path) != "-":
             stream.close()
+        raise
     if ExportReader.looks_like(head):
-        data = b"".join(iter_chunks(path))
+        data = b"".join(iter_chunks(path, stream=stream))
         _feed_export(parser, data)
         parser.res.formats[src] = "journal-export"
     elif _indexable(path, head):
-        _scan(parser, iter_chunks(path, INDEXED_CHUNK), indexed=True)
+        _scan(parser, iter_chunks(path, INDEXED_CHUNK, stream=stream), indexed=True)
     else:
-        _scan(parser, iter_chunks(path))
+        _scan(parser, iter_chunks(path, stream=stream))
     return parser.finish()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import binascii
 import bz2
+import contextlib
 import gzip
 import io
 import lzma
@@ -55,7 +56,11 @@ def open_binary(path: str | Path) -> BinaryIO:
 
 class _ZstdFrames(io.RawIOBase):
     """zstd frames one after another, decoded as a stream. Unlike zstandard's stream_reader, a
-    stream that ends inside a frame is an error (EOFError), as it is for gzip and xz."""
+    stream that ends inside a frame is an error (EOFError), as it is for gzip and xz. Input is
+    fed in small pieces so that one read never holds more than a bounded amount of output
+    (zeros compress 30,000 to 1)."""
+
+    PIECE = 4096
 
     def __init__(self, raw: BinaryIO):
         import zstandard
@@ -63,29 +68,43 @@ class _ZstdFrames(io.RawIOBase):
         self._new = zstandard.ZstdDecompressor().decompressobj
         self._d = self._new()
         self._in_frame = False
+        self._out = bytearray()
+        self._pending = b""
 
     def readable(self) -> bool:
         return True
 
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
     def read(self, n: int = -1) -> bytes:
-        while True:
-            data = self._raw.read(CHUNK)
-            if not data:
+        want = CHUNK if n is None or n < 0 else n
+        while len(self._out) < want and self._feed():
+            pass
+        data = bytes(self._out[:want])
+        del self._out[:want]
+        return data
+
+    def _feed(self) -> bool:
+        """Decode one more piece of input; False at the end of the input."""
+        if not self._pending:
+            self._pending = self._raw.read(self.PIECE * 16)
+            if not self._pending:
                 if self._in_frame:
                     raise EOFError("compressed file ended before the end of a zstd frame")
-                return b""
-            out = []
-            while data:
-                self._in_frame = True
-                out.append(self._d.decompress(data))
-                if not self._d.eof:
-                    break
-                self._in_frame = False
-                data = self._d.unused_data
-                self._d = self._new()
-            chunk = b"".join(out)
-            if chunk:
-                return chunk
+                return False
+        piece, self._pending = self._pending[:self.PIECE], self._pending[self.PIECE:]
+        while piece:
+            self._in_frame = True
+            self._out += self._d.decompress(piece)
+            if not self._d.eof:
+                break
+            self._in_frame = False
+            piece = self._d.unused_data
+            self._d = self._new()
+        return True
 
     def close(self) -> None:
         self._raw.close()
@@ -110,34 +129,45 @@ def _read_after(stream, rest: bytes, chunk: int) -> bytearray:
     is copied once, from the file, and never again to join it to the rest of a line."""
     buf = bytearray(len(rest) + chunk)
     buf[:len(rest)] = rest
-    if isinstance(stream, _ZstdFrames):
-        data = stream.read(chunk)
-        n = len(data)
-        buf[len(rest):len(rest) + n] = data
-    else:
-        n = stream.readinto(memoryview(buf)[len(rest):]) or 0
+    n = stream.readinto(memoryview(buf)[len(rest):]) or 0
     del buf[len(rest) + n:]
     return buf
 
 
-def iter_chunks(path: str | Path, chunk: int = CHUNK) -> Iterator[bytes | bytearray]:
-    """Chunks that each end at a line boundary (the last one may not). Decompression errors
-    (a truncated gzip, a corrupt xz) become a ParseError naming the file; so does a line too
-    long to be a log's, or one that is binary data."""
-    stream = open_binary(path)
+@contextlib.contextmanager
+def decompress_errors(path):
+    """Decompression errors (a truncated gzip, a corrupt xz, zstd's own) as a ParseError naming
+    the file."""
+    try:
+        yield
+    except ParseError:
+        raise
+    except (EOFError, OSError, lzma.LZMAError, ValueError) as err:
+        raise ParseError(str(path), 0, f"cannot decompress: {err}") from err
+    except Exception as err:
+        if type(err).__name__ == "ZstdError":
+            raise ParseError(str(path), 0, f"cannot decompress: {err}") from err
+        raise
+
+
+def head_of(stream, path, n: int = 64) -> bytes:
+    """The first bytes of an opened stream, left in it to be read again."""
+    with decompress_errors(path):
+        return stream.peek(n)[:n] if hasattr(stream, "peek") else b""
+
+
+def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None) -> Iterator[bytes | bytearray]:
+    """Chunks that each end at a line boundary (the last one may not), from ``path`` or from a
+    ``stream`` already opened on it (closed at the end). Decompression errors become a
+    ParseError naming the file; so does a line too long to be a log's, or binary data."""
+    stream = stream if stream is not None else open_binary(path)
     rest = b""
     cr = qp = None
     skipped = 0  # bytes of the current over-long line that were dropped
     try:
         while True:
-            try:
+            with decompress_errors(path):
                 buf = _read_after(stream, rest, chunk)
-            except (EOFError, OSError, lzma.LZMAError, ValueError) as err:
-                raise ParseError(str(path), 0, f"cannot decompress: {err}") from err
-            except Exception as err:  # zstandard raises its own ZstdError
-                if type(err).__name__ == "ZstdError":
-                    raise ParseError(str(path), 0, f"cannot decompress: {err}") from err
-                raise
             if len(buf) == len(rest):
                 if rest:
                     yield binascii.a2b_qp(rest) if qp else rest

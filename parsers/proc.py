@@ -7,7 +7,7 @@ from pathlib import Path
 
 from parsers import (buddyinfo, meminfo, netdev, pagetypeinfo, slabinfo, snmp, softnet, vmstat,
                      zoneinfo)
-from parsers._util import MAX_PROC_BYTES, PROMPT, QUOTE
+from parsers._util import MAX_PROC_BYTES, PROMPT, QUOTE, read_capped
 from parsers.errors import InputWarning, ParseError
 from parsers.logio import open_binary
 
@@ -51,7 +51,7 @@ def detect(text: str) -> str | None:
 def read_any(path: str | Path) -> str:
     stream = open_binary(path)
     try:
-        data = stream.read(MAX_PROC_BYTES + 1)
+        data = read_capped(stream)
     finally:
         if str(path) != "-":
             stream.close()

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parsers._util import data_lines, read_text, skip, to_int
-from parsers.errors import ParseError
+from parsers.errors import ParseError, warn
 
 _HDR = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)\s*$")
 _KV = re.compile(r"^\s*([A-Za-z_][\w ]*?):?\s+(-?\d+)\s*$")
-_PAGES_FREE = re.compile(r"^pages free\s+(-?\d+)$")
 _PROT = re.compile(r"^\s*protection:\s*\(([^)]*)\)")
 WMARK = ("min", "low", "high", "promo", "boost", "spanned", "present", "managed", "cma")
 TAIL = ("scanned", "node_unreclaimable", "start_pfn", "reserved_highatomic", "free_highatomic",
@@ -81,11 +80,14 @@ def parse(text: str, path: str = "zoneinfo") -> list[Zone]:
             state = "pagesets"
             continue
         if s.startswith("pages free"):
-            pf = _PAGES_FREE.match(s)
-            if pf:
-                z.pages_free = to_int(pf.group(1), path, i, "pages free")
+            toks = s.split()[2:]
+            if toks and toks[0].lstrip("-").isdigit():
+                z.pages_free = to_int(toks[0], path, i, "pages free")
+                if len(toks) > 1:  # the kernel prints one: the first is the count
+                    warn(path, i, "'pages free' with more than one number: the first is read",
+                         raw.strip())
             else:
-                skip(path, i, "'pages free' with other than one number", raw)
+                skip(path, i, "'pages free' without a number", raw)
             state = "zone"
             continue
         pm = _PROT.match(raw)

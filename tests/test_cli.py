@@ -205,3 +205,22 @@ def test_gfp_writes_where_asked(tmp_path):
     r = run("gfp", "0xa20(GFP_ATOMIC)", "-f", "json", "-o", out)
     assert r.exit_code == 0 and r.stdout == ""
     assert json.loads(out.read_text())["layout"] == "L4"
+
+
+def test_output_to_a_pipe_or_device_is_written_in_place(tmp_path):
+    """-o /dev/null or a FIFO is written into, never renamed over (a temp file renamed onto
+    /dev/null would replace the device with a file)."""
+    import os
+    import stat
+    import threading
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    r = subprocess.run([sys.executable, "-m", "analyzer.cli", "parse", str(LAB1), "-o", str(fifo)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    reader.join(timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert json.loads(got[0])["summary"]["slub_reports"] == 30

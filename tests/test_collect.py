@@ -20,10 +20,17 @@ def test_collect_live_proc(tmp_path):
     meta = collect(tmp_path / "b", interval=0.5, count=2, kmsg=kmsg)
     assert meta["kernel_release"] == os.uname().release
     assert meta["boot_time"] and meta["collector"]["snapshots"] == 2
+    dm = Path("/proc/sys/vm/defrag_mode")
+    if dm.exists():  # a sysctl file: read in small pieces (a 64 MiB read fails with ENOMEM)
+        assert meta["defrag_mode"] == int(dm.read_text())
+    assert meta["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     with load(tmp_path / "b") as b:
-        assert len(b.snapshots) >= 1
+        assert len(b.snapshots) == 2
         s = b.snapshots[-1]
         assert s.vmstat["nr_free_pages"] > 0 and s.zoneinfo and s.buddyinfo
+        assert s.net_dev["lo"]["rx_packets"] >= 0 and s.softnet_stat and "TcpExt" in s.net_netstat
+        if dm.exists():
+            assert s.defrag_mode == int(dm.read_text())
         if os.geteuid() == 0:
             assert s.pagetypeinfo is not None and s.pagetypeinfo.pageblock_order >= 9
         if kmsg:

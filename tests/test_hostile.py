@@ -170,8 +170,11 @@ def _signal_mid_extraction(tmp_path, sig) -> tuple[subprocess.Popen, list]:
             seen = logs[0]
             break
         time.sleep(0.01)
+    if seen is None:
+        p.kill()  # never leave the process behind a failed test
+        p.wait()
     assert seen is not None, "the extraction was never seen writing (too fast, or it failed): " + \
-        (p.stderr.read().decode() if p.poll() is not None else "")
+        p.stderr.read().decode()
     p.send_signal(sig)
     p.wait(timeout=60)
     return p, list(tmpdir.iterdir())

@@ -3,7 +3,6 @@
 Kernels come from `make lab-kernels` (scripts/get-kernel.sh); .ci/run fetches them. Without
 qemu, busybox-static or the kernels the test is skipped with the reason."""
 import os
-import shutil
 from pathlib import Path
 
 import pytest

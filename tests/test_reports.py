@@ -125,7 +125,14 @@ def test_failures_over_time_draws_the_corroborated_count(tmp_path):
     assert "fewest free pageblocks" in (out / "free_by_type_order.svg").read_text()
 
 
-@pytest.mark.parametrize("path", ["/bin/ls", str(ROOT / "docs")])
+def test_a_folder_that_is_no_bundle_is_an_error():
+    r = runner.invoke(app, ["triage", str(ROOT / "docs")])
+    assert r.exit_code == 1
+    assert r.stderr.strip() == (f"Error: {ROOT / 'docs'}: no kernel log (dmesg, dmesg.txt, kern.log, "
+                                "messages, ...) and no snapshots/ found: not a host bundle")
+
+
+@pytest.mark.parametrize("path", ["/bin/ls"])
 def test_something_that_is_not_a_kernel_log_exits_4(path, tmp_path):
     r = runner.invoke(app, ["triage", path, "-f", "json"])
     assert r.exit_code == 4
