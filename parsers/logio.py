@@ -57,10 +57,10 @@ def open_binary(path: str | Path) -> BinaryIO:
 class _ZstdFrames(io.RawIOBase):
     """zstd frames one after another, decoded as a stream. Unlike zstandard's stream_reader, a
     stream that ends inside a frame is an error (EOFError), as it is for gzip and xz. Input is
-    fed in small pieces so that one read never holds more than a bounded amount of output
-    (zeros compress 30,000 to 1)."""
+    fed in pieces sized to what they expand to, so that one read never holds more than a
+    bounded amount of output (zeros compress 30,000 to 1)."""
 
-    PIECE = 4096
+    PIECE_MIN, PIECE_MAX, OUT_PER_PIECE = 4096, 1 << 18, 4 << 20
 
     def __init__(self, raw: BinaryIO):
         import zstandard
@@ -70,6 +70,7 @@ class _ZstdFrames(io.RawIOBase):
         self._in_frame = False
         self._out = bytearray()
         self._pending = b""
+        self._piece = self.PIECE_MIN
 
     def readable(self) -> bool:
         return True
@@ -90,12 +91,13 @@ class _ZstdFrames(io.RawIOBase):
     def _feed(self) -> bool:
         """Decode one more piece of input; False at the end of the input."""
         if not self._pending:
-            self._pending = self._raw.read(self.PIECE * 16)
+            self._pending = self._raw.read(self.PIECE_MAX)
             if not self._pending:
                 if self._in_frame:
                     raise EOFError("compressed file ended before the end of a zstd frame")
                 return False
-        piece, self._pending = self._pending[:self.PIECE], self._pending[self.PIECE:]
+        piece, self._pending = self._pending[:self._piece], self._pending[self._piece:]
+        before = len(self._out)
         while piece:
             self._in_frame = True
             self._out += self._d.decompress(piece)
@@ -104,6 +106,11 @@ class _ZstdFrames(io.RawIOBase):
             self._in_frame = False
             piece = self._d.unused_data
             self._d = self._new()
+        grew = len(self._out) - before
+        if grew < self.OUT_PER_PIECE // 4:
+            self._piece = min(self._piece * 2, self.PIECE_MAX)
+        elif grew > self.OUT_PER_PIECE:
+            self._piece = max(self._piece // 4, self.PIECE_MIN)
         return True
 
     def close(self) -> None:
