@@ -141,7 +141,7 @@ def _qemu(kernel: Path, initrd: Path, append: str, memory: int, workdir: Path, a
 
 
 def _parse_stream(data: str, start: datetime, out: Path) -> dict:
-    info = {"uname": None, "defrag": None, "phases": []}
+    info = {"uname": None, "defrag": None, "phases": [], "sysctls": {}, "alive": {}}
     lines = data.replace("\r", "").split("\n")
     i = 0
     while i < len(lines):
@@ -150,6 +150,12 @@ def _parse_stream(data: str, start: datetime, out: Path) -> dict:
             info["uname"] = ln.split(" ", 1)[1].strip()
         elif ln.startswith("@@DEFRAG "):
             info["defrag"] = ln.split(" ", 1)[1].strip()
+        elif ln.startswith("@@SYSCTL "):
+            _, name, value = (ln.split(" ", 2) + [""])[:3]
+            info["sysctls"][name] = value.strip()
+        elif ln.startswith("@@ALIVE "):
+            _, name, flag = ln.split()
+            info["alive"][name] = flag == "1"
         elif ln.startswith("@@FILE "):
             _, phase, up, name = ln.split()
             j = i + 1
@@ -180,7 +186,7 @@ def _parse_stream(data: str, start: datetime, out: Path) -> dict:
 def run(kernel: str | Path, defrag_mode: int = 1, memory: int = 1536, seconds: int = 40,
         out: str | Path | None = None, nsock: int = 16, payload: int = 1400, reserve_mb: int = 48,
         rcvbuf: int = 16 << 20, accel: str = "auto", timeout: float = 900,
-        progress=None) -> dict:
+        progress=None, sysctls: dict | None = None) -> dict:
     kernel = Path(kernel)
     if not kernel.is_file():
         raise LabError(f"{kernel}: no such kernel image")
@@ -188,7 +194,9 @@ def run(kernel: str | Path, defrag_mode: int = 1, memory: int = 1536, seconds: i
     out = Path(out or f"lab-{kernel.name}-defrag{defrag_mode}")
     append = (f"console=ttyS0 quiet panic=-1 mmtriage.defrag={defrag_mode} "
               f"mmtriage.seconds={seconds} mmtriage.nsock={nsock} mmtriage.payload={payload} "
-              f"mmtriage.reserve={reserve_mb} mmtriage.rcvbuf={rcvbuf}")
+              f"mmtriage.reserve={reserve_mb} mmtriage.rcvbuf={rcvbuf}"
+              + (" mmtriage.sysctl=" + ",".join(f"{k}:{v}" for k, v in sysctls.items())
+                 if sysctls else ""))
     tries = ["kvm", "tcg"] if accel == "auto" else [accel]
     if "kvm" in tries and not os.access("/dev/kvm", os.R_OK | os.W_OK):
         tries = ["tcg"]
@@ -226,7 +234,8 @@ def run(kernel: str | Path, defrag_mode: int = 1, memory: int = 1536, seconds: i
                                  f"{seconds} s loopback ICMP flood with unread replies",
                 "workload": {"seconds": seconds, "nsock": nsock, "payload": payload,
                              "reserve_mb": reserve_mb, "rcvbuf": rcvbuf},
-                "phases": dict(info["phases"]), "accel": used, "wall_s": round(wall, 1)}
+                "phases": dict(info["phases"]), "accel": used, "wall_s": round(wall, 1),
+                "sysctls": info["sysctls"], "survived": info["alive"]}
         snaps = sorted((tmp / "snapshots").iterdir()) if (tmp / "snapshots").exists() else []
         if snaps:
             first = (snaps[0] / "net_snmp")
@@ -255,8 +264,18 @@ def verdict(bundle_path) -> dict:
         doc = attribute(b)
         exp = exposure(b, doc)
         gt = b.meta.get("ground_truth", {})
+        failed_sysctls = [k for k, v in (b.meta.get("sysctls") or {}).items() if v == "!failed"]
+        dead = [k for k, v in (b.meta.get("survived") or {}).items() if not v]
     bail = doc["attribution"]["defrag_nofragment_bailout"]
-    if bail:
+    if failed_sysctls or dead:
+        # the setting was not in force, or it removed the conditions instead of being tested
+        word = "INCONCLUSIVE"
+        why = "; ".join(([f"the guest refused sysctl {', '.join(failed_sysctls)}"]
+                         if failed_sysctls else [])
+                        + ([f"the lab's {' and '.join(dead)} did not live through the load (OOM "
+                            f"killer?): the conditions were removed, not the setting tested"]
+                           if dead else []))
+    elif bail:
         word = "AFFECTED"
         why = (f"{bail} reported failures match the defrag_mode bailout (≈"
                f"{doc['failures']['by_cause']['defrag_nofragment_bailout']['estimated']:,} estimated; "

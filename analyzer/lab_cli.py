@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -54,12 +55,34 @@ def check_replaceable(option: str, path: Path) -> None:
                          "refusing to replace it")
 
 
-def _run(kernel, defrag_mode, memory, seconds, out, accel):
+_SYSCTL = re.compile(r"^([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)=([0-9-]{1,20})$")
+# the guest owns these: the lab's own setup, or the experiment's subject
+_RESERVED = {"vm.defrag_mode": "use --defrag-mode", "vm.compact_unevictable_allowed": "the lab sets it",
+             "net.ipv4.ping_group_range": "the lab sets it"}
+
+
+def parse_sysctls(values: list[str] | None) -> dict[str, str]:
+    """--sysctl NAME=VALUE pairs (numeric values, as the allocator knobs take)."""
+    out = {}
+    for v in values or []:
+        m = _SYSCTL.match(v.strip())
+        if not m:
+            raise ValueError(f"--sysctl {v[:60]!r}: expected NAME=NUMBER, e.g. "
+                             "vm.min_free_kbytes=65536")
+        if m.group(1) in _RESERVED:
+            raise ValueError(f"--sysctl {m.group(1)}: {_RESERVED[m.group(1)]}")
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+def _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl=None):
     from analyzer.lab import LabError, run
     check_options(kernel, memory, seconds, accel, out, defrag_mode)
+    sysctls = parse_sysctls(sysctl)
     check_replaceable("--out", Path(out or f"lab-{kernel.name}-defrag{defrag_mode}"))
     try:
-        return run(kernel, defrag_mode, memory, seconds, out, accel=accel, progress=err)
+        return run(kernel, defrag_mode, memory, seconds, out, accel=accel, progress=err,
+                   sysctls=sysctls)
     except LabError as e:
         raise ValueError(str(e)) from None
 
@@ -74,6 +97,11 @@ def run_cmd(
     seconds: Annotated[int, typer.Option(help=f"Length of the ICMP flood (1 to {MAX_SECONDS}).")] = 40,
     out: Annotated[Optional[Path], typer.Option(help="Bundle directory to write.")] = None,
     accel: Annotated[str, typer.Option(help="auto (KVM, falling back to TCG), kvm or tcg.")] = "auto",
+    sysctl: Annotated[Optional[list[str]], typer.Option(
+        "--sysctl", help="NAME=VALUE set in the guest before the load (repeatable), e.g. "
+                         "vm.min_free_kbytes=65536; read back into meta.json. A setting the "
+                         "guest refuses, or one that kills the lab's own processes, makes the "
+                         "run INCONCLUSIVE.")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
 ):
     """Boot KERNEL in a small QEMU guest, fragment memory, flood GFP_ATOMIC skb allocations,
@@ -82,8 +110,9 @@ def run_cmd(
     Example:
 
         mmtriage lab run --kernel .lab/kernels/vmlinuz-6.16.3+deb13-amd64 --out out/lab-6.16.3
+        mmtriage lab run --kernel .lab/kernels/vmlinuz-6.16.3+deb13-amd64 --sysctl vm.min_free_kbytes=65536
     """
-    r = _run(kernel, defrag_mode, memory, seconds, out, accel)
+    r = _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl)
     v = r["verdict"]
     if fmt == Format.json:
         emit(dumps(r))

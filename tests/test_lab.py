@@ -50,8 +50,13 @@ def test_lab_on_real_kernels(tools, tmp_path, ver, expect):
     from analyzer.lab import run
     from analyzer.attribution import attribute
     from parsers.bundle import load
-    r = run(_kernel(ver), 1, out=tmp_path / ver, accel=os.environ.get("LAB_ACCEL", "auto"))
+    # the fixed kernel's run also sets a sysctl (harmless there): it must be in force and recorded
+    sysctls = {"vm.watermark_boost_factor": "0"} if expect == "NOT AFFECTED" else None
+    r = run(_kernel(ver), 1, out=tmp_path / ver, accel=os.environ.get("LAB_ACCEL", "auto"),
+            sysctls=sysctls)
     assert r["verdict"]["result"] == expect, r["verdict"]
+    assert r["sysctls"] == (sysctls or {})
+    assert r["survived"] == {"fragmenter": True, "pingflood": True}
     assert r["kernel_release"] == f"{ver}-amd64" and r["defrag_mode"] == 1
     with load(tmp_path / ver) as b:
         assert len(b.snapshots) == 6
@@ -62,3 +67,32 @@ def test_lab_on_real_kernels(tools, tmp_path, ver, expect):
     else:
         assert d["failures"]["printed"] == 0
         assert r["ground_truth"]["echo_replies_attempted"] > 10000
+
+
+def test_sysctl_option_is_checked():
+    from analyzer.lab_cli import parse_sysctls
+    assert parse_sysctls(["vm.min_free_kbytes=65536", "vm.watermark_scale_factor=100"]) == {
+        "vm.min_free_kbytes": "65536", "vm.watermark_scale_factor": "100"}
+    for bad, why in (("min_free_kbytes=1", "expected NAME=NUMBER"), ("vm.x=1 2", "NAME=NUMBER"),
+                     ("vm.defrag_mode=0", "use --defrag-mode"), ("vm.x=$(reboot)", "NAME=NUMBER")):
+        with pytest.raises(ValueError, match=why):
+            parse_sysctls([bad])
+
+
+@pytest.mark.parametrize("meta,why", [
+    ({"survived": {"fragmenter": False, "pingflood": True}}, "fragmenter did not live through"),
+    ({"sysctls": {"vm.min_free_kbytes": "!failed"}}, "refused sysctl vm.min_free_kbytes"),
+])
+def test_a_setting_that_removed_the_conditions_is_inconclusive(tmp_path, meta, why):
+    """A real affected run, as if its fragmenter had been OOM-killed or the setting refused."""
+    import json
+    import shutil
+    from analyzer.lab import verdict
+    from tests.conftest import SAMPLES
+    b = tmp_path / "b"
+    shutil.copytree(SAMPLES / "lab-6.16.3-defrag1-mmtriage-lab", b)
+    assert verdict(b)["result"] == "AFFECTED"
+    m = json.loads((b / "meta.json").read_text())
+    (b / "meta.json").write_text(json.dumps({**m, **meta}))
+    v = verdict(b)
+    assert v["result"] == "INCONCLUSIVE" and why in v["reason"]
