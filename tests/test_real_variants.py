@@ -177,3 +177,18 @@ def test_oom_header_cut_before_its_order_still_counts():
     res = parse_text("Feb 12 08:21:50 host kernel: updatedb.mlocat invoked oom-killer: "
                      "gfp_mask=0x16040d0(GFP_TEMPORARY|__GFP_COMP|__GFP_NOTRACK), nodemask=\n")
     assert res.oom_reports == 1
+
+
+def test_real_oom_killer_log_alone():
+    """A real posted OOM-killer report (4.7, its Mem-Info with continuation lines) and nothing
+    else: counted as one OOM report, no allocation failure, nothing partial, no error."""
+    from analyzer.attribution import attribute
+    from parsers.bundle import load
+    from tests.conftest import PUBLIC
+    path = PUBLIC / "mixed-lkml-stoakes-oom47-1.txt"
+    with load(path) as b:
+        s = b.log.summary()
+        assert (s["oom_reports"], s["slub_reports"], s["page_alloc_reports"]) == (1, 0, 0)
+        assert s["internal_errors"] == 0 and s["orphan_meminfo"] == 0
+        d = attribute(b)
+    assert d["failures"]["printed"] == 0 and d["log"]["found"]
