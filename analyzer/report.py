@@ -244,6 +244,21 @@ def request_text(e) -> str:
     return f"{e.get('gfp_text') or '?'} order-{e.get('order') if e.get('order') is not None else '?'}"
 
 
+def evidence_items(e) -> list[tuple[str, str]]:
+    """(label, text) of one failure's evidence, for the Markdown and HTML pages alike."""
+    ev = e.get("evidence") or {}
+    items = [("request", request_text(e) + (f", {ev['requested_type']}"
+                                            if ev.get("requested_type") else "")),
+             ("confidence", f"{e['confidence']:.2f}")]
+    if evidence_line(e):
+        items.append(("evidence", evidence_line(e)))
+    if _would(ev):
+        items.append(("the same request would", _would(ev)))
+    if ev.get("cma_note"):
+        items.append(("CMA", ev["cma_note"]))
+    return items
+
+
 def evidence_line(e) -> str:
     ev = e.get("evidence") or {}
     bits = []
@@ -571,16 +586,8 @@ def markdown(doc: dict, images: dict | None = None) -> str:
         for e in ex:
             ev = e.get("evidence") or {}
             L += ["", f"### {md(CAUSE_LABELS[e['cause']])}: line {e['line']:,} of "
-                      f"{md(e['source'])}", "",
-                  f"- request: {md(request_text(e))}"
-                  + (f", {md(ev['requested_type'])}" if ev.get("requested_type") else ""),
-                  f"- confidence: {e['confidence']:.2f}"]
-            if evidence_line(e):
-                L.append(f"- evidence: {md(evidence_line(e))}")
-            if _would(ev):
-                L.append(f"- the same request would: {md(_would(ev))}")
-            if ev.get("cma_note"):
-                L.append(f"- CMA: {md(ev['cma_note'])}")
+                      f"{md(e['source'])}", ""]
+            L += [f"- {label}: {md(text)}" for label, text in evidence_items(e)]
             if ev.get("zones"):
                 L += [""] + _md_table(ZONE_HEAD, [[md(c) for c in r] for r in zone_rows(ev)],
                                       right=tuple(range(2, 9)))
@@ -701,15 +708,7 @@ def html_report(doc: dict, images: dict) -> str:
             ev = ev_e.get("evidence") or {}
             P.append(f"<h3>{e(CAUSE_LABELS[ev_e['cause']])}: line {ev_e['line']:,} of "
                      f"{e(str(ev_e['source']))}</h3><ul>")
-            P.append(f"<li>request: {e(request_text(ev_e))}"
-                     + (f", {e(ev['requested_type'])}" if ev.get("requested_type") else "")
-                     + f"; confidence {ev_e['confidence']:.2f}</li>")
-            if evidence_line(ev_e):
-                P.append(f"<li>evidence: {e(evidence_line(ev_e))}</li>")
-            if _would(ev):
-                P.append(f"<li>the same request would: {e(_would(ev))}</li>")
-            if ev.get("cma_note"):
-                P.append(f"<li>CMA: {e(ev['cma_note'])}</li>")
+            P += [f"<li>{label}: {e(text)}</li>" for label, text in evidence_items(ev_e)]
             P.append("</ul>")
             if ev.get("zones"):
                 P.append(_h_table(ZONE_HEAD, zone_rows(ev), num_cols=tuple(range(2, 9))))
