@@ -15,20 +15,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from models.engine import (ALLOC_CMA, ALLOC_HIGHATOMIC, ALLOC_KSWAPD, ALLOC_NOFRAGMENT,
-                           ALLOC_WMARK_HIGH, ALLOC_WMARK_LOW, C_ALLOCSTALL, C_COMPACT_DAEMON_MIGRATE,
-                           C_COMPACT_FAIL, C_COMPACT_MIGRATE, C_COMPACT_STALL, C_COMPACT_SUCCESS,
-                           C_FAIL_TOTAL, C_KCOMPACTD_WAKE, C_KSWAPD_WAKE, C_NET_DEMAND, C_NET_FAILED, C_NET_INUSE, C_OPS, C_PAGEOUTRUN,
-                           C_PGALLOC, C_PGFREE, C_PGSCAN_DIRECT, C_PGSCAN_KSWAPD, C_PGSTEAL_DIRECT,
-                           C_PGSTEAL_KSWAPD, C_THP_FAULT_ALLOC, C_THP_FAULT_FALLBACK, CAUSE_NONE,
-                           DEFRAG_FIXED, GFP_COMP, GFP_DIRECT_RECLAIM, GFP_KSWAPD_RECLAIM,
-                           GFP_NOFAIL, GFP_NOMEMALLOC, GFP_NORETRY, GFP_NOWARN, GFP_RETRY_MAYFAIL,
-                           LEGACY, MOVABLE, NMT, PK_ANON, PK_FREE, PK_MOVABLE, PK_THP, RECLAIMABLE,
-                           UNMOVABLE, Z_FREE, Z_FREE_BLOCKS, Z_NODE, Z_BOOST, Z_BOOSTED,
-                           Z_END, Z_START, Z_TYPE, Z_MANAGED, ZONE_DMA32, alloc_flags_nofragment,
-                           classify_failure, gfp_migratetype, gfp_to_alloc_flags, gfp_zone,
-                           wmark_pages, zone_watermark_ok, zonelist)
-from models.pages import (free_pages, reserve_highatomic, rmqueue, take,
+from collections import namedtuple
+
+from models.engine import (ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_HIGH, C_ALLOCSTALL,
+                           C_COMPACT_DAEMON_MIGRATE, C_COMPACT_FAIL, C_COMPACT_MIGRATE,
+                           C_COMPACT_STALL, C_COMPACT_SUCCESS, C_FAIL_TOTAL, C_KCOMPACTD_WAKE,
+                           C_KSWAPD_WAKE, C_NET_DEMAND, C_NET_FAILED, C_NET_INUSE, C_OPS,
+                           C_PAGEOUTRUN, C_PGSCAN_DIRECT, C_PGSCAN_KSWAPD, C_PGSTEAL_DIRECT,
+                           C_PGSTEAL_KSWAPD, C_THP_FAULT_ALLOC, C_THP_FAULT_FALLBACK,
+                           CAUSE_NONE, CAUSE_UNKNOWN, GFP_COMP, GFP_DIRECT_RECLAIM, GFP_KSWAPD_RECLAIM,
+                           GFP_NOFAIL, GFP_NOMEMALLOC, GFP_NORETRY, GFP_NOWARN,
+                           GFP_RETRY_MAYFAIL, LEGACY, MOVABLE, NMT, PK_ANON, PK_FREE, PK_MOVABLE,
+                           PK_SLAB, PK_THP, Z_BOOST, Z_BOOSTED, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_MANAGED,
+                           Z_NODE, Z_START, Z_TYPE, ZONE_DMA32, bailout_retries, classify,
+                           fallback_retries, fast_path_flags, gfp_migratetype, gfp_to_alloc_flags,
+                           gfp_zone, kswapd_wake_order, pgdat_balanced, wmark_pages)
+from models.pages import (free_block, free_pages, get_page_from_freelist, take,
                           unreserve_highatomic)
 
 # Pools (which workload owns a page).
@@ -49,6 +51,11 @@ P_IDX = {n: i for i, n in enumerate(PARAMS)}
  P_ARATE, P_ALIFE, P_THPRATE, P_THPLIFE, P_KSWAPD, P_KCOMPACTD, P_ATOMPG, P_ATOMHI,
  P_ATOMHI_ORDER, P_NSTART, P_NSTOP, P_HOLD, P_STALL) = range(len(PARAMS))
 
+# The alloc_pages scratch array ``stats``.
+ST_RECLAIMED = 0     # pages direct reclaim freed
+ST_NOPAGE_FLAGS = 1  # the alloc_flags the last failed request reached nopage with
+NSTATS = 4
+
 MIN_PARTIAL = 5  # SLUB's floor of partial slabs kept per node (mm/slub.c MIN_PARTIAL)
 
 # Report kinds in the event log.
@@ -66,127 +73,102 @@ def _poisson(lam):
     return np.random.poisson(lam)
 
 
-@njit(cache=True)
-def pool_add(L, pool, pfn):
-    pool_pfn, pool_n, ppos, ppool = L
-    i = pool_n[pool]
-    pool_pfn[pool, i] = pfn
-    ppos[pfn] = i
-    ppool[pfn] = pool
-    pool_n[pool] = i + 1
+Pools = namedtuple("Pools", (
+    "pfn",  # [pool, i] the pages each workload pool holds (a page's slot: Allocator.pg.pos)
+    "n",    # [pool] how many
+))
 
 
 @njit(cache=True)
-def pool_remove_at(L, pool, i):
-    pool_pfn, pool_n, ppos, ppool = L
-    pfn = pool_pfn[pool, i]
-    last = pool_n[pool] - 1
-    lp = pool_pfn[pool, last]
-    pool_pfn[pool, i] = lp
-    ppos[lp] = i
-    pool_n[pool] = last
-    ppos[pfn] = -1
-    ppool[pfn] = -1
+def pool_add(A, L, pool, pfn):
+    i = L.n[pool]
+    L.pfn[pool, i] = pfn
+    A.pg[pfn].pos = i
+    A.pg[pfn].pool = pool
+    L.n[pool] = i + 1
+
+
+@njit(cache=True)
+def pool_remove_at(A, L, pool, i):
+    pfn = L.pfn[pool, i]
+    last = L.n[pool] - 1
+    lp = L.pfn[pool, last]
+    L.pfn[pool, i] = lp
+    A.pg[lp].pos = i
+    L.n[pool] = last
+    A.pg[pfn].pos = -1
+    A.pg[pfn].pool = -1
     return pfn
 
 
 @njit(cache=True)
-def zone_of(zs, pfn):
-    for z in range(zs.shape[0]):
-        if zs[z, Z_START] <= pfn < zs[z, Z_END]:
-            return z
-    return -1
+def pool_move(A, L, src, dst):
+    """A migrated page: ``dst`` takes ``src``'s slot in its pool."""
+    pl = A.pg[src].pool
+    if pl >= 0:
+        i = A.pg[src].pos
+        L.pfn[pl, i] = dst
+        A.pg[dst].pos = i
+        A.pg[dst].pool = pl
+        A.pg[src].pos = -1
+        A.pg[src].pool = -1
 
 
 @njit(cache=True)
-def free_block(S, pfn, order, pbo, max_order):
-    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
-    z = zone_of(zs, pfn)
-    free_pages(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z, pfn, order,
-               pbo, max_order)
-    counters[C_PGFREE] += 1 << order
-
-
-@njit(cache=True)
-def gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl):
-    """``get_page_from_freelist`` with page moves. Returns (pfn, zone)."""
-    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
-    mt = gfp_migratetype(gfp)
-    highest = gfp_zone(gfp)
-    no_fallback = flags & ALLOC_NOFRAGMENT
-    for attempt in range(2):
-        for i in range(nzl):
-            z = zl[i]
-            if no_fallback and policy == LEGACY and zs[z, Z_NODE] != node:
-                break
-            mark = wmark_pages(zs, z, flags & 3)
-            if not zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest, flags,
-                                     zs[z, Z_FREE]):
-                continue
-            pfn, mode = rmqueue(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov,
-                                z, order, mt, flags, kind, pbo, counters)
-            if pfn >= 0:
-                counters[C_PGALLOC] += 1 << order
-                if flags & ALLOC_HIGHATOMIC:
-                    reserve_highatomic(zs, nr_free, heads, nxt, prv, forder, bmt, z, pfn, pbo,
-                                       counters)
-                return pfn, z
-        if no_fallback and policy == LEGACY:
-            flags &= ~ALLOC_NOFRAGMENT
-            no_fallback = 0
-            continue
-        break
-    return -1, -1
-
-
-@njit(cache=True)
-def wake_kswapd(S, W, node, order, policy, pbo):
-    counters = S[11]
-    o = order
-    if policy != LEGACY and o < pbo:
-        o = pbo  # defrag_mode wakes kswapd for a whole pageblock
+def wake_kswapd(A, W, node, order, policy):
+    o = kswapd_wake_order(order, policy, A.pbo)
     if W[node, 0] < o:
         if W[node, 0] < 0:
-            counters[C_KSWAPD_WAKE] += 1
+            A.counters[C_KSWAPD_WAKE] += 1
         W[node, 0] = o
 
 
 @njit(cache=True)
-def reclaim(S, L, node, nr, pbo, max_order, direct):
+def reclaim(A, L, node, nr, direct):
     """Free up to ``nr`` page-cache pages of this node (random pick: an approximate LRU)."""
-    zs = S[0]
-    counters = S[11]
-    pool_pfn, pool_n, ppos, ppool = L
     done = 0
     tries = 0
-    while done < nr and pool_n[POOL_PAGECACHE] > 0 and tries < 4 * nr + 16:
+    while done < nr and L.n[POOL_PAGECACHE] > 0 and tries < 4 * nr + 16:
         tries += 1
-        i = np.random.randint(0, pool_n[POOL_PAGECACHE])
-        pfn = pool_pfn[POOL_PAGECACHE, i]
-        if zs[zone_of(zs, pfn), Z_NODE] != node:
+        i = np.random.randint(0, L.n[POOL_PAGECACHE])
+        pfn = L.pfn[POOL_PAGECACHE, i]
+        if A.zs[A.blk[pfn >> A.pbo].zone, Z_NODE] != node:
             continue
-        pool_remove_at(L, POOL_PAGECACHE, i)
-        free_block(S, pfn, 0, pbo, max_order)
+        pool_remove_at(A, L, POOL_PAGECACHE, i)
+        free_block(A, pfn, 0)
         done += 1
     if direct:
-        counters[C_PGSCAN_DIRECT] += tries
-        counters[C_PGSTEAL_DIRECT] += done
+        A.counters[C_PGSCAN_DIRECT] += tries
+        A.counters[C_PGSTEAL_DIRECT] += done
     else:
-        counters[C_PGSCAN_KSWAPD] += tries
-        counters[C_PGSTEAL_KSWAPD] += done
+        A.counters[C_PGSCAN_KSWAPD] += tries
+        A.counters[C_PGSTEAL_KSWAPD] += done
     return done
 
 
 @njit(cache=True)
-def compact(S, L, z, budget, pbo, max_order, cursor, direct):
+def _migration_target(A, z, b):
+    """Compaction's free scanner: the smallest free movable buddy outside block ``b`` (holes
+    elsewhere are filled first), looking at up to four per list. -1 if none."""
+    for o in range(A.max_order):
+        h = A.heads[z, o, MOVABLE]
+        tries = 0
+        while h >= 0 and tries < 4:
+            if (h >> A.pbo) != b:
+                return h
+            h = A.pg[h].nxt
+            tries += 1
+    return -1
+
+
+@njit(cache=True)
+def compact(A, L, z, budget, cursor, direct):
     """Migrate movable pages out of candidate pageblocks (movable label, nothing but free and
     movable pages in them) from the bottom of the zone, into free pages taken from the top.
     Returns (pages migrated, blocks freed, new cursor)."""
-    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
-    pool_pfn, pool_n, ppos, ppool = L
-    per = 1 << pbo
-    b0 = zs[z, Z_START] >> pbo
-    b1 = zs[z, Z_END] >> pbo
+    per = 1 << A.pbo
+    b0 = A.zs[z, Z_START] >> A.pbo
+    b1 = A.zs[z, Z_END] >> A.pbo
     migrated = 0
     freed = 0
     b = max(cursor, b0)
@@ -196,20 +178,20 @@ def compact(S, L, z, budget, pbo, max_order, cursor, direct):
         if b >= b1:
             b = b0
         scanned += 1
-        cand = bmt[b] == MOVABLE and bfree[b] < per and bfree[b] + bmov[b] == per
+        cand = A.blk[b].mt == MOVABLE and A.blk[b].free < per and \
+            A.blk[b].free + A.blk[b].movable == per
         if not cand:
             b += 1
             continue
         # Migrate every movable page in block b.
-        base = b << pbo
-        p = base
+        p = b << A.pbo
         ok = True
-        while p < base + per:
-            o = forder[p]
+        while p < (b << A.pbo) + per:
+            o = A.pg[p].order
             if o >= 0:
                 p += 1 << o
                 continue
-            k = pkind[p]
+            k = A.pg[p].kind
             if k == PK_FREE:
                 p += 1  # inside a buddy that merged after an earlier migration
                 continue
@@ -217,35 +199,13 @@ def compact(S, L, z, budget, pbo, max_order, cursor, direct):
                 # THPs move as a unit and everything else cannot move: skip the block
                 ok = False
                 break
-            # destination: the smallest free movable buddy outside block b (the free scanner
-            # takes isolated free pages; holes elsewhere are filled first)
-            dest = -1
-            for oo in range(max_order):
-                h = heads[z, oo, MOVABLE]
-                tries = 0
-                while h >= 0 and tries < 4:
-                    if (h >> pbo) != b:
-                        dest = h
-                        break
-                    h = nxt[h]
-                    tries += 1
-                if dest >= 0:
-                    break
+            dest = _migration_target(A, z, b)
             if dest < 0:
                 ok = False
                 break
-            take(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z, dest, 0, k,
-                 pbo)
-            pl = ppool[p]
-            if pl >= 0:
-                i = ppos[p]
-                pool_pfn[pl, i] = dest
-                ppos[dest] = i
-                ppool[dest] = pl
-                ppos[p] = -1
-                ppool[p] = -1
-            free_pages(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z, p, 0,
-                       pbo, max_order)
+            take(A, z, dest, 0, k)
+            pool_move(A, L, p, dest)
+            free_pages(A, z, p, 0)
             migrated += 1
             p += 1
             if migrated >= budget:
@@ -253,83 +213,70 @@ def compact(S, L, z, budget, pbo, max_order, cursor, direct):
         if not ok:
             b += 1
             continue
-        if bfree[b] == per:
+        if A.blk[b].free == per:
             freed += 1
             b += 1
     if direct:
-        counters[C_COMPACT_MIGRATE] += migrated
+        A.counters[C_COMPACT_MIGRATE] += migrated
     else:
-        counters[C_COMPACT_DAEMON_MIGRATE] += migrated
+        A.counters[C_COMPACT_DAEMON_MIGRATE] += migrated
     return migrated, freed, b
 
 
 @njit(cache=True)
-def dest_exhausted(free_cursor, base, per):
-    return free_cursor <= base + per
-
-
-@njit(cache=True)
-def alloc_pages(S, L, W, order, gfp, policy, node, pbo, max_order, kind, zl, stats, fixed_used):
-    """``__alloc_pages``: fast path, then the slowpath in kernel order (kernel.md §4.6).
-    Returns (pfn, cause). ``stats[0]`` counts direct-reclaim pages, ``fixed_used[0]`` how often
-    the 2026 fix's retry ran."""
-    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
-    counters[C_OPS] += 1
+def alloc_pages(A, L, W, order, gfp, policy, node, kind, stats, fixed_used):
+    """``__alloc_pages``: fast path, then the slowpath in kernel order (kernel.md §4.6). The
+    engine decides (flags, zone, list, retries, cause); this acts. Returns (pfn, cause).
+    ``stats`` collects ST_* figures, ``fixed_used[0]`` how often the 2026 fix's retry ran."""
+    A.counters[C_OPS] += 1
     highest = gfp_zone(gfp)
-    nzl = zonelist(zs, highest, node, zl)
+    nzl = A.nzonelist[node, highest]
     if nzl == 0:
-        return -1, CAUSE_NONE + 5
-    has_dma32 = False
-    for z in range(zs.shape[0]):
-        if zs[z, Z_TYPE] == ZONE_DMA32 and zs[z, Z_NODE] == node and zs[z, Z_MANAGED] > 0:
-            has_dma32 = True
-    flags = ALLOC_WMARK_LOW | alloc_flags_nofragment(zs, zl[0], gfp, policy, has_dma32)
-    if gfp_migratetype(gfp) == MOVABLE:
-        flags |= ALLOC_CMA
-    pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+        return -1, CAUSE_UNKNOWN
+    flags = fast_path_flags(A, gfp, node, policy)
+    pfn, z = get_page_from_freelist(A, order, gfp, flags, node, policy, kind)
     if pfn >= 0:
         return pfn, CAUSE_NONE
     # -- slowpath
     flags = gfp_to_alloc_flags(gfp, order, policy)
     can_direct = (gfp & GFP_DIRECT_RECLAIM) != 0
     if flags & ALLOC_KSWAPD:
-        wake_kswapd(S, W, node, order, policy, pbo)
-    pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+        wake_kswapd(A, W, node, order, policy)
+    pfn, z = get_page_from_freelist(A, order, gfp, flags, node, policy, kind)
     if pfn >= 0:
         return pfn, CAUSE_NONE
     retries = 0
     while True:
         # retry: (kswapd woken again; reserve_flags not modelled: no MEMALLOC users)
         if retries > 0:
-            pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+            pfn, z = get_page_from_freelist(A, order, gfp, flags, node, policy, kind)
             if pfn >= 0:
                 return pfn, CAUSE_NONE
         if not can_direct:
-            if policy == DEFRAG_FIXED and (flags & ALLOC_NOFRAGMENT) and (gfp & GFP_KSWAPD_RECLAIM):
-                # The 2026 fix: clear NOFRAGMENT and retry instead of bailing out.
+            if bailout_retries(gfp, flags, policy):
                 flags &= ~ALLOC_NOFRAGMENT
                 fixed_used[0] += 1
                 retries += 1
                 continue
             break
-        counters[C_ALLOCSTALL] += 1
-        got = reclaim(S, L, node, 32 << min(order, 4), pbo, max_order, True)
-        stats[0] += got
-        pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+        A.counters[C_ALLOCSTALL] += 1
+        got = reclaim(A, L, node, 32 << min(order, 4), True)
+        stats[ST_RECLAIMED] += got
+        pfn, z = get_page_from_freelist(A, order, gfp, flags, node, policy, kind)
         if pfn >= 0:
             return pfn, CAUSE_NONE
         if got == 0:
             for i in range(nzl):
-                unreserve_highatomic(zs, nr_free, heads, nxt, prv, forder, bmt, zl[i],
-                                     gfp_migratetype(gfp), False, pbo, counters)
+                unreserve_highatomic(A, A.zonelists[node, highest, i], gfp_migratetype(gfp),
+                                     False)
         if order > 0:
-            counters[C_COMPACT_STALL] += 1
-            m, fr, _c = compact(S, L, zl[0], 2 << order, pbo, max_order, 0, True)
-            pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+            A.counters[C_COMPACT_STALL] += 1
+            compact(A, L, A.zonelists[node, highest, 0], 2 << order, 0, True)
+            pfn, z = get_page_from_freelist(A, order, gfp, flags, node, policy, kind)
             if pfn >= 0:
-                counters[C_COMPACT_SUCCESS] += 1
+                A.counters[C_COMPACT_SUCCESS] += 1
                 return pfn, CAUSE_NONE
-            counters[C_COMPACT_FAIL] += 1
+            A.counters[C_COMPACT_FAIL] += 1
         if gfp & GFP_NORETRY:
             break
         if order > 3 and not (gfp & GFP_RETRY_MAYFAIL):
@@ -337,15 +284,14 @@ def alloc_pages(S, L, W, order, gfp, policy, node, pbo, max_order, kind, zl, sta
         if got > 0 and retries < 16:
             retries += 1
             continue
-        if policy != LEGACY and (flags & ALLOC_NOFRAGMENT):
-            # "Reclaim/compaction failed to prevent the fallback" (7a95a05f15d5).
+        if fallback_retries(flags, policy):
             flags &= ~ALLOC_NOFRAGMENT
             retries += 1
             continue
         break
-    cause = classify_failure(zs, nr_free, lowmem, order, gfp, flags, node, pbo, zl, nzl)
-    counters[C_FAIL_TOTAL] += 1
-    return -1, cause
+    A.counters[C_FAIL_TOTAL] += 1
+    stats[ST_NOPAGE_FLAGS] = flags
+    return -1, classify(A, order, gfp, flags, node)
 
 
 @njit(cache=True)
@@ -384,11 +330,11 @@ def _record(rep, rep_n, t, kind, a, b, c, cache_id):
 
 
 @njit(cache=True)
-def _capture(S, caps, cap_zs, cap_n):
+def _capture(A, caps, cap_zs, cap_n):
     i = cap_n[0]
     if i < caps.shape[0]:
-        caps[i] = S[1]
-        cap_zs[i] = S[0]
+        caps[i] = A.nr_free
+        cap_zs[i] = A.zs
         cap_n[0] = i + 1
         return i
     return -1
@@ -411,23 +357,6 @@ def _fail(t, dt, nfail, kind, order, cause, cache_id, fail_sec, truth, truth_n):
         truth_n[0] = ti + 1
 
 
-@njit(cache=True)
-def kswapd_balanced(zs, nr_free, lowmem, node, order, policy, pbo):
-    """``pgdat_balanced``: any eligible zone at its high mark; in defrag_mode with order > 0 the
-    free count is NR_FREE_PAGES_BLOCKS (whole free pageblocks)."""
-    for z in range(zs.shape[0]):
-        if zs[z, Z_NODE] != node or zs[z, Z_MANAGED] <= 0:
-            continue
-        mark = wmark_pages(zs, z, ALLOC_WMARK_HIGH)
-        free = zs[z, Z_FREE]
-        if policy != LEGACY and order > 0:
-            free = zs[z, Z_FREE_BLOCKS]
-        if zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, zs[z, Z_TYPE], 0, free):
-            if zs[z, Z_BOOST] == 0:
-                return True
-    return False
-
-
 SKB_CHUNK = 16  # objects allocated head-then-data before the next chunk
 
 
@@ -440,39 +369,38 @@ def _stalled(caches, cstate, c, t):
 
 
 @njit(cache=True)
-def _new_slab(S, L, W, P, caches, cstate, c, gfp, atomic, policy, node, pbo, max_order, zl, stats,
-              fixed_used, t):
+def _new_slab(A, L, W, P, caches, cstate, c, gfp, atomic, policy, node, stats, fixed_used, t):
     """allocate_slab: the default order without reclaim, then the minimum order as asked.
     Returns (pfn, cause, order); pfn -2 when a process-context row starts its reclaim wait."""
     g1 = (gfp | GFP_NOWARN | GFP_NORETRY) & ~GFP_NOFAIL
     if (g1 & GFP_DIRECT_RECLAIM) and caches[c, 1] > caches[c, 2]:
         g1 = (g1 | GFP_NOMEMALLOC) & ~(GFP_DIRECT_RECLAIM | GFP_KSWAPD_RECLAIM)
     order = caches[c, 1]
-    pfn, cause = alloc_pages(S, L, W, order, g1 | GFP_COMP, policy, node, pbo, max_order, 4,
-                             zl, stats, fixed_used)
+    pfn, cause = alloc_pages(A, L, W, order, g1 | GFP_COMP, policy, node, PK_SLAB, stats,
+                             fixed_used)
     if pfn >= 0:
         return pfn, cause, order
     order = caches[c, 2]
     if not atomic and P[P_STALL] > 0 and cstate[c, 3] == 0:
         # what the slowpath finds before it reclaims: on a miss the context waits
         # reclaim_stall_s, then makes the full attempt
-        pfn, cause = alloc_pages(S, L, W, order,
+        pfn, cause = alloc_pages(A, L, W, order,
                                  (gfp & ~GFP_DIRECT_RECLAIM) | GFP_NOWARN | GFP_COMP, policy,
-                                 node, pbo, max_order, 4, zl, stats, fixed_used)
+                                 node, PK_SLAB, stats, fixed_used)
         if pfn < 0:
             cstate[c, 3] = int((t + P[P_STALL]) * 1e6) + 1
             return -2, cause, order
         return pfn, cause, order
     if not atomic:
         cstate[c, 3] = 0
-    pfn, cause = alloc_pages(S, L, W, order, gfp | GFP_COMP, policy, node, pbo, max_order, 4,
-                             zl, stats, fixed_used)
+    pfn, cause = alloc_pages(A, L, W, order, gfp | GFP_COMP, policy, node, PK_SLAB, stats,
+                             fixed_used)
     return pfn, cause, order
 
 
 @njit(cache=True)
-def _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n, policy,
-               node, pbo, max_order, zl, stats, fixed_used, t, dt, rep, rep_n, caps, cap_zs,
+def _slab_take(A, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n, policy,
+               node, stats, fixed_used, t, dt, rep, rep_n, caps, cap_zs,
                cap_n, truth, truth_n, fail_sec, rl_interval, rl_burst, nopage):
     """Allocate ``n`` objects of cache row ``c``: free objects first, then new slabs. Returns
     how many succeeded; failures are recorded and reported (rate-limited) here. A
@@ -492,8 +420,8 @@ def _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n,
             # state has not changed since: it fails the same way
             pfn, cause, order = -1, nopage[c], caches[c, 2]
         else:
-            pfn, cause, order = _new_slab(S, L, W, P, caches, cstate, c, gfp, atomic, policy,
-                                          node, pbo, max_order, zl, stats, fixed_used, t)
+            pfn, cause, order = _new_slab(A, L, W, P, caches, cstate, c, gfp, atomic, policy,
+                                          node, stats, fixed_used, t)
             if pfn == -2:
                 return ok if ok > 0 else -1
             if pfn < 0:
@@ -503,7 +431,7 @@ def _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n,
                 slab_pfn[q, nslabs[q]] = pfn
                 slab_ord[q, nslabs[q]] = order
                 nslabs[q] += 1
-            objs = ((1 << order) * 4096) // caches[c, 0]
+            objs = ((1 << order) * A.page_size) // caches[c, 0]
             take_n = need if need < objs else objs
             cstate[q, 0] += objs - take_n
             cstate[c, 1] += take_n
@@ -520,7 +448,7 @@ def _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n,
             if not (gfp & GFP_NOWARN):
                 # the min-order page allocation warns first (warn_alloc, 1 per 10 s)
                 if ratelimit(RS, 1, tj, rl_interval, rl_burst, 1, rep, rep_n, c):
-                    ci = _capture(S, caps, cap_zs, cap_n)
+                    ci = _capture(A, caps, cap_zs, cap_n)
                     _record(rep, rep_n, tj, R_WARN, caches[c, 2], gfp | GFP_COMP, ci, c)
                 # then slab_out_of_memory (10 per 5 s, shared by all caches)
                 if ratelimit(RS, 0, tj, 5.0, 10, 1, rep, rep_n, c):
@@ -529,31 +457,28 @@ def _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n,
 
 
 @njit(cache=True)
-def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo, max_order,
+def run(A, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy,
         seed, t0, seconds, dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snaps_inuse,
         snap_n,
         rep, rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec, nnodes, burst_state,
         ratelimit_warn_interval, ratelimit_warn_burst):
     """Simulate ``seconds`` from ``t0``. Returns the number of allocator calls made."""
     np.random.seed(seed)
-    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
-    pool_pfn, pool_n, ppos, ppool = L
-    zl = np.empty(zs.shape[0], dtype=np.int64)
     stats = np.zeros(4, dtype=np.int64)
     fixed_used = np.zeros(1, dtype=np.int64)
     nticks = int(seconds / dt + 0.5)
     ncache = caches.shape[0]
-    comp_cursor = np.zeros(zs.shape[0], dtype=np.int64)
+    comp_cursor = np.zeros(A.zs.shape[0], dtype=np.int64)
     nopage = np.full(max(ncache, 1), -1, dtype=np.int64)  # cause of this tick's failed slab
     tick_ok = np.zeros(max(ncache, 1), dtype=np.int64)  # a child's successes this tick
-    ops0 = counters[C_OPS]
+    ops0 = A.counters[C_OPS]
     node_rr = 0
     for tick in range(nticks):
         t = t0 + tick * dt
         k = snap_n[0]
         if k < snap_times.shape[0] and t >= snap_times[k] - 1e-9:
             if ncache > 0:
-                counters[C_NET_INUSE] = cstate[0, 1]  # objects of the first cache in use now
+                A.counters[C_NET_INUSE] = cstate[0, 1]  # objects of the first cache in use now
                 # a network object fails once: its head failed, or its data buffer did (a
                 # child cache); unrelated atomic caches count the one that failed most
                 worst = 0
@@ -566,18 +491,18 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                             nf_obj += cstate[ch, 2]
                     if nf_obj > worst:
                         worst = nf_obj
-                counters[C_NET_FAILED] = worst
+                A.counters[C_NET_FAILED] = worst
             if k < snaps_nr.shape[0]:
-                snaps_nr[k] = nr_free
-                snaps_zs[k] = zs
-                snaps_cnt[k] = counters
+                snaps_nr[k] = A.nr_free
+                snaps_zs[k] = A.zs
+                snaps_cnt[k] = A.counters
                 for c in range(ncache):
                     snaps_inuse[k, c] = cstate[c, 1]
-                for z in range(zs.shape[0]):
+                for z in range(A.zs.shape[0]):
                     for mt in range(NMT):
                         snaps_blocks[k, z, mt] = 0
-                    for b in range(zs[z, Z_START] >> pbo, zs[z, Z_END] >> pbo):
-                        snaps_blocks[k, z, bmt[b]] += 1
+                    for b in range(A.zs[z, Z_START] >> A.pbo, A.zs[z, Z_END] >> A.pbo):
+                        snaps_blocks[k, z, A.blk[b].mt] += 1
                 snap_n[0] = k + 1
         node = node_rr % nnodes
         node_rr += 1
@@ -622,28 +547,28 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
             else:
                 # THP faults: GFP_TRANSHUGE_LIGHT, expected to fail quietly without a free block
                 pool, rate, life, gfp, kind = POOL_THP, P[P_THPRATE], P[P_THPLIFE], 0x1c20ca, PK_THP
-                order = pbo
-            if rate <= 0 and pool_n[pool] == 0:
+                order = A.pbo
+            if rate <= 0 and L.n[pool] == 0:
                 continue
-            if life > 0 and pool_n[pool] > 0:
-                nf = _poisson(pool_n[pool] * dt / life)
-                for j in range(min(nf, pool_n[pool])):
-                    i = np.random.randint(0, pool_n[pool])
-                    pfn = pool_remove_at(L, pool, i)
-                    free_block(S, pfn, order, pbo, max_order)
+            if life > 0 and L.n[pool] > 0:
+                nf = _poisson(L.n[pool] * dt / life)
+                for j in range(min(nf, L.n[pool])):
+                    i = np.random.randint(0, L.n[pool])
+                    pfn = pool_remove_at(A, L, pool, i)
+                    free_block(A, pfn, order)
             na = _poisson(rate * dt)
             for j in range(na):
-                if pool_n[pool] >= pool_pfn.shape[1]:
+                if L.n[pool] >= L.pfn.shape[1]:
                     break
-                pfn, cause = alloc_pages(S, L, W, order, gfp, policy, node, pbo, max_order, kind,
-                                         zl, stats, fixed_used)
+                pfn, cause = alloc_pages(A, L, W, order, gfp, policy, node, kind, stats,
+                                         fixed_used)
                 if pfn >= 0:
-                    pool_add(L, pool, pfn)
+                    pool_add(A, L, pool, pfn)
                     if w == 6:
-                        counters[C_THP_FAULT_ALLOC] += 1
+                        A.counters[C_THP_FAULT_ALLOC] += 1
                     continue
                 if w == 6:
-                    counters[C_THP_FAULT_FALLBACK] += 1
+                    A.counters[C_THP_FAULT_FALLBACK] += 1
                 # The rest of this tick's demand meets the same state and fails the same way.
                 nfail = na - j
                 _fail(t, dt, nfail, 1, order, cause, -1, fail_sec, truth, truth_n)
@@ -652,7 +577,7 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                         tk = t + dt * k / nfail
                         if ratelimit(RS, 1, tk, ratelimit_warn_interval, ratelimit_warn_burst, 1,
                                      rep, rep_n, -1):
-                            ci = _capture(S, caps, cap_zs, cap_n)
+                            ci = _capture(A, caps, cap_zs, cap_n)
                             _record(rep, rep_n, tk, R_WARN, order, gfp, ci, -1)
                 break
         # -- SLUB caches (network objects)
@@ -674,7 +599,7 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
             # free_share ** objects_per_slab; SLUB discards empty slabs beyond min_partial
             while q == c and nslabs[c] > 0:
                 top = nslabs[c] - 1
-                objs = ((1 << slab_ord[c, top]) * 4096) // caches[c, 0]
+                objs = ((1 << slab_ord[c, top]) * A.page_size) // caches[c, 0]
                 total = cstate[c, 0]
                 for r in range(ncache):
                     if caches[r, 7] == c:
@@ -684,7 +609,7 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                 if nslabs[c] * (cstate[c, 0] / total) ** objs < 1.0 + MIN_PARTIAL:
                     break
                 cstate[c, 0] -= objs
-                free_block(S, slab_pfn[c, top], slab_ord[c, top], pbo, max_order)
+                free_block(A, slab_pfn[c, top], slab_ord[c, top])
                 nslabs[c] -= 1
         for c in range(ncache):
             nopage[c] = -1
@@ -696,7 +621,7 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                 continue
             demand = _poisson(P[P_NET] * caches[c, 5] / 1000.0 * mult * dt)
             if c == 0:
-                counters[C_NET_DEMAND] += demand  # objects of the first (reported) cache
+                A.counters[C_NET_DEMAND] += demand  # objects of the first (reported) cache
             left = demand
             leaf = True
             for ch in range(c + 1, ncache):
@@ -716,8 +641,8 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                     if short and left > SKB_CHUNK:
                         n = SKB_CHUNK
                 left -= n
-                ok = _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n,
-                                policy, node, pbo, max_order, zl, stats, fixed_used, t, dt,
+                ok = _slab_take(A, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n,
+                                policy, node, stats, fixed_used, t, dt,
                                 rep, rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec,
                                 ratelimit_warn_interval, ratelimit_warn_burst, nopage)
                 if ok > 0:
@@ -729,8 +654,8 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
                     m = ok if share >= 1.0 else np.random.binomial(ok, share)
                     if m <= 0:
                         continue
-                    got = _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs,
-                                     ch, m, policy, node, pbo, max_order, zl, stats,
+                    got = _slab_take(A, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs,
+                                     ch, m, policy, node, stats,
                                      fixed_used, t, dt, rep, rep_n, caps, cap_zs, cap_n, truth,
                                      truth_n, fail_sec, ratelimit_warn_interval,
                                      ratelimit_warn_burst, nopage)
@@ -759,62 +684,61 @@ def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo,
         for nd in range(nnodes):
             if W[nd, 0] >= 0:
                 order = W[nd, 0]
-                if kswapd_balanced(zs, nr_free, lowmem, nd, order, policy, pbo):
-                    for z in range(zs.shape[0]):
-                        if zs[z, Z_NODE] == nd:
-                            zs[z, Z_BOOST] = 0
-                            zs[z, Z_BOOSTED] = 0
+                if pgdat_balanced(A, nd, order, policy):
+                    for z in range(A.zs.shape[0]):
+                        if A.zs[z, Z_NODE] == nd:
+                            A.zs[z, Z_BOOST] = 0
+                            A.zs[z, Z_BOOSTED] = 0
                     W[nd, 0] = -1
                     if order > 0 and W[nd, 1] < order:
                         W[nd, 1] = order
-                        counters[C_KCOMPACTD_WAKE] += 1
+                        A.counters[C_KCOMPACTD_WAKE] += 1
                 else:
-                    counters[C_PAGEOUTRUN] += 1
+                    A.counters[C_PAGEOUTRUN] += 1
                     budget = int(P[P_KSWAPD] * dt + np.random.random())
-                    got = reclaim(S, L, nd, budget, pbo, max_order, False)
+                    got = reclaim(A, L, nd, budget, False)
                     # Enough free pages but not in blocks: hand over to kcompactd.
                     enough = True
-                    for z in range(zs.shape[0]):
-                        if zs[z, Z_NODE] == nd and zs[z, Z_MANAGED] > 0 and zs[z, Z_TYPE] >= ZONE_DMA32:
-                            if zs[z, Z_FREE] < wmark_pages(zs, z, ALLOC_WMARK_HIGH) + (2 << order):
+                    for z in range(A.zs.shape[0]):
+                        if A.zs[z, Z_NODE] == nd and A.zs[z, Z_MANAGED] > 0 and A.zs[z, Z_TYPE] >= ZONE_DMA32:
+                            if A.zs[z, Z_FREE] < wmark_pages(A.zs, z, ALLOC_WMARK_HIGH) + (2 << order):
                                 enough = False
                     if got == 0 or (enough and order > 0):
                         if order > 0 and W[nd, 1] < order:
                             W[nd, 1] = order
-                            counters[C_KCOMPACTD_WAKE] += 1
+                            A.counters[C_KCOMPACTD_WAKE] += 1
                         if got == 0 or enough:
-                            for z in range(zs.shape[0]):
-                                if zs[z, Z_NODE] == nd:
-                                    zs[z, Z_BOOST] = 0
-                                    zs[z, Z_BOOSTED] = 0
+                            for z in range(A.zs.shape[0]):
+                                if A.zs[z, Z_NODE] == nd:
+                                    A.zs[z, Z_BOOST] = 0
+                                    A.zs[z, Z_BOOSTED] = 0
                             W[nd, 0] = -1
             else:
                 # boosted watermarks or low free pages wake kswapd by themselves
-                for z in range(zs.shape[0]):
-                    if zs[z, Z_NODE] == nd and zs[z, Z_MANAGED] > 0 and zs[z, Z_BOOSTED] == 1:
+                for z in range(A.zs.shape[0]):
+                    if A.zs[z, Z_NODE] == nd and A.zs[z, Z_MANAGED] > 0 and A.zs[z, Z_BOOSTED] == 1:
                         W[nd, 0] = 0
             if W[nd, 1] >= 0:
                 order = W[nd, 1]
                 done = True
                 budget = int(P[P_KCOMPACTD] * dt + np.random.random())
-                for z in range(zs.shape[0]):
-                    if zs[z, Z_NODE] != nd or zs[z, Z_MANAGED] <= 0 or zs[z, Z_TYPE] < ZONE_DMA32:
+                for z in range(A.zs.shape[0]):
+                    if A.zs[z, Z_NODE] != nd or A.zs[z, Z_MANAGED] <= 0 or A.zs[z, Z_TYPE] < ZONE_DMA32:
                         continue
                     if policy != LEGACY:
-                        target = zs[z, Z_FREE_BLOCKS] >= wmark_pages(zs, z, ALLOC_WMARK_HIGH)
+                        target = A.zs[z, Z_FREE_BLOCKS] >= wmark_pages(A.zs, z, ALLOC_WMARK_HIGH)
                     else:
                         target = False
-                        for o in range(order, max_order):
+                        for o in range(order, A.max_order):
                             for mt in range(3):
-                                if nr_free[z, o, mt] > 0:
+                                if A.nr_free[z, o, mt] > 0:
                                     target = True
                     if target or budget <= 0:
                         continue
-                    m, fr, comp_cursor[z] = compact(S, L, z, budget, pbo, max_order,
-                                                    comp_cursor[z], False)
+                    m, fr, comp_cursor[z] = compact(A, L, z, budget, comp_cursor[z], False)
                     budget -= m
                     if m > 0:
                         done = False
                 if done:
                     W[nd, 1] = -1
-    return counters[C_OPS] - ops0
+    return A.counters[C_OPS] - ops0

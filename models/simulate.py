@@ -172,8 +172,8 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
     ops = 0
     for i in range(slices):
         length = seconds / slices
-        ops += run(st.S, st.L, st.W, RS, vec, caches, cstate, slab_pfn, slab_ord, nslabs,
-                   POLICIES[policy], spec.pageblock_order, mo, seed * 1_000_003 + i, done, length,
+        ops += run(st.A, st.L, st.W, RS, vec, caches, cstate, slab_pfn, slab_ord, nslabs,
+                   POLICIES[policy], seed * 1_000_003 + i, done, length,
                    sc.dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snaps_inuse, snap_n, rep,
                    rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec, st.nnodes, burst, 10.0, 1)
         done += length
