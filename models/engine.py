@@ -363,6 +363,16 @@ def should_try_claim_block(order, start_mt, pbo):
 
 
 @njit(cache=True)
+def find_suitable_fallback(nr_free, z, order, mt):
+    """The first type in ``fallbacks[mt]`` with a free buddy of exactly this order, or -1."""
+    for k in range(2):
+        fmt = FALLBACKS[mt, k]
+        if nr_free[z, order, fmt] > 0:
+            return fmt
+    return -1
+
+
+@njit(cache=True)
 def claim_accepts(cur_order, start_mt, block_mt, free, movable, pbo):
     """``try_to_claim_block``: a buddy of pageblock order or more is taken outright; below
     that the block converts only if its free pages plus the pages compatible with the request
@@ -396,10 +406,10 @@ def claim_refused(A, z, cur_order, fmt, start_mt):
 def rmqueue_plan(A, z, order, mt, flags):
     """``rmqueue_buddy`` as a decision: (mode, source order, source type, claims refused).
 
-    6.15 ``__rmqueue``: NORMAL (own type, smallest order) -> CLAIM (top-down over fallback
-    types, min order = pageblock order under NOFRAGMENT; a claim the half-block rule refuses
-    moves on to the next candidate) -> STEAL (smallest fallback buddy, only without
-    NOFRAGMENT); highatomic first for ALLOC_HIGHATOMIC and as the last resort for
+    6.15 ``__rmqueue``: NORMAL (own type, smallest order) -> CLAIM (top-down over orders, at
+    each the first fallback type with a free buddy (``find_suitable_fallback``); min order =
+    pageblock order under NOFRAGMENT; a claim the half-block rule refuses moves on to the next
+    order) -> STEAL (smallest fallback buddy, only without NOFRAGMENT); highatomic first for ALLOC_HIGHATOMIC and as the last resort for
     ALLOC_NON_BLOCK/OOM. ``claims refused`` counts the claim attempts before the chosen one
     (each boosts the watermark)."""
     norders = A.nr_free.shape[1]
@@ -419,18 +429,17 @@ def rmqueue_plan(A, z, order, mt, flags):
         for co in range(norders - 1, min_order - 1, -1):
             if not should_try_claim_block(co, mt, pbo):
                 break
-            for k in range(2):
-                fmt = FALLBACKS[mt, k]
-                if A.nr_free[z, co, fmt] > 0:
-                    if not claim_refused(A, z, co, fmt, mt):
-                        return MODE_CLAIM, co, fmt, refused
-                    refused += 1
+            fmt = find_suitable_fallback(A.nr_free, z, co, mt)
+            if fmt < 0:
+                continue
+            if not claim_refused(A, z, co, fmt, mt):
+                return MODE_CLAIM, co, fmt, refused
+            refused += 1  # the next candidate is the next order down, as in the kernel
         if not (flags & ALLOC_NOFRAGMENT):
             for co in range(order, norders):
-                for k in range(2):
-                    fmt = FALLBACKS[mt, k]
-                    if A.nr_free[z, co, fmt] > 0:
-                        return MODE_STEAL, co, fmt, refused
+                fmt = find_suitable_fallback(A.nr_free, z, co, mt)
+                if fmt >= 0:
+                    return MODE_STEAL, co, fmt, refused
     if flags & (ALLOC_OOM | ALLOC_NON_BLOCK):
         o = rmqueue_smallest(A.nr_free, z, order, HIGHATOMIC)
         if o >= 0:

@@ -219,9 +219,7 @@ def rmqueue(A, z, order, mt, flags, kind, mode, so, smt, refused):
         so = rmqueue_smallest(A.nr_free, z, order, mt)  # the claimed block's pages
         pfn = A.heads[z, so, mt]
     elif mode == MODE_STEAL:
-        A.counters[C_FB_STEAL] += 1
-        if so < A.pbo:
-            boost_watermark(A, z, flags)
+        A.counters[C_FB_STEAL] += 1  # 6.15's __rmqueue_steal does not boost the watermark
     elif mode == MODE_HIGHATOMIC and not (flags & ALLOC_HIGHATOMIC):
         A.counters[C_FB_HIGHATOMIC] += 1
     return take(A, z, pfn, order, kind)

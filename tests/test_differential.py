@@ -138,7 +138,7 @@ def check_served_as_planned(st, order, gfp, flags, node, policy, seen, what):
     assert d[E.C_FB_STEAL] == (mode == E.MODE_STEAL), what
     assert d[E.C_FB_HIGHATOMIC] == (mode == E.MODE_HIGHATOMIC and
                                     not flags & E.ALLOC_HIGHATOMIC), what
-    boosts = refused + (mode == E.MODE_CLAIM and so < PBO) + (mode == E.MODE_STEAL and so < PBO)
+    boosts = refused + (mode == E.MODE_CLAIM and so < PBO)  # try_to_claim_block's, below a block
     assert d[E.C_WMARK_BOOST] == boosts, what
     assert d[E.C_HA_RESERVE] <= (1 if f & E.ALLOC_HIGHATOMIC else 0), what
     assert d[E.C_PGALLOC] == 1 << order, what
