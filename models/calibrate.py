@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
-from analyzer.attribution import host_facts
+from models.policy import for_bundle as host_facts
 from models.engine import (C_ALLOCSTALL, C_COMPACT_STALL, C_KCOMPACTD_WAKE, C_NET_DEMAND,
                            C_NET_FAILED, C_PAGEOUTRUN, C_PGALLOC, C_PGSTEAL_DIRECT,
                            C_PGSTEAL_KSWAPD, GFP_NOMEMALLOC, GFP_NOWARN, NMT, Z_END, Z_START)

@@ -231,3 +231,31 @@ def test_emitted_bundle_parses_to_the_models_counts(tmp_path):
         assert sum(z.pages_free for z in last.zoneinfo) == last.vmstat["nr_free_pages"]
         meta = json.loads((tmp_path / "b/meta.json").read_text())
         assert meta["model"]["truth"]["failures"]["total"] == int(res.fail_sec.sum())
+
+
+@pytest.mark.parametrize("release,defrag_mode,fixed_in,expect", [
+    ("6.14.8", 1, None, "legacy"),              # before defrag_mode existed
+    ("6.16.3+deb13-amd64", 1, None, "defrag"),
+    ("6.16.3+deb13-amd64", 0, None, "legacy"),
+    ("7.2.6+deb13-amd64", 1, None, "defrag-fixed"),
+    ("7.2.6+deb13-amd64", 0, None, "legacy"),
+    ("6.16.3+deb13-amd64", None, None, "defrag"),  # unknown: tested as if on, with a note
+    ("6.18.40-acme", 1, ["6.18.40-acme"], "defrag-fixed"),  # a vendor kernel with the fix
+    (None, 1, None, "defrag"),
+])
+def test_policy_from_release_defrag_mode_and_fix_table(release, defrag_mode, fixed_in, expect):
+    from models.policy import select
+    sel = select(release, {"value": defrag_mode, "source": "test"}, fixed_in)
+    assert sel.policy_name == expect
+    assert E.POLICY_NAMES[sel.policy] == expect
+    assert bool(sel.notes) == (defrag_mode is None)
+
+
+def test_models_do_not_import_the_analyzer():
+    import ast
+    from pathlib import Path
+    for path in (Path(__file__).resolve().parent.parent / "models").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "analyzer" for n in names), path.name
