@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from models.engine import ZONE_DMA32, ZONE_NORMAL
+from models.engine import GFP_ATOMIC
 from models.sim import PARAMS
 from models.state import HostSpec
-
-GFP_ATOMIC = 0x820
 
 
 @dataclass

@@ -13,7 +13,8 @@ import pytest
 
 from models import engine as E
 from models.pages import free_block, get_page_from_freelist
-from models.sim import ST_NOPAGE_FLAGS, alloc_pages
+from models import sim as S
+from models.sim import NSTATS, ST_NOPAGE_FLAGS, alloc_pages
 from models.state import HostSpec, State, ZoneSpec
 
 ZONE = 1 << 16  # 256 MiB: big enough for a highatomic reserve (1 % >= one pageblock)
@@ -24,15 +25,18 @@ SPEC = HostSpec([ZoneSpec(0, E.ZONE_DMA32, ZONE, ZONE - 512), ZoneSpec(0, E.ZONE
 PBO = SPEC.pageblock_order
 SLUB_FIRST = E.GFP_NOWARN | E.GFP_NORETRY | E.GFP_COMP
 QUIET = E.GFP_NOWARN | E.GFP_NOMEMALLOC | E.GFP_COMP
-# Every GFP class the scenarios and calibration allocate with (models.sim workloads, SLUB's
-# allocate_slab attempts, the data-buffer caches), with the orders they come in.
-REQUESTS = {
-    "page cache, anon": (E.GFP_HIGHUSER_MOVABLE, (0,)),
-    "kernel pages": (E.GFP_KERNEL, (0,)),
-    "reclaimable": (E.GFP_KERNEL | E.GFP_RECLAIMABLE, (0,)),
-    "atomic pages": (E.GFP_ATOMIC, (0,)),
-    "atomic buffers": (E.GFP_ATOMIC | E.GFP_COMP, (1, 2, 3)),
-    "THP": (E.GFP_TRANSHUGE_LIGHT, (PBO,)),
+# Every GFP class the simulation allocates with, with the orders it uses: the page workloads
+# (models.sim.WORKLOADS), SLUB's allocate_slab attempts for atomic and process-context rows,
+# and the data-buffer rows calibration adds.
+WORKLOAD_NAMES = {S.WL_PAGECACHE: "page cache", S.WL_ANON: "anon", S.WL_KERNEL: "kernel pages",
+                  S.WL_RECLAIMABLE: "reclaimable", S.WL_ATOMIC_PAGES: "atomic pages",
+                  S.WL_ATOMIC_BUFFERS: "atomic buffers", S.WL_THP: "THP"}
+REQUESTS = {WORKLOAD_NAMES[w]: (int(S.WORKLOADS[w, S.WL_GFP]),
+                                {S.ORDER_PARAM: (1, 2, 3), S.ORDER_PAGEBLOCK: (PBO,)}.get(
+                                    int(S.WORKLOADS[w, S.WL_ORDER]),
+                                    (int(S.WORKLOADS[w, S.WL_ORDER]),)))
+            for w in range(len(S.WORKLOADS))}
+REQUESTS.update({
     "GFP_NOWAIT": (E.GFP_NOWAIT, (0,)),
     "slab, atomic, default order": (E.GFP_ATOMIC | SLUB_FIRST, (1, 3)),
     "slab, atomic, min order": (E.GFP_ATOMIC | E.GFP_COMP, (0,)),
@@ -43,7 +47,7 @@ REQUESTS = {
     "slab, kernel, min order": (E.GFP_KERNEL | E.GFP_COMP, (0,)),
     "data buffer, atomic": (E.GFP_ATOMIC | QUIET, (0, 3)),
     "data buffer, kernel": (E.GFP_KERNEL | QUIET, (0, 3)),
-}
+})
 POLICIES = (E.LEGACY, E.DEFRAG, E.DEFRAG_FIXED)
 
 
@@ -67,7 +71,7 @@ def random_state(seed):
                 pinned_per_block=1 if fine else int(rng.integers(0, 3)),
                 pinned_frac=1.0 if fine else rng.uniform(0.3, 1.0),
                 cluster=0.0 if fine else rng.uniform(0, 0.5))
-    stats, fixed = np.zeros(4, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    stats = np.zeros(NSTATS, dtype=np.int64)
     held = []
     classes = list(REQUESTS.values())
     for _ in range(400):
@@ -78,7 +82,7 @@ def random_state(seed):
         gfp, orders = classes[int(rng.integers(len(classes)))]
         order = int(rng.choice(orders))
         pfn, _ = alloc_pages(st.A, st.L, st.W, order, gfp, int(rng.integers(3)),
-                             int(rng.integers(2)), E.PK_UNMOVABLE, stats, fixed)
+                             int(rng.integers(2)), E.PK_UNMOVABLE, stats)
         if pfn >= 0:
             held.append((pfn, order))
     for z in range(len(SPEC.zones)):
@@ -174,7 +178,7 @@ def test_simulator_serves_what_the_engine_plans():
 
 
 def test_a_failure_has_the_cause_triage_finds_on_the_state_it_met():
-    stats, fixed = np.zeros(4, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    stats = np.zeros(NSTATS, dtype=np.int64)
     causes = set()
     for seed in SEEDS:
         st = random_state(100 + seed)
@@ -185,7 +189,7 @@ def test_a_failure_has_the_cause_triage_finds_on_the_state_it_met():
                 order = int(max(orders))
                 for attempt in range(40):  # until the supply runs out
                     pfn, cause = alloc_pages(st.A, st.L, st.W, order, gfp, policy, node,
-                                             E.PK_UNMOVABLE, stats, fixed)
+                                             E.PK_UNMOVABLE, stats)
                     if pfn < 0:
                         break
                 if pfn >= 0:

@@ -9,7 +9,7 @@ from models import engine as E
 from models import scenarios
 from models.scenarios import Cache, Scenario
 from models.pages import free_block
-from models.sim import P_IDX, PARAMS, alloc_pages
+from models.sim import NSTATS, P_IDX, PARAMS, ST_FIX_RETRIES, alloc_pages
 from models.simulate import simulate
 from models.state import HostSpec, State, ZoneSpec
 
@@ -103,13 +103,12 @@ def _fragmented_host(seed=3):
 def test_the_bailout_on_a_page_level_state(policy, expect):
     st = _fragmented_host()
     assert st.check() == [] and st.free_pageblocks() == 0
-    stats, fixed = np.zeros(4, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    pfn, cause = alloc_pages(st.A, st.L, st.W, 0, E.GFP_ATOMIC, policy, 0, E.PK_SLAB, stats,
-                             fixed)
+    stats = np.zeros(NSTATS, dtype=np.int64)
+    pfn, cause = alloc_pages(st.A, st.L, st.W, 0, E.GFP_ATOMIC, policy, 0, E.PK_SLAB, stats)
     if expect is None:
         assert pfn >= 0
         assert st.counters[E.C_FB_CLAIM] + st.counters[E.C_FB_STEAL] >= 1
-        assert fixed[0] == (1 if policy == E.DEFRAG_FIXED else 0)
+        assert stats[ST_FIX_RETRIES] == (1 if policy == E.DEFRAG_FIXED else 0)
     else:
         assert pfn < 0 and cause == expect
     if policy != E.LEGACY:
@@ -123,7 +122,7 @@ def test_thp_light_fails_as_speculative():
     st = _fragmented_host()
     for policy in (E.LEGACY, E.DEFRAG, E.DEFRAG_FIXED):
         pfn, cause = alloc_pages(st.A, st.L, st.W, PBO, E.GFP_TRANSHUGE_LIGHT, policy, 0,
-                                 E.PK_THP, np.zeros(4, dtype=np.int64), np.zeros(1, dtype=np.int64))
+                                 E.PK_THP, np.zeros(NSTATS, dtype=np.int64))
         assert pfn < 0 and cause == E.CAUSE_SPEC
 
 
@@ -141,8 +140,7 @@ def test_buddy_merging_and_conservation_random_ops():
             order = int(rng.choice([0, 0, 0, 1, 2, 3, 9]))
             g = int(rng.choice(gfps))
             pfn, cause = alloc_pages(st.A, st.L, st.W, order, g, int(rng.integers(3)), 0,
-                                     E.PK_UNMOVABLE, np.zeros(4, dtype=np.int64),
-                                     np.zeros(1, dtype=np.int64))
+                                     E.PK_UNMOVABLE, np.zeros(NSTATS, dtype=np.int64))
             if pfn >= 0:
                 held.append((pfn, order))
         if step % 500 == 0:
