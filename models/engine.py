@@ -94,6 +94,13 @@ FALLBACKS = np.array([[RECLAIMABLE, MOVABLE], [RECLAIMABLE, UNMOVABLE], [UNMOVAB
                      dtype=np.int64)
 
 
+# The allocator's and the simulation's functions are compiled without numba's reference
+# counting (``_nrt=False``, as numba's own hot helpers are): with it, a function that calls
+# another increfs and decrefs every array of its state tuples on entry and exit, two atomic
+# operations per array, which was more than half of a simulation's time. These functions
+# allocate nothing; the arrays they get live as long as their Python caller holds them.
+jit = njit(cache=True, _nrt=False)
+
 # ---------------------------------------------------------------------------------------------
 # The state (one namedtuple of arrays; numba specialises on its type, so the simulator's state
 # and an observed view share the compiled decisions)
@@ -134,7 +141,7 @@ Allocator = namedtuple("Allocator", (
 ))
 
 
-@njit(cache=True)
+@jit
 def zonelist(zs, highest_zt, node, out):
     """Zones to try in order: the local node's zones from highest_zt down, then other nodes'."""
     n = 0
@@ -184,7 +191,7 @@ def view(zs, nr_free, lowmem, pbo: int, node: int = 0, highest: int | None = Non
 # ---------------------------------------------------------------------------------------------
 # GFP -> zone, migratetype, alloc_flags (kernel.md §4.1-4.2, §4.6 step 1)
 
-@njit(cache=True)
+@jit
 def gfp_migratetype(gfp):
     m = (gfp & (GFP_RECLAIMABLE | GFP_MOVABLE)) >> 3
     if m == 1:
@@ -194,7 +201,7 @@ def gfp_migratetype(gfp):
     return UNMOVABLE
 
 
-@njit(cache=True)
+@jit
 def gfp_zone(gfp):
     if gfp & GFP_DMA:
         return ZONE_DMA
@@ -205,7 +212,7 @@ def gfp_zone(gfp):
     return ZONE_NORMAL
 
 
-@njit(cache=True)
+@jit
 def alloc_flags_nofragment(zs, pref_zone, gfp, policy, has_dma32):
     """Fast-path flags. 6.15+ defrag_mode: NOFRAGMENT always; otherwise (5.0+) only when the
     preferred zone is Normal and the node's DMA32 is populated (kernel.md §4.2)."""
@@ -219,7 +226,7 @@ def alloc_flags_nofragment(zs, pref_zone, gfp, policy, has_dma32):
     return flags
 
 
-@njit(cache=True)
+@jit
 def fast_path_flags(A, gfp, node, policy):
     """``prepare_alloc_pages`` + ``alloc_flags_nofragment``: the flags of the first
     ``get_page_from_freelist`` (low watermark)."""
@@ -231,7 +238,7 @@ def fast_path_flags(A, gfp, node, policy):
     return flags
 
 
-@njit(cache=True)
+@jit
 def gfp_to_alloc_flags(gfp, order, policy):
     flags = ALLOC_WMARK_MIN | ALLOC_CPUSET
     if gfp & GFP_HIGH:
@@ -255,7 +262,7 @@ def gfp_to_alloc_flags(gfp, order, policy):
 # ---------------------------------------------------------------------------------------------
 # The slowpath's decisions (kernel.md §4.6-4.8)
 
-@njit(cache=True)
+@jit
 def kswapd_wake_order(order, policy, pbo):
     """``wake_all_kswapds``: defrag_mode wakes kswapd for a whole pageblock."""
     if policy != LEGACY and order < pbo:
@@ -263,7 +270,7 @@ def kswapd_wake_order(order, policy, pbo):
     return order
 
 
-@njit(cache=True)
+@jit
 def bailout_retries(gfp, flags, policy):
     """At ``!can_direct_reclaim``: the 2026 fix clears NOFRAGMENT and retries for requests
     that may wake kswapd, instead of going to nopage with it still set."""
@@ -271,7 +278,7 @@ def bailout_retries(gfp, flags, policy):
         (gfp & GFP_KSWAPD_RECLAIM) != 0
 
 
-@njit(cache=True)
+@jit
 def fallback_retries(flags, policy):
     """"Reclaim/compaction failed to prevent the fallback" (7a95a05f15d5): in defrag_mode,
     one more pass without NOFRAGMENT."""
@@ -281,14 +288,14 @@ def fallback_retries(flags, policy):
 # ---------------------------------------------------------------------------------------------
 # Watermarks (kernel.md §4.4, 6.12+ semantics)
 
-@njit(cache=True)
+@jit
 def wmark_pages(zs, z, idx):
     base = zs[z, Z_WMIN] if idx == ALLOC_WMARK_MIN else (
         zs[z, Z_WLOW] if idx == ALLOC_WMARK_LOW else zs[z, Z_WHIGH])
     return base + zs[z, Z_BOOST]
 
 
-@njit(cache=True)
+@jit
 def zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest_zt, flags, free):
     """``__zone_watermark_ok``: free minus unusable must exceed the (reduced) mark plus the
     lowmem reserve; for order > 0 some list of that order or above must be non-empty."""
@@ -320,7 +327,7 @@ def zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest_zt, flags, fr
     return False
 
 
-@njit(cache=True)
+@jit
 def pgdat_balanced(A, node, order, policy):
     """kswapd's ``pgdat_balanced``: any eligible zone at its high mark; in defrag_mode with
     order > 0 the free count is NR_FREE_PAGES_BLOCKS (whole free pageblocks). A boosted zone
@@ -342,7 +349,7 @@ def pgdat_balanced(A, node, order, policy):
 # ---------------------------------------------------------------------------------------------
 # rmqueue: which free list a request is served from (kernel.md §4.5)
 
-@njit(cache=True)
+@jit
 def rmqueue_smallest(nr_free, z, order, mt):
     """``__rmqueue_smallest``: the lowest order >= ``order`` with a free ``mt`` buddy, or -1."""
     for o in range(order, nr_free.shape[1]):
@@ -351,7 +358,7 @@ def rmqueue_smallest(nr_free, z, order, mt):
     return -1
 
 
-@njit(cache=True)
+@jit
 def should_try_claim_block(order, start_mt, pbo):
     if order >= pbo:
         return True
@@ -362,7 +369,7 @@ def should_try_claim_block(order, start_mt, pbo):
     return False
 
 
-@njit(cache=True)
+@jit
 def find_suitable_fallback(nr_free, z, order, mt):
     """The first type in ``fallbacks[mt]`` with a free buddy of exactly this order, or -1."""
     for k in range(2):
@@ -372,7 +379,7 @@ def find_suitable_fallback(nr_free, z, order, mt):
     return -1
 
 
-@njit(cache=True)
+@jit
 def claim_accepts(cur_order, start_mt, block_mt, free, movable, pbo):
     """``try_to_claim_block``: a buddy of pageblock order or more is taken outright; below
     that the block converts only if its free pages plus the pages compatible with the request
@@ -390,7 +397,7 @@ def claim_accepts(cur_order, start_mt, block_mt, free, movable, pbo):
     return free + alike >= per // 2
 
 
-@njit(cache=True)
+@jit
 def claim_refused(A, z, cur_order, fmt, start_mt):
     """Whether claiming the block of the first page on list (z, cur_order, fmt) is refused.
     Without page-level detail (an observed view) claims are assumed to succeed."""
@@ -402,7 +409,7 @@ def claim_refused(A, z, cur_order, fmt, start_mt):
                              A.pbo)
 
 
-@njit(cache=True)
+@jit
 def rmqueue_plan(A, z, order, mt, flags):
     """``rmqueue_buddy`` as a decision: (mode, source order, source type, claims refused).
 
@@ -447,7 +454,7 @@ def rmqueue_plan(A, z, order, mt, flags):
     return MODE_NONE, -1, -1, refused
 
 
-@njit(cache=True)
+@jit
 def highatomic_reserve_ok(A, z, b):
     """``reserve_highatomic_pageblock`` after an ALLOC_HIGHATOMIC success in block ``b``: the
     reserve grows while under ~1 % of the zone (none if 1 % is less than a pageblock), and
@@ -461,7 +468,7 @@ def highatomic_reserve_ok(A, z, b):
     return A.blk[b].mt <= RECLAIMABLE
 
 
-@njit(cache=True)
+@jit
 def highatomic_unreserve_block(A, z, force):
     """``unreserve_highatomic_pageblock``: the first highatomic block of the zone to give
     back (keeping one unless forced), or -1."""
@@ -479,7 +486,7 @@ def highatomic_unreserve_block(A, z, force):
 # ---------------------------------------------------------------------------------------------
 # get_page_from_freelist: which zone (kernel.md §4.3)
 
-@njit(cache=True)
+@jit
 def plan(A, order, gfp, flags, node, policy):
     """One ``get_page_from_freelist`` call as a decision. Returns (zone, mode, source order,
     source type, flags it ended with, claims refused, whether any zone was usable); zone -1
@@ -512,7 +519,7 @@ def plan(A, order, gfp, flags, node, policy):
     return -1, MODE_NONE, -1, -1, flags, 0, any_ok
 
 
-@njit(cache=True)
+@jit
 def classify(A, order, gfp, flags, node):
     """Why a request that reached ``nopage`` with ``flags`` failed (the model's ground truth,
     and the attribution rule on an observed state). Order of tests: speculative by

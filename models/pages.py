@@ -10,9 +10,8 @@ the list of a page is ``blk[pfn >> pbo].mt``; relabelling a block moves its free
 """
 from __future__ import annotations
 
-from numba import njit
 
-from models.engine import (ALLOC_HIGHATOMIC, ALLOC_KSWAPD, C_CLAIMED_BLOCKS, C_FB_CLAIM,
+from models.engine import (ALLOC_HIGHATOMIC, ALLOC_KSWAPD, C_CLAIMED_BLOCKS, C_FB_CLAIM, jit,
                            C_FB_HIGHATOMIC, C_FB_STEAL, C_HA_RESERVE, C_HA_UNRESERVE, C_PGALLOC,
                            C_PGFREE, C_WMARK_BOOST, HIGHATOMIC, MODE_CLAIM, MODE_HIGHATOMIC,
                            MODE_STEAL, PK_ANON, PK_FREE, PK_MOVABLE, PK_THP, RECLAIMABLE, Z_BOOST,
@@ -21,13 +20,13 @@ from models.engine import (ALLOC_HIGHATOMIC, ALLOC_KSWAPD, C_CLAIMED_BLOCKS, C_F
                            highatomic_unreserve_block, plan, rmqueue_smallest)
 
 
-@njit(cache=True)
+@jit
 def is_movable_kind(kind):
     """Pages compaction can migrate and ``try_to_claim_block`` counts as movable."""
     return kind == PK_MOVABLE or kind == PK_ANON or kind == PK_THP
 
 
-@njit(cache=True)
+@jit
 def list_add(A, z, o, mt, pfn):
     h = A.heads[z, o, mt]
     A.pg[pfn].nxt = h
@@ -37,7 +36,7 @@ def list_add(A, z, o, mt, pfn):
     A.heads[z, o, mt] = pfn
 
 
-@njit(cache=True)
+@jit
 def list_del(A, z, o, mt, pfn):
     p = A.pg[pfn].prv
     n = A.pg[pfn].nxt
@@ -51,7 +50,7 @@ def list_del(A, z, o, mt, pfn):
     A.pg[pfn].prv = -1
 
 
-@njit(cache=True)
+@jit
 def add_free(A, z, pfn, o):
     """Put the free buddy (pfn, o) on its block's list and count it."""
     mt = A.blk[pfn >> A.pbo].mt
@@ -66,7 +65,7 @@ def add_free(A, z, pfn, o):
         A.zs[z, Z_HA_FREE] += n
 
 
-@njit(cache=True)
+@jit
 def del_free(A, z, pfn):
     """Take the free buddy at pfn off its list; returns its order."""
     o = A.pg[pfn].order
@@ -83,7 +82,7 @@ def del_free(A, z, pfn):
     return o
 
 
-@njit(cache=True)
+@jit
 def _count_blocks(A, pfn, order, free_delta, movable):
     """Per-block free and movable counts for 2^order pages at pfn becoming allocated
     (free_delta -1) or free (+1)."""
@@ -101,14 +100,14 @@ def _count_blocks(A, pfn, order, free_delta, movable):
                 A.blk[b].movable -= free_delta * per
 
 
-@njit(cache=True)
+@jit
 def mark_alloc(A, pfn, order, kind):
     for p in range(pfn, pfn + (1 << order)):
         A.pg[p].kind = kind
     _count_blocks(A, pfn, order, -1, is_movable_kind(kind))
 
 
-@njit(cache=True)
+@jit
 def take(A, z, pfn, order, kind):
     """Remove the free buddy at ``pfn`` and split it down to ``order`` (``expand``); the halves
     go back on the lists of their own blocks. Returns the allocated pfn (the low end)."""
@@ -120,7 +119,7 @@ def take(A, z, pfn, order, kind):
     return pfn
 
 
-@njit(cache=True)
+@jit
 def free_pages(A, z, pfn, order):
     """``__free_one_page``: merge with free buddies of the same order while they are free;
     above pageblock order only mergeable types merge, and the buddy takes this block's type."""
@@ -152,14 +151,14 @@ def free_pages(A, z, pfn, order):
     add_free(A, z, pfn, order)
 
 
-@njit(cache=True)
+@jit
 def free_block(A, pfn, order):
     """Free an allocated 2^order block (any zone)."""
     free_pages(A, A.blk[pfn >> A.pbo].zone, pfn, order)
     A.counters[C_PGFREE] += 1 << order
 
 
-@njit(cache=True)
+@jit
 def relabel_block(A, z, b, new_mt):
     """``move_freepages_block`` + ``set_pageblock_migratetype``."""
     old = A.blk[b].mt
@@ -181,7 +180,7 @@ def relabel_block(A, z, b, new_mt):
     A.blk[b].mt = new_mt
 
 
-@njit(cache=True)
+@jit
 def boost_watermark(A, z, flags):
     """``boost_watermark``: one pageblock per fallback, capped at high * 15000 / 10000."""
     cap = A.zs[z, Z_WHIGH] * 15000 // 10000
@@ -193,7 +192,7 @@ def boost_watermark(A, z, flags):
         A.zs[z, Z_BOOSTED] = 1
 
 
-@njit(cache=True)
+@jit
 def claim_block(A, z, pfn, cur_order, start_mt):
     """``try_to_claim_block`` once the engine accepted the claim: relabel the pageblock(s)
     under the buddy at pfn, moving their free pages to ``start_mt``."""
@@ -204,7 +203,7 @@ def claim_block(A, z, pfn, cur_order, start_mt):
     A.counters[C_CLAIMED_BLOCKS] += nb
 
 
-@njit(cache=True)
+@jit
 def rmqueue(A, z, order, mt, flags, kind, mode, so, smt, refused):
     """``rmqueue_buddy`` acting on the engine's plan (mode, source order and type, claims
     refused before it). Returns the pfn."""
@@ -225,7 +224,7 @@ def rmqueue(A, z, order, mt, flags, kind, mode, so, smt, refused):
     return take(A, z, pfn, order, kind)
 
 
-@njit(cache=True)
+@jit
 def get_page_from_freelist(A, order, gfp, flags, node, policy, kind):
     """Serve the request where :func:`models.engine.plan` says. Returns (pfn, zone), -1s when
     the plan found no zone."""
@@ -239,7 +238,7 @@ def get_page_from_freelist(A, order, gfp, flags, node, policy, kind):
     return pfn, z
 
 
-@njit(cache=True)
+@jit
 def reserve_highatomic(A, z, pfn):
     """After an ALLOC_HIGHATOMIC success: the block becomes HIGHATOMIC if the engine allows."""
     b = pfn >> A.pbo
@@ -250,7 +249,7 @@ def reserve_highatomic(A, z, pfn):
     A.counters[C_HA_RESERVE] += 1
 
 
-@njit(cache=True)
+@jit
 def unreserve_highatomic(A, z, to_mt, force):
     """Give one highatomic block back to ``to_mt`` (the engine picks it). Returns whether one
     was."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
 from models.engine import (ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_HIGH, C_ALLOCSTALL,
                            C_COMPACT_DAEMON_MIGRATE, C_COMPACT_FAIL, C_COMPACT_MIGRATE,
@@ -34,7 +33,7 @@ from models.engine import (ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_HIGH, C_A
                            Z_BOOST, Z_BOOSTED, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_MANAGED, Z_NODE,
                            Z_START, Z_TYPE, ZONE_DMA32, bailout_retries, classify,
                            fallback_retries, fast_path_flags, gfp_migratetype, gfp_to_alloc_flags,
-                           gfp_zone, kswapd_wake_order, pgdat_balanced, wmark_pages)
+                           gfp_zone, jit, kswapd_wake_order, pgdat_balanced, wmark_pages)
 from models.pages import (free_block, free_pages, get_page_from_freelist, take,
                           unreserve_highatomic)
 
@@ -168,7 +167,7 @@ Sim = namedtuple("Sim", (
 ))
 
 
-@njit(cache=True)
+@jit
 def _poisson(lam):
     if lam <= 0.0:
         return 0
@@ -177,7 +176,7 @@ def _poisson(lam):
     return np.random.poisson(lam)
 
 
-@njit(cache=True)
+@jit
 def pool_add(A, L, pool, pfn):
     i = L.n[pool]
     L.pfn[pool, i] = pfn
@@ -186,7 +185,7 @@ def pool_add(A, L, pool, pfn):
     L.n[pool] = i + 1
 
 
-@njit(cache=True)
+@jit
 def pool_remove_at(A, L, pool, i):
     pfn = L.pfn[pool, i]
     last = L.n[pool] - 1
@@ -199,7 +198,7 @@ def pool_remove_at(A, L, pool, i):
     return pfn
 
 
-@njit(cache=True)
+@jit
 def pool_move(A, L, src, dst):
     """A migrated page: ``dst`` takes ``src``'s slot in its pool."""
     pl = A.pg[src].pool
@@ -212,7 +211,7 @@ def pool_move(A, L, src, dst):
         A.pg[src].pool = -1
 
 
-@njit(cache=True)
+@jit
 def wake_kswapd(A, W, node, order, policy):
     o = kswapd_wake_order(order, policy, A.pbo)
     if W[node, KSWAPD] < o:
@@ -221,7 +220,7 @@ def wake_kswapd(A, W, node, order, policy):
         W[node, KSWAPD] = o
 
 
-@njit(cache=True)
+@jit
 def reclaim(A, L, node, nr, direct):
     """Free up to ``nr`` page-cache pages of this node (random pick: an approximate LRU)."""
     done = 0
@@ -244,7 +243,7 @@ def reclaim(A, L, node, nr, direct):
     return done
 
 
-@njit(cache=True)
+@jit
 def _migration_target(A, z, b):
     """Compaction's free scanner: the smallest free movable buddy outside block ``b`` (holes
     elsewhere are filled first), looking at up to four per list. -1 if none."""
@@ -259,7 +258,7 @@ def _migration_target(A, z, b):
     return -1
 
 
-@njit(cache=True)
+@jit
 def compact(A, L, z, budget, cursor, direct):
     """Migrate movable pages out of candidate pageblocks (movable label, nothing but free and
     movable pages in them) from the bottom of the zone, into free pages taken from the top.
@@ -321,7 +320,7 @@ def compact(A, L, z, budget, cursor, direct):
     return migrated, freed, b
 
 
-@njit(cache=True)
+@jit
 def alloc_pages(A, L, W, order, gfp, policy, node, kind, stats):
     """``__alloc_pages``: fast path, then the slowpath in kernel order (kernel.md §4.6). The
     engine decides (flags, zone, list, retries, cause); this acts (reclaims, compacts, takes
@@ -395,7 +394,7 @@ def alloc_pages(A, L, W, order, gfp, policy, node, kind, stats):
 # ---------------------------------------------------------------------------------------------
 # Reports, rate limits, ground truth
 
-@njit(cache=True)
+@jit
 def record_report(rec, t, kind, a, b, c, row):
     i = rec.fill[FILL_REPORTS]
     if i < rec.rep.shape[0]:
@@ -408,7 +407,7 @@ def record_report(rec, t, kind, a, b, c, row):
         rec.fill[FILL_REPORTS] = i + 1
 
 
-@njit(cache=True)
+@jit
 def ratelimit(S, k, t, interval, burst, row):
     """lib/ratelimit.c for one call at time t: whether it may print. When an interval has
     passed with misses, the ``callbacks suppressed`` line is recorded first."""
@@ -429,19 +428,29 @@ def ratelimit(S, k, t, interval, burst, row):
     return False
 
 
-@njit(cache=True)
+@jit
+def save_free_lists(A, nr, zs, i):
+    """nr[i] = A.nr_free, zs[i] = A.zs (element by element: no temporary)."""
+    for z in range(A.nr_free.shape[0]):
+        for o in range(A.nr_free.shape[1]):
+            for mt in range(A.nr_free.shape[2]):
+                nr[i, z, o, mt] = A.nr_free[z, o, mt]
+        for f in range(A.zs.shape[1]):
+            zs[i, z, f] = A.zs[z, f]
+
+
+@jit
 def capture(S):
     """The free lists and zone fields a printed warn_alloc shows (its Mem-Info)."""
     i = S.rec.fill[FILL_CAPTURES]
     if i < S.rec.caps.shape[0]:
-        S.rec.caps[i] = S.A.nr_free
-        S.rec.cap_zs[i] = S.A.zs
+        save_free_lists(S.A, S.rec.caps, S.rec.cap_zs, i)
         S.rec.fill[FILL_CAPTURES] = i + 1
         return i
     return -1
 
 
-@njit(cache=True)
+@jit
 def record_failures(S, t, nfail, kind, order, cause, row):
     """Ground truth: ``nfail`` failures spread over the tick starting at t."""
     rec = S.rec
@@ -459,7 +468,7 @@ def record_failures(S, t, nfail, kind, order, cause, row):
         rec.fill[FILL_TRUTH] = i + 1
 
 
-@njit(cache=True)
+@jit
 def warn_alloc(S, t, order, gfp, row):
     """A failed page allocation's report, if the ratelimit lets it through."""
     if ratelimit(S, RL_WARN, t, S.cfg.warn_interval, S.cfg.warn_burst, row):
@@ -469,19 +478,19 @@ def warn_alloc(S, t, order, gfp, row):
 # ---------------------------------------------------------------------------------------------
 # SLUB
 
-@njit(cache=True)
+@jit
 def is_atomic(S, row):
     return not (S.slub.caches[row, CA_GFP] & GFP_DIRECT_RECLAIM)
 
 
-@njit(cache=True)
+@jit
 def stalled(S, row, t):
     """A process-context row waiting out direct reclaim and compaction allocates nothing."""
     return not is_atomic(S, row) and S.slub.objs[row, OB_STALL_UNTIL] > 0 and \
         t * 1e6 < S.slub.objs[row, OB_STALL_UNTIL] - 1
 
 
-@njit(cache=True)
+@jit
 def new_slab(S, row, node, t):
     """``allocate_slab``: the default order without reclaim, then the minimum order as asked.
     Returns (pfn, cause, order); pfn -2 when a process-context row starts its reclaim wait."""
@@ -514,7 +523,7 @@ def new_slab(S, row, node, t):
     return pfn, cause, order
 
 
-@njit(cache=True)
+@jit
 def slab_failed(S, row, nfail, cause, t):
     """``nfail`` objects of ``row`` found no slab: ground truth, then the reports (the
     min-order page allocation's warn_alloc, then slab_out_of_memory), rate-limited."""
@@ -531,7 +540,7 @@ def slab_failed(S, row, nfail, cause, t):
             record_report(S.rec, tj, R_SLUB, row, gfp, S.slub.nslabs[ca[row, CA_OWNER]], row)
 
 
-@njit(cache=True)
+@jit
 def slab_take(S, row, n, node, t):
     """Allocate ``n`` objects of ``row``: free objects first, then new slabs. Returns how many
     succeeded; failures are recorded here. A process-context row that finds no page starts
@@ -571,7 +580,7 @@ def slab_take(S, row, n, node, t):
     return ok
 
 
-@njit(cache=True)
+@jit
 def slub_frees(S):
     """Objects freed this tick, then empty slabs discarded. Atomic objects held until the
     load stops (replies queued on sockets nobody reads) are not freed; the rest live
@@ -602,7 +611,7 @@ def slub_frees(S):
             sl.nslabs[c] -= 1
 
 
-@njit(cache=True)
+@jit
 def data_buffers(S, head, ok, done, node, t):
     """A chunk of ``ok`` objects of ``head`` got their heads: each child row (a data buffer)
     allocates for its share of them; an object whose buffer failed is dropped and its head
@@ -626,7 +635,7 @@ def data_buffers(S, head, ok, done, node, t):
     return done
 
 
-@njit(cache=True)
+@jit
 def network_objects(S, head, node, t, mult):
     """This tick's network objects of a head row, as ``__alloc_skb`` makes them: the head,
     then its data buffer, in chunks of SKB_CHUNK while a slab may be needed (in one go while
@@ -673,7 +682,7 @@ def network_objects(S, head, node, t, mult):
 # ---------------------------------------------------------------------------------------------
 # The phases of a tick
 
-@njit(cache=True)
+@jit
 def snapshot(S, t):
     """At a snapshot time: counters of the network objects, then the state."""
     rec = S.rec
@@ -697,9 +706,9 @@ def snapshot(S, t):
             worst = max(worst, failed)
         S.A.counters[C_NET_FAILED] = worst
     if k < rec.snaps_nr.shape[0]:
-        rec.snaps_nr[k] = S.A.nr_free
-        rec.snaps_zs[k] = S.A.zs
-        rec.snaps_cnt[k] = S.A.counters
+        save_free_lists(S.A, rec.snaps_nr, rec.snaps_zs, k)
+        for c in range(S.A.counters.shape[0]):
+            rec.snaps_cnt[k, c] = S.A.counters[c]
         for c in range(ncache):
             rec.snaps_inuse[k, c] = sl.objs[c, OB_INUSE]
         for z in range(S.A.zs.shape[0]):
@@ -710,7 +719,7 @@ def snapshot(S, t):
         rec.fill[FILL_SNAPS] = k + 1
 
 
-@njit(cache=True)
+@jit
 def network_load(S, t):
     """The network load's multiplier this tick: bursts (an on/off Markov chain), its window
     (net_start_s, net_stop_s); when it stops, its sockets close and the objects they queued
@@ -742,7 +751,7 @@ def network_load(S, t):
     return mult
 
 
-@njit(cache=True)
+@jit
 def page_workloads(S, t, node, mult):
     """Each page workload frees Poisson(held x dt / life) of its pages at random, then
     allocates Poisson(rate x dt). When an allocation fails, the rest of the tick's demand meets
@@ -783,7 +792,7 @@ def page_workloads(S, t, node, mult):
             break
 
 
-@njit(cache=True)
+@jit
 def slub_demand(S, t, node, mult):
     """Network objects come to the head rows (those without a parent), not while stalled."""
     sl = S.slub
@@ -794,7 +803,7 @@ def slub_demand(S, t, node, mult):
             network_objects(S, c, node, t, mult)
 
 
-@njit(cache=True)
+@jit
 def _unboost(A, node):
     for z in range(A.zs.shape[0]):
         if A.zs[z, Z_NODE] == node:
@@ -802,14 +811,14 @@ def _unboost(A, node):
             A.zs[z, Z_BOOSTED] = 0
 
 
-@njit(cache=True)
+@jit
 def _wake_kcompactd(A, W, node, order):
     if order > 0 and W[node, KCOMPACTD] < order:
         W[node, KCOMPACTD] = order
         A.counters[C_KCOMPACTD_WAKE] += 1
 
 
-@njit(cache=True)
+@jit
 def kswapd(S, nd):
     """One tick of kswapd on node ``nd``: sleep once balanced (handing a high order to
     kcompactd); else reclaim kswapd_rate pages a second, and hand over to kcompactd when
@@ -841,7 +850,7 @@ def kswapd(S, nd):
             W[nd, KSWAPD] = -1
 
 
-@njit(cache=True)
+@jit
 def kcompactd(S, nd):
     """One tick of kcompactd on node ``nd``: migrate up to kcompactd_rate pages a second in
     zones short of their target (defrag_mode: the high watermark in whole free pageblocks;
@@ -874,7 +883,7 @@ def kcompactd(S, nd):
         W[nd, KCOMPACTD] = -1
 
 
-@njit(cache=True)
+@jit
 def tick(S, t, node):
     snapshot(S, t)
     mult = network_load(S, t)
@@ -886,7 +895,7 @@ def tick(S, t, node):
         kcompactd(S, nd)
 
 
-@njit(cache=True)
+@jit
 def run(S, seed, t0, seconds):
     """Simulate ``seconds`` from ``t0``, allocations on the nodes in turn. Returns the number
     of allocator calls made."""
