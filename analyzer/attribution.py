@@ -16,9 +16,10 @@ from datetime import datetime
 import numpy as np
 
 from analyzer import counts
-from analyzer.kernels import fix_status, matching_signatures, version, DEFRAG_MODE_SINCE
+from analyzer.kernels import matching_signatures
 from analyzer.observe import Observed, free_kb_by_type, from_mem_info, from_snapshot
 from models import engine as E
+from models import policy as modelpolicy
 from parsers import gfp as gfpmod
 from parsers.ratelimit import saturation
 
@@ -42,35 +43,14 @@ class HostFacts:
 
 
 def host_facts(bundle, fixed_in=None, inferred_defrag: int | None = None) -> HostFacts:
-    rel = bundle.kernel_release.get("value")
-    rel = None if rel in (None, "unknown") else rel
-    dm = dict(bundle.defrag_mode)
-    notes = []
-    if dm.get("value") is None and inferred_defrag is not None:
-        dm = {"value": inferred_defrag, "source": "inferred from the failures"}
-    fs = fix_status(rel, fixed_in)
-    v = version(rel)
-    predates = v is not None and v < DEFRAG_MODE_SINCE
-    if predates:
-        # No defrag_mode in this kernel: tested as it is, never "as if it were on".
-        policy = E.LEGACY
-        if dm.get("value") is None:
-            dm = {"value": None, "source": f"not in this kernel ({rel} predates vm.defrag_mode, "
-                                           f"6.15)"}
-    elif dm.get("value") == 0:
-        policy = E.LEGACY
-    elif fs.status == "fixed":
-        policy = E.DEFRAG_FIXED if dm.get("value") != 0 else E.LEGACY
-    else:
-        policy = E.DEFRAG if dm.get("value") == 1 else E.LEGACY
-    if dm.get("value") is None and not predates:
-        notes.append("defrag_mode unknown: failures are tested as if it were on, and said so")
-        policy = E.DEFRAG if fs.status != "fixed" else E.DEFRAG_FIXED
-    return HostFacts(bundle.host, {"value": rel or "unknown",
+    sel = modelpolicy.for_bundle(bundle, fixed_in, inferred_defrag)
+    fs = sel.fix
+    return HostFacts(bundle.host, {"value": sel.release or "unknown",
                                    "source": bundle.kernel_release.get("source", "unknown")},
-                     dm, {"status": fs.status, "source": fs.source, "detail": fs.detail},
-                     policy, E.POLICY_NAMES[policy], matching_signatures(rel, dm.get("value")),
-                     notes)
+                     sel.defrag_mode, {"status": fs.status, "source": fs.source,
+                                       "detail": fs.detail},
+                     sel.policy, sel.policy_name,
+                     matching_signatures(sel.release, sel.defrag_mode.get("value")), sel.notes)
 
 
 def _request(ev: dict, release: str | None):

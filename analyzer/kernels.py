@@ -1,56 +1,15 @@
-"""Kernel releases: which carry defrag_mode, which carry the 2026 fix, known signatures.
-
-The fix ("mm/page_alloc: fix defrag_mode for non-reclaimable allocations") is known to be in
-Debian's 7.2 builds and not in 7.1.13 or earlier (kernel.md, "Observed on real kernels").
-Stable and vendor kernels may carry it earlier: extend the table with ``--fixed-in`` (a release
-prefix such as ``6.18.40-acme``) or ``MMTRIAGE_FIXED_IN`` (comma-separated).
+"""Kernel releases: known failure signatures by release. Which releases carry defrag_mode and
+the 2026 fix, and so which policy a host runs, is the model's (:mod:`models.policy`); the
+names are re-exported here for the analyzer.
 """
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 
-_REL = re.compile(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?(?:-rc(\d+))?")
+from models.policy import (DEFRAG_MODE_SINCE, FIXED_SINCE, FixStatus, fix_status,  # noqa: F401
+                           version)
 
-
-def version(release: str | None) -> tuple | None:
-    """``6.16.3+deb13-amd64`` -> (6, 16, 3, 99); ``6.15.0-rc2`` -> (6, 15, 0, 2)."""
-    if not release:
-        return None
-    m = _REL.match(release)
-    if not m:
-        return None
-    rc = int(m.group(4)) if m.group(4) else 99
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0), rc)
-
-
-DEFRAG_MODE_SINCE = (6, 15, 0, 1)
-FIXED_SINCE = (7, 2, 0, 1)
 RETRY_HANG_FIXED = (6, 15, 0, 4)   # 7a95a05f15d5 landed during the 6.15-rc cycle [P, rc uncertain]
-
-
-@dataclass
-class FixStatus:
-    status: str        # "fixed", "affected", "not_applicable" (no defrag_mode), "unknown"
-    source: str
-    detail: str
-
-
-def fix_status(release: str | None, fixed_in: list[str] | None = None) -> FixStatus:
-    extra = list(fixed_in or []) + [s for s in os.environ.get("MMTRIAGE_FIXED_IN", "").split(",")
-                                    if s.strip()]
-    if release and any(release.startswith(p.strip()) for p in extra):
-        return FixStatus("fixed", "--fixed-in table", f"{release} is listed as carrying the fix")
-    v = version(release)
-    if v is None:
-        return FixStatus("unknown", "unknown", "kernel release unknown")
-    if v < DEFRAG_MODE_SINCE:
-        return FixStatus("not_applicable", "release", f"{release} predates vm.defrag_mode (6.15)")
-    if v >= FIXED_SINCE:
-        return FixStatus("fixed", "release", f"{release} is 7.2 or later, which carries the fix")
-    return FixStatus("affected", "release",
-                     f"{release} has vm.defrag_mode and predates the fix (first in 7.2 builds)")
 
 
 @dataclass

@@ -36,17 +36,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
-from analyzer.attribution import host_facts
+from models.policy import for_bundle as host_facts
 from models.engine import (C_ALLOCSTALL, C_COMPACT_STALL, C_KCOMPACTD_WAKE, C_NET_DEMAND,
                            C_NET_FAILED, C_PAGEOUTRUN, C_PGALLOC, C_PGSTEAL_DIRECT,
-                           C_PGSTEAL_KSWAPD, GFP_NOMEMALLOC, GFP_NOWARN, NMT, Z_END, Z_START)
+                           C_PGSTEAL_KSWAPD, GFP_ATOMIC, GFP_KERNEL, GFP_NOMEMALLOC, GFP_NOWARN,
+                           NMT, Z_END, Z_START)
 from models.scenarios import Cache, Scenario, _p
 from models.sim import R_SLUB, R_WARN
 from models.simulate import simulate
 from models.state import from_snapshot
 
-GFP_KERNEL = 0xcc0
-GFP_ATOMIC = 0x820
 KERNEL_SHARE = 1.0  # process-context allocations per atomic one (fixed, see default_start)
 PROFILE_STEPS = 4
 DATA_CACHE = "kmalloc-2k"

@@ -1,15 +1,21 @@
-"""The page allocator, compiled with numba: buddy free lists per zone x order x migratetype,
-pageblock labels, watermarks, rmqueue with its NORMAL/CLAIM/STEAL modes, the slowpath in
-kernel order with the ``!can_direct_reclaim`` bailout, and the three policies.
+"""The page allocator's state and its decisions, compiled with numba.
 
-Sources: kernel.md §4 (mm/page_alloc.c @ a211c655 and the patches it lists). Where the model
-simplifies, the docstring of the function says so. All functions take plain numpy arrays so
-that numba can cache them; :class:`models.state.State` bundles the arrays.
+Every decision the allocator makes is made here and only here: the alloc_flags a request
+carries, the zone ``get_page_from_freelist`` serves it from (watermarks, ALLOC_NO_WATERMARKS,
+the NOFRAGMENT retries), the rmqueue mode, source order and source type, whether a claim takes
+the block (the half-block rule), whether the highatomic reserve grows, the slowpath's retries,
+and why a request that reached ``nopage`` failed. :mod:`models.pages` and :mod:`models.sim` act
+on these plans (take the page, split, relabel, count); triage calls the same functions on an
+observed state (:func:`view`), where page-level detail is absent and claims are assumed to
+succeed.
 
-Decision functions (``zone_watermark_ok``, ``rmqueue_plan``) only read ``nr_free``/``zs``; the
-simulation calls them and then moves pages; attribution calls them on an observed state.
+The state is :data:`Allocator`, a namedtuple of arrays whose columns are named below. Sources:
+kernel.md §4 (mm/page_alloc.c @ a211c655 and the patches it lists). Where the model simplifies,
+the docstring of the function says so.
 """
 from __future__ import annotations
+
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -88,10 +94,104 @@ FALLBACKS = np.array([[RECLAIMABLE, MOVABLE], [RECLAIMABLE, UNMOVABLE], [UNMOVAB
                      dtype=np.int64)
 
 
+# The allocator's and the simulation's functions are compiled without numba's reference
+# counting (``_nrt=False``, as numba's own hot helpers are): with it, a function that calls
+# another increfs and decrefs every array of its state tuples on entry and exit, two atomic
+# operations per array, which was more than half of a simulation's time. These functions
+# allocate nothing; the arrays they get live as long as their Python caller holds them.
+jit = njit(cache=True, _nrt=False)
+
+# ---------------------------------------------------------------------------------------------
+# The state (one namedtuple of arrays; numba specialises on its type, so the simulator's state
+# and an observed view share the compiled decisions)
+
+NZT = 4  # zone types a zonelist is indexed by (DMA, DMA32, Normal, Movable)
+
+# One record per page frame (empty in an observed view).
+PAGE_DTYPE = np.dtype([
+    ("nxt", np.int32),    # next page on its free list (-1: last)
+    ("prv", np.int32),    # previous page on its free list (-1: first)
+    ("pos", np.int32),    # slot in its workload pool (models.sim), -1 if in none
+    ("order", np.int8),   # order of the free buddy starting here, -1 if not a free buddy head
+    ("kind", np.int8),    # PK_*: what the page holds
+    ("pool", np.int8),    # workload pool holding the page, -1 if none
+    ("spare", np.int8)])
+# One record per pageblock (empty in an observed view).
+BLOCK_DTYPE = np.dtype([
+    ("free", np.int32),     # free pages in the block
+    ("movable", np.int32),  # allocated movable pages (LRU-like: what compaction can move)
+    ("mt", np.int8),        # migratetype label
+    ("zone", np.int8),      # zone index
+    ("spare", np.int16)])
+
+Allocator = namedtuple("Allocator", (
+    "zs",          # [zone, Z_*] zone fields (columns above)
+    "nr_free",     # [zone, order, migratetype] free buddies on each list
+    "lowmem",      # [zone, highest zone type] lowmem_reserve pages
+    "heads",       # [zone, order, migratetype] first page of each free list, -1 if empty
+    "pg",          # [pfn] PAGE_DTYPE
+    "blk",         # [pageblock] BLOCK_DTYPE
+    "counters",    # [C_*]
+    "zonelists",   # [node, highest zone type, i] the zones to try, in order
+    "nzonelist",   # [node, highest zone type] how many
+    "node_dma32",  # [node] 1 if the node's DMA32 zone is populated (alloc_flags_nofragment)
+    "pbo",         # pageblock order
+    "max_order",   # NR_PAGE_ORDERS: orders 0 .. max_order - 1
+    "page_size",   # bytes
+))
+
+
+@jit
+def zonelist(zs, highest_zt, node, out):
+    """Zones to try in order: the local node's zones from highest_zt down, then other nodes'."""
+    n = 0
+    nz = zs.shape[0]
+    for pass_ in range(2):
+        for zt in range(highest_zt, -1, -1):
+            for z in range(nz):
+                if zs[z, Z_TYPE] != zt or zs[z, Z_MANAGED] <= 0:
+                    continue
+                local = zs[z, Z_NODE] == node
+                if (pass_ == 0 and local) or (pass_ == 1 and not local):
+                    out[n] = z
+                    n += 1
+    return n
+
+
+def zonelists(zs: np.ndarray, nnodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(zonelists, their lengths, node has DMA32) for every node and highest zone type."""
+    nz = zs.shape[0]
+    zl = np.full((nnodes, NZT, max(nz, 1)), -1, dtype=np.int64)
+    nzl = np.zeros((nnodes, NZT), dtype=np.int64)
+    dma32 = np.zeros(nnodes, dtype=np.int64)
+    for node in range(nnodes):
+        for zt in range(NZT):
+            nzl[node, zt] = zonelist(zs, zt, node, zl[node, zt])
+        dma32[node] = int(any(zs[z, Z_TYPE] == ZONE_DMA32 and zs[z, Z_NODE] == node
+                              and zs[z, Z_MANAGED] > 0 for z in range(nz)))
+    return zl, nzl, dma32
+
+
+def view(zs, nr_free, lowmem, pbo: int, node: int = 0, highest: int | None = None, zl=None,
+         nzl: int | None = None, page_size: int = 4096) -> Allocator:
+    """An observed state as the decisions read it: zone fields and free-list counts, no pages.
+    ``zl``/``nzl`` (with ``highest``) replace the zonelist the zone types would give."""
+    nnodes = max(int(node) + 1, int(zs[:, Z_NODE].max()) + 1 if len(zs) else 1)
+    zls, nzls, dma32 = zonelists(zs, nnodes)
+    if zl is not None:
+        zls[node, highest, :] = -1
+        zls[node, highest, :nzl] = zl[:nzl]
+        nzls[node, highest] = nzl
+    return Allocator(zs, nr_free, lowmem, np.full(nr_free.shape, -1, dtype=np.int64),
+                     np.zeros(0, dtype=PAGE_DTYPE), np.zeros(0, dtype=BLOCK_DTYPE),
+                     np.zeros(NCOUNTERS, dtype=np.int64), zls, nzls, dma32, int(pbo),
+                     int(nr_free.shape[1]), int(page_size))
+
+
 # ---------------------------------------------------------------------------------------------
 # GFP -> zone, migratetype, alloc_flags (kernel.md §4.1-4.2, §4.6 step 1)
 
-@njit(cache=True)
+@jit
 def gfp_migratetype(gfp):
     m = (gfp & (GFP_RECLAIMABLE | GFP_MOVABLE)) >> 3
     if m == 1:
@@ -101,7 +201,7 @@ def gfp_migratetype(gfp):
     return UNMOVABLE
 
 
-@njit(cache=True)
+@jit
 def gfp_zone(gfp):
     if gfp & GFP_DMA:
         return ZONE_DMA
@@ -112,7 +212,7 @@ def gfp_zone(gfp):
     return ZONE_NORMAL
 
 
-@njit(cache=True)
+@jit
 def alloc_flags_nofragment(zs, pref_zone, gfp, policy, has_dma32):
     """Fast-path flags. 6.15+ defrag_mode: NOFRAGMENT always; otherwise (5.0+) only when the
     preferred zone is Normal and the node's DMA32 is populated (kernel.md §4.2)."""
@@ -126,7 +226,19 @@ def alloc_flags_nofragment(zs, pref_zone, gfp, policy, has_dma32):
     return flags
 
 
-@njit(cache=True)
+@jit
+def fast_path_flags(A, gfp, node, policy):
+    """``prepare_alloc_pages`` + ``alloc_flags_nofragment``: the flags of the first
+    ``get_page_from_freelist`` (low watermark)."""
+    highest = gfp_zone(gfp)
+    flags = ALLOC_WMARK_LOW | alloc_flags_nofragment(A.zs, A.zonelists[node, highest, 0], gfp,
+                                                     policy, A.node_dma32[node])
+    if gfp_migratetype(gfp) == MOVABLE:
+        flags |= ALLOC_CMA
+    return flags
+
+
+@jit
 def gfp_to_alloc_flags(gfp, order, policy):
     flags = ALLOC_WMARK_MIN | ALLOC_CPUSET
     if gfp & GFP_HIGH:
@@ -148,16 +260,42 @@ def gfp_to_alloc_flags(gfp, order, policy):
 
 
 # ---------------------------------------------------------------------------------------------
+# The slowpath's decisions (kernel.md §4.6-4.8)
+
+@jit
+def kswapd_wake_order(order, policy, pbo):
+    """``wake_all_kswapds``: defrag_mode wakes kswapd for a whole pageblock."""
+    if policy != LEGACY and order < pbo:
+        return pbo
+    return order
+
+
+@jit
+def bailout_retries(gfp, flags, policy):
+    """At ``!can_direct_reclaim``: the 2026 fix clears NOFRAGMENT and retries for requests
+    that may wake kswapd, instead of going to nopage with it still set."""
+    return policy == DEFRAG_FIXED and (flags & ALLOC_NOFRAGMENT) != 0 and \
+        (gfp & GFP_KSWAPD_RECLAIM) != 0
+
+
+@jit
+def fallback_retries(flags, policy):
+    """"Reclaim/compaction failed to prevent the fallback" (7a95a05f15d5): in defrag_mode,
+    one more pass without NOFRAGMENT."""
+    return policy != LEGACY and (flags & ALLOC_NOFRAGMENT) != 0
+
+
+# ---------------------------------------------------------------------------------------------
 # Watermarks (kernel.md §4.4, 6.12+ semantics)
 
-@njit(cache=True)
+@jit
 def wmark_pages(zs, z, idx):
     base = zs[z, Z_WMIN] if idx == ALLOC_WMARK_MIN else (
         zs[z, Z_WLOW] if idx == ALLOC_WMARK_LOW else zs[z, Z_WHIGH])
     return base + zs[z, Z_BOOST]
 
 
-@njit(cache=True)
+@jit
 def zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest_zt, flags, free):
     """``__zone_watermark_ok``: free minus unusable must exceed the (reduced) mark plus the
     lowmem reserve; for order > 0 some list of that order or above must be non-empty."""
@@ -189,18 +327,38 @@ def zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest_zt, flags, fr
     return False
 
 
-# ---------------------------------------------------------------------------------------------
-# rmqueue decision (what the allocator would take), without moving pages
+@jit
+def pgdat_balanced(A, node, order, policy):
+    """kswapd's ``pgdat_balanced``: any eligible zone at its high mark; in defrag_mode with
+    order > 0 the free count is NR_FREE_PAGES_BLOCKS (whole free pageblocks). A boosted zone
+    is not balanced."""
+    for z in range(A.zs.shape[0]):
+        if A.zs[z, Z_NODE] != node or A.zs[z, Z_MANAGED] <= 0:
+            continue
+        mark = wmark_pages(A.zs, z, ALLOC_WMARK_HIGH)
+        free = A.zs[z, Z_FREE]
+        if policy != LEGACY and order > 0:
+            free = A.zs[z, Z_FREE_BLOCKS]
+        if zone_watermark_ok(A.zs, A.nr_free, A.lowmem, z, order, mark, A.zs[z, Z_TYPE], 0,
+                             free):
+            if A.zs[z, Z_BOOST] == 0:
+                return True
+    return False
 
-@njit(cache=True)
-def _smallest(nr_free, z, order, mt):
+
+# ---------------------------------------------------------------------------------------------
+# rmqueue: which free list a request is served from (kernel.md §4.5)
+
+@jit
+def rmqueue_smallest(nr_free, z, order, mt):
+    """``__rmqueue_smallest``: the lowest order >= ``order`` with a free ``mt`` buddy, or -1."""
     for o in range(order, nr_free.shape[1]):
         if nr_free[z, o, mt] > 0:
             return o
     return -1
 
 
-@njit(cache=True)
+@jit
 def should_try_claim_block(order, start_mt, pbo):
     if order >= pbo:
         return True
@@ -211,23 +369,66 @@ def should_try_claim_block(order, start_mt, pbo):
     return False
 
 
-@njit(cache=True)
-def rmqueue_plan(nr_free, z, order, mt, flags, pbo):
-    """Which free list ``rmqueue_buddy`` takes from: (mode, source order, source type).
+@jit
+def find_suitable_fallback(nr_free, z, order, mt):
+    """The first type in ``fallbacks[mt]`` with a free buddy of exactly this order, or -1."""
+    for k in range(2):
+        fmt = FALLBACKS[mt, k]
+        if nr_free[z, order, fmt] > 0:
+            return fmt
+    return -1
 
-    6.15 ``__rmqueue``: NORMAL (own type, smallest order) -> CLAIM (top-down over fallback
-    types, min order = pageblock order under NOFRAGMENT) -> STEAL (smallest fallback buddy,
-    only without NOFRAGMENT); highatomic first for ALLOC_HIGHATOMIC and as the last resort for
-    ALLOC_NON_BLOCK/OOM. A CLAIM below pageblock order may be refused page-level (half-block
-    rule); the simulation then continues with STEAL, as the kernel does."""
-    norders = nr_free.shape[1]
+
+@jit
+def claim_accepts(cur_order, start_mt, block_mt, free, movable, pbo):
+    """``try_to_claim_block``: a buddy of pageblock order or more is taken outright; below
+    that the block converts only if its free pages plus the pages compatible with the request
+    are at least half of it (movable pages for a movable request; for others, the non-free
+    non-movable pages of a movable block)."""
+    if cur_order >= pbo:
+        return True
+    per = 1 << pbo
+    if start_mt == MOVABLE:
+        alike = movable
+    elif block_mt == MOVABLE:
+        alike = per - free - movable
+    else:
+        alike = 0
+    return free + alike >= per // 2
+
+
+@jit
+def claim_refused(A, z, cur_order, fmt, start_mt):
+    """Whether claiming the block of the first page on list (z, cur_order, fmt) is refused.
+    Without page-level detail (an observed view) claims are assumed to succeed."""
+    pfn = A.heads[z, cur_order, fmt]
+    if cur_order >= A.pbo or pfn < 0:
+        return False
+    b = pfn >> A.pbo
+    return not claim_accepts(cur_order, start_mt, A.blk[b].mt, A.blk[b].free, A.blk[b].movable,
+                             A.pbo)
+
+
+@jit
+def rmqueue_plan(A, z, order, mt, flags):
+    """``rmqueue_buddy`` as a decision: (mode, source order, source type, claims refused).
+
+    6.15 ``__rmqueue``: NORMAL (own type, smallest order) -> CLAIM (top-down over orders, at
+    each the first fallback type with a free buddy (``find_suitable_fallback``); min order =
+    pageblock order under NOFRAGMENT; a claim the half-block rule refuses moves on to the next
+    order) -> STEAL (smallest fallback buddy, only without NOFRAGMENT); highatomic first for ALLOC_HIGHATOMIC and as the last resort for
+    ALLOC_NON_BLOCK/OOM. ``claims refused`` counts the claim attempts before the chosen one
+    (each boosts the watermark)."""
+    norders = A.nr_free.shape[1]
+    pbo = A.pbo
+    refused = 0
     if flags & ALLOC_HIGHATOMIC:
-        o = _smallest(nr_free, z, order, HIGHATOMIC)
+        o = rmqueue_smallest(A.nr_free, z, order, HIGHATOMIC)
         if o >= 0:
-            return MODE_HIGHATOMIC, o, HIGHATOMIC
-    o = _smallest(nr_free, z, order, mt)
+            return MODE_HIGHATOMIC, o, HIGHATOMIC, 0
+    o = rmqueue_smallest(A.nr_free, z, order, mt)
     if o >= 0:
-        return MODE_NORMAL, o, mt
+        return MODE_NORMAL, o, mt, 0
     if mt < 3:
         min_order = order
         if order < pbo and (flags & ALLOC_NOFRAGMENT):
@@ -235,108 +436,128 @@ def rmqueue_plan(nr_free, z, order, mt, flags, pbo):
         for co in range(norders - 1, min_order - 1, -1):
             if not should_try_claim_block(co, mt, pbo):
                 break
-            for k in range(2):
-                fmt = FALLBACKS[mt, k]
-                if nr_free[z, co, fmt] > 0:
-                    return MODE_CLAIM, co, fmt
+            fmt = find_suitable_fallback(A.nr_free, z, co, mt)
+            if fmt < 0:
+                continue
+            if not claim_refused(A, z, co, fmt, mt):
+                return MODE_CLAIM, co, fmt, refused
+            refused += 1  # the next candidate is the next order down, as in the kernel
         if not (flags & ALLOC_NOFRAGMENT):
             for co in range(order, norders):
-                for k in range(2):
-                    fmt = FALLBACKS[mt, k]
-                    if nr_free[z, co, fmt] > 0:
-                        return MODE_STEAL, co, fmt
+                fmt = find_suitable_fallback(A.nr_free, z, co, mt)
+                if fmt >= 0:
+                    return MODE_STEAL, co, fmt, refused
     if flags & (ALLOC_OOM | ALLOC_NON_BLOCK):
-        o = _smallest(nr_free, z, order, HIGHATOMIC)
+        o = rmqueue_smallest(A.nr_free, z, order, HIGHATOMIC)
         if o >= 0:
-            return MODE_HIGHATOMIC, o, HIGHATOMIC
-    return MODE_NONE, -1, -1
+            return MODE_HIGHATOMIC, o, HIGHATOMIC, refused
+    return MODE_NONE, -1, -1, refused
 
 
-@njit(cache=True)
-def steal_plan(nr_free, z, order, mt):
-    """``__rmqueue_steal``: the smallest buddy of a fallback type."""
-    for co in range(order, nr_free.shape[1]):
-        for k in range(2):
-            fmt = FALLBACKS[mt, k]
-            if nr_free[z, co, fmt] > 0:
-                return co, fmt
-    return -1, -1
+@jit
+def highatomic_reserve_ok(A, z, b):
+    """``reserve_highatomic_pageblock`` after an ALLOC_HIGHATOMIC success in block ``b``: the
+    reserve grows while under ~1 % of the zone (none if 1 % is less than a pageblock), and
+    only from an ordinary (unmovable/movable/reclaimable) block."""
+    per = 1 << A.pbo
+    if A.zs[z, Z_MANAGED] // 100 < per:
+        return False
+    max_managed = (A.zs[z, Z_MANAGED] // 100) // per * per + per
+    if A.zs[z, Z_HA_RESERVED] >= max_managed:
+        return False
+    return A.blk[b].mt <= RECLAIMABLE
 
 
-@njit(cache=True)
-def zonelist(zs, highest_zt, node, out):
-    """Zones to try in order: the local node's zones from highest_zt down, then other nodes'."""
-    n = 0
-    nz = zs.shape[0]
-    for pass_ in range(2):
-        for zt in range(highest_zt, -1, -1):
-            for z in range(nz):
-                if zs[z, Z_TYPE] != zt or zs[z, Z_MANAGED] <= 0:
-                    continue
-                local = zs[z, Z_NODE] == node
-                if (pass_ == 0 and local) or (pass_ == 1 and not local):
-                    out[n] = z
-                    n += 1
-    return n
+@jit
+def highatomic_unreserve_block(A, z, force):
+    """``unreserve_highatomic_pageblock``: the first highatomic block of the zone to give
+    back (keeping one unless forced), or -1."""
+    per = 1 << A.pbo
+    if not force and A.zs[z, Z_HA_RESERVED] <= per:
+        return -1
+    if A.zs[z, Z_HA_RESERVED] <= 0:
+        return -1
+    for b in range(A.zs[z, Z_START] >> A.pbo, A.zs[z, Z_END] >> A.pbo):
+        if A.blk[b].mt == HIGHATOMIC:
+            return b
+    return -1
 
 
-@njit(cache=True)
-def plan_request(zs, nr_free, lowmem, order, gfp, flags, node, pbo, policy, zl, nzl):
-    """One ``get_page_from_freelist`` pass as a decision: the zone, mode, source order and type
-    it would use, or z = -1. Also reports whether any zone passed its watermark."""
+# ---------------------------------------------------------------------------------------------
+# get_page_from_freelist: which zone (kernel.md §4.3)
+
+@jit
+def plan(A, order, gfp, flags, node, policy):
+    """One ``get_page_from_freelist`` call as a decision. Returns (zone, mode, source order,
+    source type, flags it ended with, claims refused, whether any zone was usable); zone -1
+    when every zone fails. Zones are tried in zonelist order; a zone below its watermark is
+    skipped unless ALLOC_NO_WATERMARKS; with NOFRAGMENT outside defrag_mode a remote zone, or
+    the end of the list, restarts the walk without it."""
     mt = gfp_migratetype(gfp)
     highest = gfp_zone(gfp)
-    any_wm_ok = False
-    no_fallback = flags & ALLOC_NOFRAGMENT
+    nzl = A.nzonelist[node, highest]
+    any_ok = False
     for attempt in range(2):
+        no_fallback = flags & ALLOC_NOFRAGMENT
         for i in range(nzl):
-            z = zl[i]
-            if no_fallback and policy == LEGACY and zs[z, Z_NODE] != node:
-                # Locality beats fragmentation avoidance (not in defrag_mode).
-                break
-            mark = wmark_pages(zs, z, flags & ALLOC_WMARK_MASK)
+            z = A.zonelists[node, highest, i]
+            if no_fallback and policy == LEGACY and A.zs[z, Z_NODE] != node:
+                break  # locality beats fragmentation avoidance (not in defrag_mode)
             if not (flags & ALLOC_NO_WATERMARKS):
-                if not zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest, flags,
-                                         zs[z, Z_FREE]):
+                mark = wmark_pages(A.zs, z, flags & ALLOC_WMARK_MASK)
+                if not zone_watermark_ok(A.zs, A.nr_free, A.lowmem, z, order, mark, highest,
+                                         flags, A.zs[z, Z_FREE]):
                     continue
-            any_wm_ok = True
-            mode, so, smt = rmqueue_plan(nr_free, z, order, mt, flags, pbo)
+            any_ok = True
+            mode, so, smt, refused = rmqueue_plan(A, z, order, mt, flags)
             if mode != MODE_NONE:
-                return z, mode, so, smt, any_wm_ok, flags
+                return z, mode, so, smt, flags, refused, any_ok
         if no_fallback and policy == LEGACY:
             flags &= ~ALLOC_NOFRAGMENT  # UMA "all zones fragmented" retry (not in defrag_mode)
-            no_fallback = 0
             continue
         break
-    return -1, MODE_NONE, -1, -1, any_wm_ok, flags
+    return -1, MODE_NONE, -1, -1, flags, 0, any_ok
 
 
-@njit(cache=True)
-def classify_failure(zs, nr_free, lowmem, order, gfp, flags, node, pbo, zl, nzl):
-    """Why a request that reached ``nopage`` failed (the model's ground truth, and the
-    attribution rule on an observed state). Order of tests: speculative by construction; below
-    the watermark; only NOFRAGMENT stood in the way (a pass without it would succeed); no block
-    of that order anywhere; otherwise unknown."""
+@jit
+def classify(A, order, gfp, flags, node):
+    """Why a request that reached ``nopage`` with ``flags`` failed (the model's ground truth,
+    and the attribution rule on an observed state). Order of tests: speculative by
+    construction; below the watermark; only NOFRAGMENT stood in the way (a pass without it
+    would succeed); no block of that order anywhere; otherwise unknown."""
     if order > 0 and ((gfp & GFP_NORETRY) or not (gfp & (GFP_DIRECT_RECLAIM | GFP_KSWAPD_RECLAIM))):
-        return CAUSE_SPEC
-    if order > 0 and (gfp & GFP_COMP) and (gfp & GFP_NOWARN) and not (gfp & GFP_DIRECT_RECLAIM) \
-            and not (gfp & GFP_KSWAPD_RECLAIM):
         return CAUSE_SPEC
     highest = gfp_zone(gfp)
     wm_any = False
-    for i in range(nzl):
-        z = zl[i]
-        mark = wmark_pages(zs, z, flags & ALLOC_WMARK_MASK)
+    for i in range(A.nzonelist[node, highest]):
+        z = A.zonelists[node, highest, i]
+        mark = wmark_pages(A.zs, z, flags & ALLOC_WMARK_MASK)
         # watermark on free pages only (the order-0 part of the check)
-        if zone_watermark_ok(zs, nr_free, lowmem, z, 0, mark, highest, flags, zs[z, Z_FREE]):
+        if zone_watermark_ok(A.zs, A.nr_free, A.lowmem, z, 0, mark, highest, flags,
+                             A.zs[z, Z_FREE]):
             wm_any = True
     if not wm_any:
         return CAUSE_LOW
     if flags & ALLOC_NOFRAGMENT:
-        z, mode, so, smt, ok, f2 = plan_request(zs, nr_free, lowmem, order, gfp,
-                                                flags & ~ALLOC_NOFRAGMENT, node, pbo, LEGACY, zl, nzl)
-        if z >= 0:
+        if plan(A, order, gfp, flags & ~ALLOC_NOFRAGMENT, node, LEGACY)[0] >= 0:
             return CAUSE_BAILOUT
     if order > 0:
         return CAUSE_FRAG
     return CAUSE_UNKNOWN
+
+
+# ---------------------------------------------------------------------------------------------
+# The same decisions on plain arrays (triage's observed states)
+
+def plan_request(zs, nr_free, lowmem, order, gfp, flags, node, pbo, policy, zl, nzl):
+    """:func:`plan` on an observed state with the zonelist ``zl[:nzl]``. Returns (zone, mode,
+    source order, source type, any zone usable, flags it ended with)."""
+    A = view(zs, nr_free, lowmem, pbo, node, int(gfp_zone(gfp)), zl, nzl)
+    z, mode, so, smt, f, refused, ok = plan(A, order, gfp, flags, node, policy)
+    return z, mode, so, smt, ok, f
+
+
+def classify_failure(zs, nr_free, lowmem, order, gfp, flags, node, pbo, zl, nzl):
+    """:func:`classify` on an observed state with the zonelist ``zl[:nzl]``."""
+    return classify(view(zs, nr_free, lowmem, pbo, node, int(gfp_zone(gfp)), zl, nzl), order,
+                    gfp, flags, node)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from models.engine import ZONE_DMA32, ZONE_NORMAL
+from models.engine import GFP_ATOMIC
 from models.sim import PARAMS
 from models.state import HostSpec
-
-GFP_ATOMIC = 0x820
 
 # The range each workload parameter may take. Outside it a run is meaningless (a negative
 # rate, a fraction over 1) or never ends (NaN makes the Poisson draw loop, a rate of 1e12 per

@@ -1,43 +1,45 @@
 """The simulation loop (numba): workloads, the slowpath, kswapd, kcompactd, SLUB, rate limits.
 
-State travels as two tuples of arrays: ``S`` the allocator (see :mod:`models.pages`) and ``L``
-the page pools (which allocated page belongs to which workload, for frees, reclaim and
-compaction). One call of :func:`run` simulates ``seconds`` in ticks of ``dt``.
+State is a few namedtuples of arrays, each with its columns named next to it and built by
+:mod:`models.simulate`: the allocator (:data:`models.engine.Allocator`), :data:`Pools` (which
+workload owns which page), :data:`Slub` (the SLUB cache rows), :data:`Daemons` (kswapd and
+kcompactd, rate limits, the network load's state), :data:`Record` (snapshots, reports, ground
+truth) and :data:`Config`; :data:`Sim` carries them all. One call of :func:`run` simulates
+``seconds`` in ticks of ``dt``; each tick is a sequence of phases (:func:`tick`).
 
 Simplifications (documented in docs/model.md): no per-CPU page lists; objects of a SLUB cache
-are fungible (a cache frees its newest slab once a slab's worth of objects is free beyond
-two spare slabs); lifetimes are exponential, so frees per tick are Poisson(in use x dt / life);
-reclaim takes random page-cache pages (an approximate LRU); compaction migrates movable pages
-out of the lowest candidate block into free pages found from the top of the zone.
+are fungible (a slab is discarded once enough objects are free, see :func:`slub_frees`);
+lifetimes are exponential, so frees per tick are Poisson(in use x dt / life); reclaim takes
+random page-cache pages (an approximate LRU); compaction migrates movable pages out of the
+lowest candidate block into free pages found from the top of the zone.
 """
 from __future__ import annotations
 
-import numpy as np
-from numba import njit
+from collections import namedtuple
 
-from models.engine import (ALLOC_CMA, ALLOC_HIGHATOMIC, ALLOC_KSWAPD, ALLOC_NOFRAGMENT,
-                           ALLOC_WMARK_HIGH, ALLOC_WMARK_LOW, C_ALLOCSTALL, C_COMPACT_DAEMON_MIGRATE,
-                           C_COMPACT_FAIL, C_COMPACT_MIGRATE, C_COMPACT_STALL, C_COMPACT_SUCCESS,
-                           C_FAIL_TOTAL, C_KCOMPACTD_WAKE, C_KSWAPD_WAKE, C_NET_DEMAND, C_NET_FAILED, C_NET_INUSE, C_OPS, C_PAGEOUTRUN,
-                           C_PGALLOC, C_PGFREE, C_PGSCAN_DIRECT, C_PGSCAN_KSWAPD, C_PGSTEAL_DIRECT,
-                           C_PGSTEAL_KSWAPD, C_THP_FAULT_ALLOC, C_THP_FAULT_FALLBACK, CAUSE_NONE,
-                           DEFRAG_FIXED, GFP_COMP, GFP_DIRECT_RECLAIM, GFP_KSWAPD_RECLAIM,
-                           GFP_NOFAIL, GFP_NOMEMALLOC, GFP_NORETRY, GFP_NOWARN, GFP_RETRY_MAYFAIL,
-                           LEGACY, MOVABLE, NMT, PK_ANON, PK_FREE, PK_MOVABLE, PK_THP, RECLAIMABLE,
-                           UNMOVABLE, Z_FREE, Z_FREE_BLOCKS, Z_NODE, Z_BOOST, Z_BOOSTED,
-                           Z_END, Z_START, Z_TYPE, Z_MANAGED, ZONE_DMA32, alloc_flags_nofragment,
-                           classify_failure, gfp_migratetype, gfp_to_alloc_flags, gfp_zone,
-                           wmark_pages, zone_watermark_ok, zonelist)
-from models.pages import (free_pages, reserve_highatomic, rmqueue, take,
+import numpy as np
+
+from models.engine import (ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_HIGH, C_ALLOCSTALL,
+                           C_COMPACT_DAEMON_MIGRATE, C_COMPACT_FAIL, C_COMPACT_MIGRATE,
+                           C_COMPACT_STALL, C_COMPACT_SUCCESS, C_FAIL_TOTAL, C_KCOMPACTD_WAKE,
+                           C_KSWAPD_WAKE, C_NET_DEMAND, C_NET_FAILED, C_NET_INUSE, C_OPS,
+                           C_PAGEOUTRUN, C_PGSCAN_DIRECT, C_PGSCAN_KSWAPD, C_PGSTEAL_DIRECT,
+                           C_PGSTEAL_KSWAPD, C_THP_FAULT_ALLOC, C_THP_FAULT_FALLBACK,
+                           CAUSE_NONE, CAUSE_UNKNOWN, GFP_ATOMIC, GFP_COMP, GFP_DIRECT_RECLAIM,
+                           GFP_HIGHUSER_MOVABLE, GFP_KERNEL, GFP_KSWAPD_RECLAIM, GFP_NOFAIL,
+                           GFP_NOMEMALLOC, GFP_NORETRY, GFP_NOWARN, GFP_RECLAIMABLE,
+                           GFP_RETRY_MAYFAIL, GFP_TRANSHUGE_LIGHT, LEGACY, MOVABLE, NMT, PK_ANON,
+                           PK_FREE, PK_MOVABLE, PK_RECLAIMABLE, PK_SLAB, PK_THP, PK_UNMOVABLE,
+                           Z_BOOST, Z_BOOSTED, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_MANAGED, Z_NODE,
+                           Z_START, Z_TYPE, ZONE_DMA32, bailout_retries, classify,
+                           fallback_retries, fast_path_flags, gfp_migratetype, gfp_to_alloc_flags,
+                           gfp_zone, jit, kswapd_wake_order, pgdat_balanced, wmark_pages)
+from models.pages import (free_block, free_pages, get_page_from_freelist, take,
                           unreserve_highatomic)
 
-# Pools (which workload owns a page).
-POOL_PAGECACHE, POOL_ANON, POOL_KERNEL, POOL_RECLAIMABLE, POOL_THP, POOL_PINNED, POOL_ATOMIC = \
-    0, 1, 2, 3, 4, 5, 6
-POOL_ATOMIC_HI = 7
-NPOOLS = 8
+# ---------------------------------------------------------------------------------------------
+# Workload parameters (one float vector; scenarios and calibration set them by name)
 
-# Workload parameter vector.
 PARAMS = ("net_rate", "net_burst_mult", "net_burst_frac", "net_burst_len_s", "net_obj_life_s",
           "kernel_rate", "kernel_life_s", "reclaimable_rate", "reclaimable_life_s",
           "pagecache_rate", "pagecache_life_s", "anon_rate", "anon_life_s", "thp_rate",
@@ -49,15 +51,123 @@ P_IDX = {n: i for i, n in enumerate(PARAMS)}
  P_ARATE, P_ALIFE, P_THPRATE, P_THPLIFE, P_KSWAPD, P_KCOMPACTD, P_ATOMPG, P_ATOMHI,
  P_ATOMHI_ORDER, P_NSTART, P_NSTOP, P_HOLD, P_STALL) = range(len(PARAMS))
 
-MIN_PARTIAL = 5  # SLUB's floor of partial slabs kept per node (mm/slub.c MIN_PARTIAL)
+# ---------------------------------------------------------------------------------------------
+# Pools: which workload owns an allocated page (for frees, reclaim and compaction)
 
-# Report kinds in the event log.
-R_SLUB, R_WARN, R_SUPP_SLUB, R_SUPP_WARN = 0, 1, 2, 3
-# Ratelimit state columns.
+POOL_PAGECACHE, POOL_ANON, POOL_KERNEL, POOL_RECLAIMABLE, POOL_THP, POOL_PINNED, POOL_ATOMIC = \
+    0, 1, 2, 3, 4, 5, 6
+POOL_ATOMIC_HI = 7
+NPOOLS = 8
+
+Pools = namedtuple("Pools", (
+    "pfn",  # [pool, i] the pages each workload pool holds (a page's slot: Allocator.pg.pos)
+    "n",    # [pool] how many
+))
+
+# ---------------------------------------------------------------------------------------------
+# Page workloads: one row each, what it allocates (its rate and lifetime are parameters)
+
+(WL_PAGECACHE, WL_ANON, WL_KERNEL, WL_RECLAIMABLE, WL_ATOMIC_PAGES, WL_ATOMIC_BUFFERS,
+ WL_THP) = range(7)
+WL_POOL, WL_GFP, WL_KIND, WL_RATE, WL_LIFE, WL_ORDER, WL_NET = range(7)
+ORDER_PARAM, ORDER_PAGEBLOCK = -1, -2  # WL_ORDER: atomic_high_order; the pageblock order
+WORKLOADS = np.array([
+    # pool              gfp                            page kind       rate       lifetime   order  net*
+    [POOL_PAGECACHE, GFP_HIGHUSER_MOVABLE, PK_MOVABLE, P_PCRATE, P_PCLIFE, 0, 0],
+    [POOL_ANON, GFP_HIGHUSER_MOVABLE, PK_ANON, P_ARATE, P_ALIFE, 0, 0],
+    [POOL_KERNEL, GFP_KERNEL, PK_UNMOVABLE, P_KRATE, P_KLIFE, 0, 0],
+    [POOL_RECLAIMABLE, GFP_KERNEL | GFP_RECLAIMABLE, PK_RECLAIMABLE, P_RRATE, P_RLIFE, 0, 0],
+    [POOL_ATOMIC, GFP_ATOMIC, PK_UNMOVABLE, P_ATOMPG, P_NLIFE, 0, 1],
+    # order-N atomic buffers (page_frag / jumbo rx style)
+    [POOL_ATOMIC_HI, GFP_ATOMIC | GFP_COMP, PK_UNMOVABLE, P_ATOMHI, P_NLIFE, ORDER_PARAM, 1],
+    # THP faults: expected to fail quietly without a free block
+    [POOL_THP, GFP_TRANSHUGE_LIGHT, PK_THP, P_THPRATE, P_THPLIFE, ORDER_PAGEBLOCK, 0],
+], dtype=np.int64)  # * net: the rate follows the network load (bursts, window)
+
+# ---------------------------------------------------------------------------------------------
+# SLUB cache rows. A row is a cache allocated from one context: a network object's head
+# (no parent, atomic), its data buffer (a child row: allocated for a share of the parent's
+# objects), or the same cache from process context ("name#kernel": GFP_KERNEL). Rows of one
+# cache share the first row's slabs and free objects (CA_OWNER).
+
+CA_OBJ_SIZE, CA_ORDER, CA_MIN_ORDER, CA_GFP, CA_PER_SLAB, CA_SHARE, CA_PARENT, CA_OWNER = range(8)
+NCA = 8                 # caches[row, CA_*]; CA_SHARE in thousandths, CA_PARENT -1: none
+(OB_FREE, OB_INUSE, OB_FAILED, OB_HELD, OB_STALL_UNTIL, OB_NOPAGE, OB_TICK_OK) = range(7)
+NOB = 7
+# objs[row, OB_*]: free objects (on the owner row), in use, failed; atomic rows: objects held
+# until the load stops; process-context rows: when their reclaim wait ends (us + 1, 0 none);
+# this tick: the cause a slab allocation failed with (-1 none), a child's successes.
+Slub = namedtuple("Slub", (
+    "caches",      # [row, CA_*]
+    "objs",        # [row, OB_*]
+    "slab_pfn",    # [owner row, i] its slabs, oldest first
+    "slab_order",  # [owner row, i]
+    "nslabs",      # [owner row]
+))
+MIN_PARTIAL = 5     # SLUB's floor of partial slabs kept per node (mm/slub.c MIN_PARTIAL)
+SKB_CHUNK = 16      # objects allocated head-then-data before the next chunk
+
+# ---------------------------------------------------------------------------------------------
+# Daemons, rate limits and the network load
+
+KSWAPD, KCOMPACTD = 0, 1            # W[node, *]: the order the daemon was woken for, -1 asleep
+RL_SLUB, RL_WARN = 0, 1             # ratelimit rows: slab_out_of_memory, warn_alloc
 RL_BEGIN, RL_PRINTED, RL_MISSED = 0, 1, 2
+SLUB_RL_INTERVAL, SLUB_RL_BURST = 5.0, 10   # slab_out_of_memory: 10 per 5 s, all caches
+LOAD_QUIET, LOAD_BURST, LOAD_STOPPED = 0, 1, 2  # the network load's on/off Markov chain
+Daemons = namedtuple("Daemons", (
+    "W",            # [node, KSWAPD/KCOMPACTD]
+    "comp_cursor",  # [zone] where kcompactd's migration scanner resumes
+    "ratelimit",    # [RL_*, RL_BEGIN/PRINTED/MISSED]
+    "load",         # [0]: LOAD_*
+))
+# alloc_pages' scratch array ``stats``
+ST_RECLAIMED = 0      # pages direct reclaim freed
+ST_NOPAGE_FLAGS = 1   # the alloc_flags the last failed request reached nopage with
+ST_FIX_RETRIES = 2    # how often the 2026 fix's retry ran
+NSTATS = 4
+
+# ---------------------------------------------------------------------------------------------
+# What a run records
+
+R_SLUB, R_WARN, R_SUPP_SLUB, R_SUPP_WARN = 0, 1, 2, 3      # report kinds
+REP_T, REP_KIND, REP_A, REP_B, REP_C, REP_CACHE = range(6)  # rep[i, *]; a/b/c per kind
+NREP = 6
+TRUTH_SLUB, TRUTH_PAGE = 0, 1                               # what failed
+TR_T, TR_KIND, TR_ORDER, TR_CAUSE, TR_CACHE = range(5)     # truth[i, *]
+NTR = 5
+FILL_SNAPS, FILL_REPORTS, FILL_CAPTURES, FILL_TRUTH = range(4)  # fill[*]: rows used
+Record = namedtuple("Record", (
+    "snap_times",    # [k] when to snapshot
+    "snaps_nr",      # [k, zone, order, type] nr_free
+    "snaps_zs",      # [k, zone, Z_*]
+    "snaps_cnt",     # [k, C_*]
+    "snaps_blocks",  # [k, zone, type] pageblocks
+    "snaps_inuse",   # [k, row] SLUB objects in use
+    "rep",           # [i, REP_*] printed reports and suppressed-callback lines
+    "caps",          # [i, zone, order, type] nr_free at each printed warn_alloc
+    "cap_zs",        # [i, zone, Z_*]
+    "truth",         # [i, TR_*] every failure
+    "fail_sec",      # [second, cause] failures
+    "fill",          # [FILL_*]
+))
+# Report fields: R_SLUB (a=row, b=gfp, c=slabs), R_WARN (a=order, b=gfp, c=capture),
+# R_SUPP_* (a=callbacks suppressed).
+
+Config = namedtuple("Config", ("policy", "dt", "nnodes", "warn_interval", "warn_burst"))
+Sim = namedtuple("Sim", (
+    "A",      # models.engine.Allocator
+    "L",      # Pools
+    "slub",   # Slub
+    "d",      # Daemons
+    "rec",    # Record
+    "stats",  # [ST_*] scratch
+    "P",      # [P_*] workload parameters
+    "cfg",    # Config
+))
 
 
-@njit(cache=True)
+@jit
 def _poisson(lam):
     if lam <= 0.0:
         return 0
@@ -66,127 +176,96 @@ def _poisson(lam):
     return np.random.poisson(lam)
 
 
-@njit(cache=True)
-def pool_add(L, pool, pfn):
-    pool_pfn, pool_n, ppos, ppool = L
-    i = pool_n[pool]
-    pool_pfn[pool, i] = pfn
-    ppos[pfn] = i
-    ppool[pfn] = pool
-    pool_n[pool] = i + 1
+@jit
+def pool_add(A, L, pool, pfn):
+    i = L.n[pool]
+    L.pfn[pool, i] = pfn
+    A.pg[pfn].pos = i
+    A.pg[pfn].pool = pool
+    L.n[pool] = i + 1
 
 
-@njit(cache=True)
-def pool_remove_at(L, pool, i):
-    pool_pfn, pool_n, ppos, ppool = L
-    pfn = pool_pfn[pool, i]
-    last = pool_n[pool] - 1
-    lp = pool_pfn[pool, last]
-    pool_pfn[pool, i] = lp
-    ppos[lp] = i
-    pool_n[pool] = last
-    ppos[pfn] = -1
-    ppool[pfn] = -1
+@jit
+def pool_remove_at(A, L, pool, i):
+    pfn = L.pfn[pool, i]
+    last = L.n[pool] - 1
+    lp = L.pfn[pool, last]
+    L.pfn[pool, i] = lp
+    A.pg[lp].pos = i
+    L.n[pool] = last
+    A.pg[pfn].pos = -1
+    A.pg[pfn].pool = -1
     return pfn
 
 
-@njit(cache=True)
-def zone_of(zs, pfn):
-    for z in range(zs.shape[0]):
-        if zs[z, Z_START] <= pfn < zs[z, Z_END]:
-            return z
-    return -1
+@jit
+def pool_move(A, L, src, dst):
+    """A migrated page: ``dst`` takes ``src``'s slot in its pool."""
+    pl = A.pg[src].pool
+    if pl >= 0:
+        i = A.pg[src].pos
+        L.pfn[pl, i] = dst
+        A.pg[dst].pos = i
+        A.pg[dst].pool = pl
+        A.pg[src].pos = -1
+        A.pg[src].pool = -1
 
 
-@njit(cache=True)
-def free_block(S, pfn, order, pbo, max_order):
-    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
-    z = zone_of(zs, pfn)
-    free_pages(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z, pfn, order,
-               pbo, max_order)
-    counters[C_PGFREE] += 1 << order
+@jit
+def wake_kswapd(A, W, node, order, policy):
+    o = kswapd_wake_order(order, policy, A.pbo)
+    if W[node, KSWAPD] < o:
+        if W[node, KSWAPD] < 0:
+            A.counters[C_KSWAPD_WAKE] += 1
+        W[node, KSWAPD] = o
 
 
-@njit(cache=True)
-def gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl):
-    """``get_page_from_freelist`` with page moves. Returns (pfn, zone)."""
-    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
-    mt = gfp_migratetype(gfp)
-    highest = gfp_zone(gfp)
-    no_fallback = flags & ALLOC_NOFRAGMENT
-    for attempt in range(2):
-        for i in range(nzl):
-            z = zl[i]
-            if no_fallback and policy == LEGACY and zs[z, Z_NODE] != node:
-                break
-            mark = wmark_pages(zs, z, flags & 3)
-            if not zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest, flags,
-                                     zs[z, Z_FREE]):
-                continue
-            pfn, mode = rmqueue(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov,
-                                z, order, mt, flags, kind, pbo, counters)
-            if pfn >= 0:
-                counters[C_PGALLOC] += 1 << order
-                if flags & ALLOC_HIGHATOMIC:
-                    reserve_highatomic(zs, nr_free, heads, nxt, prv, forder, bmt, z, pfn, pbo,
-                                       counters)
-                return pfn, z
-        if no_fallback and policy == LEGACY:
-            flags &= ~ALLOC_NOFRAGMENT
-            no_fallback = 0
-            continue
-        break
-    return -1, -1
-
-
-@njit(cache=True)
-def wake_kswapd(S, W, node, order, policy, pbo):
-    counters = S[11]
-    o = order
-    if policy != LEGACY and o < pbo:
-        o = pbo  # defrag_mode wakes kswapd for a whole pageblock
-    if W[node, 0] < o:
-        if W[node, 0] < 0:
-            counters[C_KSWAPD_WAKE] += 1
-        W[node, 0] = o
-
-
-@njit(cache=True)
-def reclaim(S, L, node, nr, pbo, max_order, direct):
+@jit
+def reclaim(A, L, node, nr, direct):
     """Free up to ``nr`` page-cache pages of this node (random pick: an approximate LRU)."""
-    zs = S[0]
-    counters = S[11]
-    pool_pfn, pool_n, ppos, ppool = L
     done = 0
     tries = 0
-    while done < nr and pool_n[POOL_PAGECACHE] > 0 and tries < 4 * nr + 16:
+    while done < nr and L.n[POOL_PAGECACHE] > 0 and tries < 4 * nr + 16:
         tries += 1
-        i = np.random.randint(0, pool_n[POOL_PAGECACHE])
-        pfn = pool_pfn[POOL_PAGECACHE, i]
-        if zs[zone_of(zs, pfn), Z_NODE] != node:
+        i = np.random.randint(0, L.n[POOL_PAGECACHE])
+        pfn = L.pfn[POOL_PAGECACHE, i]
+        if A.zs[A.blk[pfn >> A.pbo].zone, Z_NODE] != node:
             continue
-        pool_remove_at(L, POOL_PAGECACHE, i)
-        free_block(S, pfn, 0, pbo, max_order)
+        pool_remove_at(A, L, POOL_PAGECACHE, i)
+        free_block(A, pfn, 0)
         done += 1
     if direct:
-        counters[C_PGSCAN_DIRECT] += tries
-        counters[C_PGSTEAL_DIRECT] += done
+        A.counters[C_PGSCAN_DIRECT] += tries
+        A.counters[C_PGSTEAL_DIRECT] += done
     else:
-        counters[C_PGSCAN_KSWAPD] += tries
-        counters[C_PGSTEAL_KSWAPD] += done
+        A.counters[C_PGSCAN_KSWAPD] += tries
+        A.counters[C_PGSTEAL_KSWAPD] += done
     return done
 
 
-@njit(cache=True)
-def compact(S, L, z, budget, pbo, max_order, cursor, direct):
+@jit
+def _migration_target(A, z, b):
+    """Compaction's free scanner: the smallest free movable buddy outside block ``b`` (holes
+    elsewhere are filled first), looking at up to four per list. -1 if none."""
+    for o in range(A.max_order):
+        h = A.heads[z, o, MOVABLE]
+        tries = 0
+        while h >= 0 and tries < 4:
+            if (h >> A.pbo) != b:
+                return h
+            h = A.pg[h].nxt
+            tries += 1
+    return -1
+
+
+@jit
+def compact(A, L, z, budget, cursor, direct):
     """Migrate movable pages out of candidate pageblocks (movable label, nothing but free and
     movable pages in them) from the bottom of the zone, into free pages taken from the top.
     Returns (pages migrated, blocks freed, new cursor)."""
-    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
-    pool_pfn, pool_n, ppos, ppool = L
-    per = 1 << pbo
-    b0 = zs[z, Z_START] >> pbo
-    b1 = zs[z, Z_END] >> pbo
+    per = 1 << A.pbo
+    b0 = A.zs[z, Z_START] >> A.pbo
+    b1 = A.zs[z, Z_END] >> A.pbo
     migrated = 0
     freed = 0
     b = max(cursor, b0)
@@ -196,20 +275,20 @@ def compact(S, L, z, budget, pbo, max_order, cursor, direct):
         if b >= b1:
             b = b0
         scanned += 1
-        cand = bmt[b] == MOVABLE and bfree[b] < per and bfree[b] + bmov[b] == per
+        cand = A.blk[b].mt == MOVABLE and A.blk[b].free < per and \
+            A.blk[b].free + A.blk[b].movable == per
         if not cand:
             b += 1
             continue
         # Migrate every movable page in block b.
-        base = b << pbo
-        p = base
+        p = b << A.pbo
         ok = True
-        while p < base + per:
-            o = forder[p]
+        while p < (b << A.pbo) + per:
+            o = A.pg[p].order
             if o >= 0:
                 p += 1 << o
                 continue
-            k = pkind[p]
+            k = A.pg[p].kind
             if k == PK_FREE:
                 p += 1  # inside a buddy that merged after an earlier migration
                 continue
@@ -217,35 +296,13 @@ def compact(S, L, z, budget, pbo, max_order, cursor, direct):
                 # THPs move as a unit and everything else cannot move: skip the block
                 ok = False
                 break
-            # destination: the smallest free movable buddy outside block b (the free scanner
-            # takes isolated free pages; holes elsewhere are filled first)
-            dest = -1
-            for oo in range(max_order):
-                h = heads[z, oo, MOVABLE]
-                tries = 0
-                while h >= 0 and tries < 4:
-                    if (h >> pbo) != b:
-                        dest = h
-                        break
-                    h = nxt[h]
-                    tries += 1
-                if dest >= 0:
-                    break
+            dest = _migration_target(A, z, b)
             if dest < 0:
                 ok = False
                 break
-            take(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z, dest, 0, k,
-                 pbo)
-            pl = ppool[p]
-            if pl >= 0:
-                i = ppos[p]
-                pool_pfn[pl, i] = dest
-                ppos[dest] = i
-                ppool[dest] = pl
-                ppos[p] = -1
-                ppool[p] = -1
-            free_pages(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z, p, 0,
-                       pbo, max_order)
+            take(A, z, dest, 0, k)
+            pool_move(A, L, p, dest)
+            free_pages(A, z, p, 0)
             migrated += 1
             p += 1
             if migrated >= budget:
@@ -253,83 +310,70 @@ def compact(S, L, z, budget, pbo, max_order, cursor, direct):
         if not ok:
             b += 1
             continue
-        if bfree[b] == per:
+        if A.blk[b].free == per:
             freed += 1
             b += 1
     if direct:
-        counters[C_COMPACT_MIGRATE] += migrated
+        A.counters[C_COMPACT_MIGRATE] += migrated
     else:
-        counters[C_COMPACT_DAEMON_MIGRATE] += migrated
+        A.counters[C_COMPACT_DAEMON_MIGRATE] += migrated
     return migrated, freed, b
 
 
-@njit(cache=True)
-def dest_exhausted(free_cursor, base, per):
-    return free_cursor <= base + per
-
-
-@njit(cache=True)
-def alloc_pages(S, L, W, order, gfp, policy, node, pbo, max_order, kind, zl, stats, fixed_used):
-    """``__alloc_pages``: fast path, then the slowpath in kernel order (kernel.md §4.6).
-    Returns (pfn, cause). ``stats[0]`` counts direct-reclaim pages, ``fixed_used[0]`` how often
-    the 2026 fix's retry ran."""
-    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
-    counters[C_OPS] += 1
+@jit
+def alloc_pages(A, L, W, order, gfp, policy, node, kind, stats):
+    """``__alloc_pages``: fast path, then the slowpath in kernel order (kernel.md §4.6). The
+    engine decides (flags, zone, list, retries, cause); this acts (reclaims, compacts, takes
+    the page). Returns (pfn, cause); ``stats`` collects the ST_* figures."""
+    A.counters[C_OPS] += 1
     highest = gfp_zone(gfp)
-    nzl = zonelist(zs, highest, node, zl)
+    nzl = A.nzonelist[node, highest]
     if nzl == 0:
-        return -1, CAUSE_NONE + 5
-    has_dma32 = False
-    for z in range(zs.shape[0]):
-        if zs[z, Z_TYPE] == ZONE_DMA32 and zs[z, Z_NODE] == node and zs[z, Z_MANAGED] > 0:
-            has_dma32 = True
-    flags = ALLOC_WMARK_LOW | alloc_flags_nofragment(zs, zl[0], gfp, policy, has_dma32)
-    if gfp_migratetype(gfp) == MOVABLE:
-        flags |= ALLOC_CMA
-    pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+        return -1, CAUSE_UNKNOWN
+    flags = fast_path_flags(A, gfp, node, policy)
+    pfn, z = get_page_from_freelist(A, order, gfp, flags, node, policy, kind)
     if pfn >= 0:
         return pfn, CAUSE_NONE
     # -- slowpath
     flags = gfp_to_alloc_flags(gfp, order, policy)
     can_direct = (gfp & GFP_DIRECT_RECLAIM) != 0
     if flags & ALLOC_KSWAPD:
-        wake_kswapd(S, W, node, order, policy, pbo)
-    pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+        wake_kswapd(A, W, node, order, policy)
+    pfn, z = get_page_from_freelist(A, order, gfp, flags, node, policy, kind)
     if pfn >= 0:
         return pfn, CAUSE_NONE
     retries = 0
     while True:
         # retry: (kswapd woken again; reserve_flags not modelled: no MEMALLOC users)
         if retries > 0:
-            pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+            pfn, z = get_page_from_freelist(A, order, gfp, flags, node, policy, kind)
             if pfn >= 0:
                 return pfn, CAUSE_NONE
         if not can_direct:
-            if policy == DEFRAG_FIXED and (flags & ALLOC_NOFRAGMENT) and (gfp & GFP_KSWAPD_RECLAIM):
-                # The 2026 fix: clear NOFRAGMENT and retry instead of bailing out.
+            if bailout_retries(gfp, flags, policy):
                 flags &= ~ALLOC_NOFRAGMENT
-                fixed_used[0] += 1
+                stats[ST_FIX_RETRIES] += 1
                 retries += 1
                 continue
             break
-        counters[C_ALLOCSTALL] += 1
-        got = reclaim(S, L, node, 32 << min(order, 4), pbo, max_order, True)
-        stats[0] += got
-        pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+        A.counters[C_ALLOCSTALL] += 1
+        got = reclaim(A, L, node, 32 << min(order, 4), True)
+        stats[ST_RECLAIMED] += got
+        pfn, z = get_page_from_freelist(A, order, gfp, flags, node, policy, kind)
         if pfn >= 0:
             return pfn, CAUSE_NONE
         if got == 0:
             for i in range(nzl):
-                unreserve_highatomic(zs, nr_free, heads, nxt, prv, forder, bmt, zl[i],
-                                     gfp_migratetype(gfp), False, pbo, counters)
+                unreserve_highatomic(A, A.zonelists[node, highest, i], gfp_migratetype(gfp),
+                                     False)
         if order > 0:
-            counters[C_COMPACT_STALL] += 1
-            m, fr, _c = compact(S, L, zl[0], 2 << order, pbo, max_order, 0, True)
-            pfn, z = gpfl(S, order, gfp, flags, node, pbo, policy, kind, zl, nzl)
+            A.counters[C_COMPACT_STALL] += 1
+            compact(A, L, A.zonelists[node, highest, 0], 2 << order, 0, True)
+            pfn, z = get_page_from_freelist(A, order, gfp, flags, node, policy, kind)
             if pfn >= 0:
-                counters[C_COMPACT_SUCCESS] += 1
+                A.counters[C_COMPACT_SUCCESS] += 1
                 return pfn, CAUSE_NONE
-            counters[C_COMPACT_FAIL] += 1
+            A.counters[C_COMPACT_FAIL] += 1
         if gfp & GFP_NORETRY:
             break
         if order > 3 and not (gfp & GFP_RETRY_MAYFAIL):
@@ -337,484 +381,528 @@ def alloc_pages(S, L, W, order, gfp, policy, node, pbo, max_order, kind, zl, sta
         if got > 0 and retries < 16:
             retries += 1
             continue
-        if policy != LEGACY and (flags & ALLOC_NOFRAGMENT):
-            # "Reclaim/compaction failed to prevent the fallback" (7a95a05f15d5).
+        if fallback_retries(flags, policy):
             flags &= ~ALLOC_NOFRAGMENT
             retries += 1
             continue
         break
-    cause = classify_failure(zs, nr_free, lowmem, order, gfp, flags, node, pbo, zl, nzl)
-    counters[C_FAIL_TOTAL] += 1
-    return -1, cause
+    A.counters[C_FAIL_TOTAL] += 1
+    stats[ST_NOPAGE_FLAGS] = flags
+    return -1, classify(A, order, gfp, flags, node)
 
 
-@njit(cache=True)
-def ratelimit(RS, k, t, interval, burst, n, rep, rep_n, cache_id):
-    """lib/ratelimit.c for ``n`` calls at time t. Emits the ``callbacks suppressed`` line when an
-    interval has passed with misses. Returns how many of the n calls may print."""
-    if RS[k, RL_BEGIN] < 0:
-        RS[k, RL_BEGIN] = t
-    if t > RS[k, RL_BEGIN] + interval:
-        if RS[k, RL_MISSED] > 0:
-            _record(rep, rep_n, t, R_SUPP_SLUB if k == 0 else R_SUPP_WARN, RS[k, RL_MISSED],
-                    cache_id, -1, cache_id)
-            RS[k, RL_MISSED] = 0
-        RS[k, RL_BEGIN] = t
-        RS[k, RL_PRINTED] = 0
-    room = burst - RS[k, RL_PRINTED]
-    if room < 0:
-        room = 0
-    allowed = n if n < room else room
-    RS[k, RL_PRINTED] += allowed
-    RS[k, RL_MISSED] += n - allowed
-    return allowed
+# ---------------------------------------------------------------------------------------------
+# Reports, rate limits, ground truth
+
+@jit
+def record_report(rec, t, kind, a, b, c, row):
+    i = rec.fill[FILL_REPORTS]
+    if i < rec.rep.shape[0]:
+        rec.rep[i, REP_T] = t
+        rec.rep[i, REP_KIND] = kind
+        rec.rep[i, REP_A] = a
+        rec.rep[i, REP_B] = b
+        rec.rep[i, REP_C] = c
+        rec.rep[i, REP_CACHE] = row
+        rec.fill[FILL_REPORTS] = i + 1
 
 
-@njit(cache=True)
-def _record(rep, rep_n, t, kind, a, b, c, cache_id):
-    i = rep_n[0]
-    if i < rep.shape[0]:
-        rep[i, 0] = t
-        rep[i, 1] = kind
-        rep[i, 2] = a
-        rep[i, 3] = b
-        rep[i, 4] = c
-        rep[i, 5] = cache_id
-        rep_n[0] = i + 1
+@jit
+def ratelimit(S, k, t, interval, burst, row):
+    """lib/ratelimit.c for one call at time t: whether it may print. When an interval has
+    passed with misses, the ``callbacks suppressed`` line is recorded first."""
+    rs = S.d.ratelimit
+    if rs[k, RL_BEGIN] < 0:
+        rs[k, RL_BEGIN] = t
+    if t > rs[k, RL_BEGIN] + interval:
+        if rs[k, RL_MISSED] > 0:
+            record_report(S.rec, t, R_SUPP_SLUB if k == RL_SLUB else R_SUPP_WARN,
+                          rs[k, RL_MISSED], row, -1, row)
+            rs[k, RL_MISSED] = 0
+        rs[k, RL_BEGIN] = t
+        rs[k, RL_PRINTED] = 0
+    if rs[k, RL_PRINTED] < burst:
+        rs[k, RL_PRINTED] += 1
+        return True
+    rs[k, RL_MISSED] += 1
+    return False
 
 
-@njit(cache=True)
-def _capture(S, caps, cap_zs, cap_n):
-    i = cap_n[0]
-    if i < caps.shape[0]:
-        caps[i] = S[1]
-        cap_zs[i] = S[0]
-        cap_n[0] = i + 1
+@jit
+def save_free_lists(A, nr, zs, i):
+    """nr[i] = A.nr_free, zs[i] = A.zs (element by element: no temporary)."""
+    for z in range(A.nr_free.shape[0]):
+        for o in range(A.nr_free.shape[1]):
+            for mt in range(A.nr_free.shape[2]):
+                nr[i, z, o, mt] = A.nr_free[z, o, mt]
+        for f in range(A.zs.shape[1]):
+            zs[i, z, f] = A.zs[z, f]
+
+
+@jit
+def capture(S):
+    """The free lists and zone fields a printed warn_alloc shows (its Mem-Info)."""
+    i = S.rec.fill[FILL_CAPTURES]
+    if i < S.rec.caps.shape[0]:
+        save_free_lists(S.A, S.rec.caps, S.rec.cap_zs, i)
+        S.rec.fill[FILL_CAPTURES] = i + 1
         return i
     return -1
 
 
-@njit(cache=True)
-def _fail(t, dt, nfail, kind, order, cause, cache_id, fail_sec, truth, truth_n):
+@jit
+def record_failures(S, t, nfail, kind, order, cause, row):
     """Ground truth: ``nfail`` failures spread over the tick starting at t."""
+    rec = S.rec
     sec = int(t)
-    if sec < fail_sec.shape[0]:
-        fail_sec[sec, cause] += nfail
+    if sec < rec.fail_sec.shape[0]:
+        rec.fail_sec[sec, cause] += nfail
     for j in range(nfail):
-        ti = truth_n[0]
-        if ti < truth.shape[0]:
-            truth[ti, 0] = t + dt * j / nfail
-            truth[ti, 1] = kind
-            truth[ti, 2] = order
-            truth[ti, 3] = cause
-            truth[ti, 4] = cache_id
-        truth_n[0] = ti + 1
+        i = rec.fill[FILL_TRUTH]
+        if i < rec.truth.shape[0]:
+            rec.truth[i, TR_T] = t + S.cfg.dt * j / nfail
+            rec.truth[i, TR_KIND] = kind
+            rec.truth[i, TR_ORDER] = order
+            rec.truth[i, TR_CAUSE] = cause
+            rec.truth[i, TR_CACHE] = row
+        rec.fill[FILL_TRUTH] = i + 1
 
 
-@njit(cache=True)
-def kswapd_balanced(zs, nr_free, lowmem, node, order, policy, pbo):
-    """``pgdat_balanced``: any eligible zone at its high mark; in defrag_mode with order > 0 the
-    free count is NR_FREE_PAGES_BLOCKS (whole free pageblocks)."""
-    for z in range(zs.shape[0]):
-        if zs[z, Z_NODE] != node or zs[z, Z_MANAGED] <= 0:
-            continue
-        mark = wmark_pages(zs, z, ALLOC_WMARK_HIGH)
-        free = zs[z, Z_FREE]
-        if policy != LEGACY and order > 0:
-            free = zs[z, Z_FREE_BLOCKS]
-        if zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, zs[z, Z_TYPE], 0, free):
-            if zs[z, Z_BOOST] == 0:
-                return True
-    return False
+@jit
+def warn_alloc(S, t, order, gfp, row):
+    """A failed page allocation's report, if the ratelimit lets it through."""
+    if ratelimit(S, RL_WARN, t, S.cfg.warn_interval, S.cfg.warn_burst, row):
+        record_report(S.rec, t, R_WARN, order, gfp, capture(S), row)
 
 
-SKB_CHUNK = 16  # objects allocated head-then-data before the next chunk
+# ---------------------------------------------------------------------------------------------
+# SLUB
+
+@jit
+def is_atomic(S, row):
+    return not (S.slub.caches[row, CA_GFP] & GFP_DIRECT_RECLAIM)
 
 
-@njit(cache=True)
-def _stalled(caches, cstate, c, t):
-    """A process-context row waiting out direct reclaim and compaction allocates nothing
-    (cstate[c, 3] holds when the wait ends, in microseconds, plus one)."""
-    return (caches[c, 3] & GFP_DIRECT_RECLAIM) != 0 and cstate[c, 3] > 0 and \
-        t * 1e6 < cstate[c, 3] - 1
+@jit
+def stalled(S, row, t):
+    """A process-context row waiting out direct reclaim and compaction allocates nothing."""
+    return not is_atomic(S, row) and S.slub.objs[row, OB_STALL_UNTIL] > 0 and \
+        t * 1e6 < S.slub.objs[row, OB_STALL_UNTIL] - 1
 
 
-@njit(cache=True)
-def _new_slab(S, L, W, P, caches, cstate, c, gfp, atomic, policy, node, pbo, max_order, zl, stats,
-              fixed_used, t):
-    """allocate_slab: the default order without reclaim, then the minimum order as asked.
+@jit
+def new_slab(S, row, node, t):
+    """``allocate_slab``: the default order without reclaim, then the minimum order as asked.
     Returns (pfn, cause, order); pfn -2 when a process-context row starts its reclaim wait."""
+    ca = S.slub.caches
+    gfp = ca[row, CA_GFP]
     g1 = (gfp | GFP_NOWARN | GFP_NORETRY) & ~GFP_NOFAIL
-    if (g1 & GFP_DIRECT_RECLAIM) and caches[c, 1] > caches[c, 2]:
+    if (g1 & GFP_DIRECT_RECLAIM) and ca[row, CA_ORDER] > ca[row, CA_MIN_ORDER]:
         g1 = (g1 | GFP_NOMEMALLOC) & ~(GFP_DIRECT_RECLAIM | GFP_KSWAPD_RECLAIM)
-    order = caches[c, 1]
-    pfn, cause = alloc_pages(S, L, W, order, g1 | GFP_COMP, policy, node, pbo, max_order, 4,
-                             zl, stats, fixed_used)
+    order = ca[row, CA_ORDER]
+    pfn, cause = alloc_pages(S.A, S.L, S.d.W, order, g1 | GFP_COMP, S.cfg.policy, node,
+                             PK_SLAB, S.stats)
     if pfn >= 0:
         return pfn, cause, order
-    order = caches[c, 2]
-    if not atomic and P[P_STALL] > 0 and cstate[c, 3] == 0:
+    order = ca[row, CA_MIN_ORDER]
+    atomic = is_atomic(S, row)
+    if not atomic and S.P[P_STALL] > 0 and S.slub.objs[row, OB_STALL_UNTIL] == 0:
         # what the slowpath finds before it reclaims: on a miss the context waits
         # reclaim_stall_s, then makes the full attempt
-        pfn, cause = alloc_pages(S, L, W, order,
-                                 (gfp & ~GFP_DIRECT_RECLAIM) | GFP_NOWARN | GFP_COMP, policy,
-                                 node, pbo, max_order, 4, zl, stats, fixed_used)
+        pfn, cause = alloc_pages(S.A, S.L, S.d.W, order,
+                                 (gfp & ~GFP_DIRECT_RECLAIM) | GFP_NOWARN | GFP_COMP,
+                                 S.cfg.policy, node, PK_SLAB, S.stats)
         if pfn < 0:
-            cstate[c, 3] = int((t + P[P_STALL]) * 1e6) + 1
+            S.slub.objs[row, OB_STALL_UNTIL] = int((t + S.P[P_STALL]) * 1e6) + 1
             return -2, cause, order
         return pfn, cause, order
     if not atomic:
-        cstate[c, 3] = 0
-    pfn, cause = alloc_pages(S, L, W, order, gfp | GFP_COMP, policy, node, pbo, max_order, 4,
-                             zl, stats, fixed_used)
+        S.slub.objs[row, OB_STALL_UNTIL] = 0
+    pfn, cause = alloc_pages(S.A, S.L, S.d.W, order, gfp | GFP_COMP, S.cfg.policy, node,
+                             PK_SLAB, S.stats)
     return pfn, cause, order
 
 
-@njit(cache=True)
-def _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n, policy,
-               node, pbo, max_order, zl, stats, fixed_used, t, dt, rep, rep_n, caps, cap_zs,
-               cap_n, truth, truth_n, fail_sec, rl_interval, rl_burst, nopage):
-    """Allocate ``n`` objects of cache row ``c``: free objects first, then new slabs. Returns
-    how many succeeded; failures are recorded and reported (rate-limited) here. A
-    process-context row that finds no page starts its direct-reclaim wait and returns -1 when
-    nothing was allocated."""
-    q = caches[c, 7]
-    atomic = not (caches[c, 3] & GFP_DIRECT_RECLAIM)
-    use = n if n < cstate[q, 0] else cstate[q, 0]
-    cstate[q, 0] -= use
-    cstate[c, 1] += use
+@jit
+def slab_failed(S, row, nfail, cause, t):
+    """``nfail`` objects of ``row`` found no slab: ground truth, then the reports (the
+    min-order page allocation's warn_alloc, then slab_out_of_memory), rate-limited."""
+    ca = S.slub.caches
+    record_failures(S, t, nfail, TRUTH_SLUB, ca[row, CA_MIN_ORDER], cause, row)
+    S.slub.objs[row, OB_FAILED] += nfail
+    gfp = ca[row, CA_GFP]
+    if gfp & GFP_NOWARN:
+        return
+    for j in range(nfail):
+        tj = t + S.cfg.dt * j / nfail
+        warn_alloc(S, tj, ca[row, CA_MIN_ORDER], gfp | GFP_COMP, row)
+        if ratelimit(S, RL_SLUB, tj, SLUB_RL_INTERVAL, SLUB_RL_BURST, row):
+            record_report(S.rec, tj, R_SLUB, row, gfp, S.slub.nslabs[ca[row, CA_OWNER]], row)
+
+
+@jit
+def slab_take(S, row, n, node, t):
+    """Allocate ``n`` objects of ``row``: free objects first, then new slabs. Returns how many
+    succeeded; failures are recorded here. A process-context row that finds no page starts
+    its direct-reclaim wait and returns -1 when nothing was allocated."""
+    sl = S.slub
+    q = sl.caches[row, CA_OWNER]
+    use = min(n, sl.objs[q, OB_FREE])
+    sl.objs[q, OB_FREE] -= use
+    sl.objs[row, OB_INUSE] += use
     ok = use
     need = n - use
-    gfp = caches[c, 3]
     while need > 0:
-        if nopage[c] >= 0:
+        if sl.objs[row, OB_NOPAGE] >= 0:
             # a slab allocation of this row already failed this tick and the allocator's
             # state has not changed since: it fails the same way
-            pfn, cause, order = -1, nopage[c], caches[c, 2]
+            pfn, cause, order = -1, sl.objs[row, OB_NOPAGE], sl.caches[row, CA_MIN_ORDER]
         else:
-            pfn, cause, order = _new_slab(S, L, W, P, caches, cstate, c, gfp, atomic, policy,
-                                          node, pbo, max_order, zl, stats, fixed_used, t)
+            pfn, cause, order = new_slab(S, row, node, t)
             if pfn == -2:
                 return ok if ok > 0 else -1
             if pfn < 0:
-                nopage[c] = cause
-        if pfn >= 0:
-            if nslabs[q] < slab_pfn.shape[1]:
-                slab_pfn[q, nslabs[q]] = pfn
-                slab_ord[q, nslabs[q]] = order
-                nslabs[q] += 1
-            objs = ((1 << order) * 4096) // caches[c, 0]
-            take_n = need if need < objs else objs
-            cstate[q, 0] += objs - take_n
-            cstate[c, 1] += take_n
-            ok += take_n
-            need -= take_n
-            continue
-        # The rest of the chunk meets the same state and fails the same way.
-        nfail = need
-        need = 0
-        _fail(t, dt, nfail, 0, caches[c, 2], cause, c, fail_sec, truth, truth_n)
-        cstate[c, 2] += nfail
-        for j in range(nfail):
-            tj = t + dt * j / nfail
-            if not (gfp & GFP_NOWARN):
-                # the min-order page allocation warns first (warn_alloc, 1 per 10 s)
-                if ratelimit(RS, 1, tj, rl_interval, rl_burst, 1, rep, rep_n, c):
-                    ci = _capture(S, caps, cap_zs, cap_n)
-                    _record(rep, rep_n, tj, R_WARN, caches[c, 2], gfp | GFP_COMP, ci, c)
-                # then slab_out_of_memory (10 per 5 s, shared by all caches)
-                if ratelimit(RS, 0, tj, 5.0, 10, 1, rep, rep_n, c):
-                    _record(rep, rep_n, tj, R_SLUB, c, gfp, nslabs[q], c)
+                sl.objs[row, OB_NOPAGE] = cause
+        if pfn < 0:
+            # the rest of the chunk meets the same state and fails the same way
+            slab_failed(S, row, need, cause, t)
+            return ok
+        if sl.nslabs[q] < sl.slab_pfn.shape[1]:
+            sl.slab_pfn[q, sl.nslabs[q]] = pfn
+            sl.slab_order[q, sl.nslabs[q]] = order
+            sl.nslabs[q] += 1
+        objs = ((1 << order) * S.A.page_size) // sl.caches[row, CA_OBJ_SIZE]
+        got = min(need, objs)
+        sl.objs[q, OB_FREE] += objs - got
+        sl.objs[row, OB_INUSE] += got
+        ok += got
+        need -= got
     return ok
 
 
-@njit(cache=True)
-def run(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, policy, pbo, max_order,
-        seed, t0, seconds, dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snaps_inuse,
-        snap_n,
-        rep, rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec, nnodes, burst_state,
-        ratelimit_warn_interval, ratelimit_warn_burst):
-    """Simulate ``seconds`` from ``t0``. Returns the number of allocator calls made."""
-    np.random.seed(seed)
-    zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters = S
-    pool_pfn, pool_n, ppos, ppool = L
-    zl = np.empty(zs.shape[0], dtype=np.int64)
-    stats = np.zeros(4, dtype=np.int64)
-    fixed_used = np.zeros(1, dtype=np.int64)
-    nticks = int(seconds / dt + 0.5)
-    ncache = caches.shape[0]
-    comp_cursor = np.zeros(zs.shape[0], dtype=np.int64)
-    nopage = np.full(max(ncache, 1), -1, dtype=np.int64)  # cause of this tick's failed slab
-    tick_ok = np.zeros(max(ncache, 1), dtype=np.int64)  # a child's successes this tick
-    ops0 = counters[C_OPS]
-    node_rr = 0
-    for tick in range(nticks):
-        t = t0 + tick * dt
-        k = snap_n[0]
-        if k < snap_times.shape[0] and t >= snap_times[k] - 1e-9:
-            if ncache > 0:
-                counters[C_NET_INUSE] = cstate[0, 1]  # objects of the first cache in use now
-                # a network object fails once: its head failed, or its data buffer did (a
-                # child cache); unrelated atomic caches count the one that failed most
-                worst = 0
-                for c in range(ncache):
-                    if caches[c, 6] >= 0 or (caches[c, 3] & GFP_DIRECT_RECLAIM):
-                        continue
-                    nf_obj = cstate[c, 2]
-                    for ch in range(ncache):
-                        if caches[ch, 6] == c:
-                            nf_obj += cstate[ch, 2]
-                    if nf_obj > worst:
-                        worst = nf_obj
-                counters[C_NET_FAILED] = worst
-            if k < snaps_nr.shape[0]:
-                snaps_nr[k] = nr_free
-                snaps_zs[k] = zs
-                snaps_cnt[k] = counters
-                for c in range(ncache):
-                    snaps_inuse[k, c] = cstate[c, 1]
-                for z in range(zs.shape[0]):
-                    for mt in range(NMT):
-                        snaps_blocks[k, z, mt] = 0
-                    for b in range(zs[z, Z_START] >> pbo, zs[z, Z_END] >> pbo):
-                        snaps_blocks[k, z, bmt[b]] += 1
-                snap_n[0] = k + 1
-        node = node_rr % nnodes
-        node_rr += 1
-        # -- burst state (on/off Markov chain)
-        if P[P_BFRAC] > 0 and P[P_BLEN] > 0 and burst_state[0] != 2:
-            if burst_state[0] == 1:
-                if np.random.random() < dt / P[P_BLEN]:
-                    burst_state[0] = 0
-            else:
-                off_len = P[P_BLEN] * (1 - P[P_BFRAC]) / max(P[P_BFRAC], 1e-9)
-                if np.random.random() < dt / max(off_len, dt):
-                    burst_state[0] = 1
-        mult = P[P_BMULT] if burst_state[0] == 1 else 1.0
-        if burst_state[0] == 2:
-            mult = 0.0
-        if t < P[P_NSTART] or (P[P_NSTOP] > 0 and t >= P[P_NSTOP]):
-            mult = 0.0  # network load is off outside its window
-            if P[P_NSTOP] > 0 and t >= P[P_NSTOP] and burst_state[0] != 2:
-                # the load stopped: its sockets close and the objects they queued are freed
-                for c in range(ncache):
-                    cstate[caches[c, 7], 0] += cstate[c, 1]
-                    cstate[c, 1] = 0
-                    cstate[c, 3] = 0
-                burst_state[0] = 2
-        # -- page workloads: (pool, rate, life, gfp, kind, order)
-        for w in range(7):
-            order = 0
-            if w == 0:
-                pool, rate, life, gfp, kind = POOL_PAGECACHE, P[P_PCRATE], P[P_PCLIFE], 0x100cca, PK_MOVABLE
-            elif w == 1:
-                pool, rate, life, gfp, kind = POOL_ANON, P[P_ARATE], P[P_ALIFE], 0x100cca, PK_ANON
-            elif w == 2:
-                pool, rate, life, gfp, kind = POOL_KERNEL, P[P_KRATE], P[P_KLIFE], 0xcc0, 1
-            elif w == 3:
-                pool, rate, life, gfp, kind = POOL_RECLAIMABLE, P[P_RRATE], P[P_RLIFE], 0xcd0, 3
-            elif w == 4:
-                pool, rate, life, gfp, kind = POOL_ATOMIC, P[P_ATOMPG] * mult, P[P_NLIFE], 0x820, 1
-            elif w == 5:
-                # order-N atomic buffers (page_frag/jumbo rx style)
-                pool, rate, life, gfp, kind = POOL_ATOMIC_HI, P[P_ATOMHI] * mult, P[P_NLIFE], 0x40820, 1
-                order = int(P[P_ATOMHI_ORDER])
-            else:
-                # THP faults: GFP_TRANSHUGE_LIGHT, expected to fail quietly without a free block
-                pool, rate, life, gfp, kind = POOL_THP, P[P_THPRATE], P[P_THPLIFE], 0x1c20ca, PK_THP
-                order = pbo
-            if rate <= 0 and pool_n[pool] == 0:
-                continue
-            if life > 0 and pool_n[pool] > 0:
-                nf = _poisson(pool_n[pool] * dt / life)
-                for j in range(min(nf, pool_n[pool])):
-                    i = np.random.randint(0, pool_n[pool])
-                    pfn = pool_remove_at(L, pool, i)
-                    free_block(S, pfn, order, pbo, max_order)
-            na = _poisson(rate * dt)
-            for j in range(na):
-                if pool_n[pool] >= pool_pfn.shape[1]:
-                    break
-                pfn, cause = alloc_pages(S, L, W, order, gfp, policy, node, pbo, max_order, kind,
-                                         zl, stats, fixed_used)
-                if pfn >= 0:
-                    pool_add(L, pool, pfn)
-                    if w == 6:
-                        counters[C_THP_FAULT_ALLOC] += 1
-                    continue
-                if w == 6:
-                    counters[C_THP_FAULT_FALLBACK] += 1
-                # The rest of this tick's demand meets the same state and fails the same way.
-                nfail = na - j
-                _fail(t, dt, nfail, 1, order, cause, -1, fail_sec, truth, truth_n)
-                if not (gfp & GFP_NOWARN):
-                    for k in range(nfail):
-                        tk = t + dt * k / nfail
-                        if ratelimit(RS, 1, tk, ratelimit_warn_interval, ratelimit_warn_burst, 1,
-                                     rep, rep_n, -1):
-                            ci = _capture(S, caps, cap_zs, cap_n)
-                            _record(rep, rep_n, tk, R_WARN, order, gfp, ci, -1)
+@jit
+def slub_frees(S):
+    """Objects freed this tick, then empty slabs discarded. Atomic objects held until the
+    load stops (replies queued on sockets nobody reads) are not freed; the rest live
+    net_obj_life_s on average. Objects are freed at random, so a slab is empty with
+    probability free_share ** objects_per_slab; SLUB keeps MIN_PARTIAL partial slabs."""
+    sl = S.slub
+    ncache = sl.caches.shape[0]
+    for c in range(ncache):
+        q = sl.caches[c, CA_OWNER]
+        loose = sl.objs[c, OB_INUSE] - (sl.objs[c, OB_HELD] if is_atomic(S, c) else 0)
+        if loose > 0 and S.P[P_NLIFE] > 0:
+            nf = min(_poisson(loose * S.cfg.dt / S.P[P_NLIFE]), loose)
+            sl.objs[c, OB_INUSE] -= nf
+            sl.objs[q, OB_FREE] += nf
+        while q == c and sl.nslabs[c] > 0:
+            top = sl.nslabs[c] - 1
+            objs = ((1 << sl.slab_order[c, top]) * S.A.page_size) // sl.caches[c, CA_OBJ_SIZE]
+            total = sl.objs[c, OB_FREE]
+            for r in range(ncache):
+                if sl.caches[r, CA_OWNER] == c:
+                    total += sl.objs[r, OB_INUSE]
+            if sl.objs[c, OB_FREE] < objs or total <= 0:
                 break
-        # -- SLUB caches (network objects)
+            if sl.nslabs[c] * (sl.objs[c, OB_FREE] / total) ** objs < 1.0 + MIN_PARTIAL:
+                break
+            sl.objs[c, OB_FREE] -= objs
+            free_block(S.A, sl.slab_pfn[c, top], sl.slab_order[c, top])
+            sl.nslabs[c] -= 1
+
+
+@jit
+def data_buffers(S, head, ok, done, node, t):
+    """A chunk of ``ok`` objects of ``head`` got their heads: each child row (a data buffer)
+    allocates for its share of them; an object whose buffer failed is dropped and its head
+    goes back at once. Returns the head's objects still complete."""
+    sl = S.slub
+    for ch in range(head + 1, sl.caches.shape[0]):
+        if sl.caches[ch, CA_PARENT] != head or ok <= 0 or stalled(S, ch, t):
+            continue
+        share = sl.caches[ch, CA_SHARE] / 1000.0
+        m = ok if share >= 1.0 else np.random.binomial(ok, share)
+        if m <= 0:
+            continue
+        got = slab_take(S, ch, m, node, t)
+        if got < 0:  # the data's context went into direct reclaim: not failed
+            continue
+        sl.objs[ch, OB_TICK_OK] += got
+        back = min(m - got, done)
+        sl.objs[head, OB_INUSE] -= back
+        sl.objs[sl.caches[head, CA_OWNER], OB_FREE] += back
+        done -= back
+    return done
+
+
+@jit
+def network_objects(S, head, node, t, mult):
+    """This tick's network objects of a head row, as ``__alloc_skb`` makes them: the head,
+    then its data buffer, in chunks of SKB_CHUNK while a slab may be needed (in one go while
+    free objects cover the demand). Then the share of complete objects that stays queued."""
+    sl = S.slub
+    ncache = sl.caches.shape[0]
+    demand = _poisson(S.P[P_NET] * sl.caches[head, CA_SHARE] / 1000.0 * mult * S.cfg.dt)
+    if head == 0:
+        S.A.counters[C_NET_DEMAND] += demand  # objects of the first (reported) cache
+    leaf = True
+    for ch in range(head + 1, ncache):
+        if sl.caches[ch, CA_PARENT] == head:
+            leaf = False
+            sl.objs[ch, OB_TICK_OK] = 0
+    left = demand
+    done = 0
+    while left > 0:
+        n = left
+        if not leaf:
+            short = sl.objs[sl.caches[head, CA_OWNER], OB_FREE] < left
+            for ch in range(head + 1, ncache):
+                if sl.caches[ch, CA_PARENT] == head and \
+                        sl.objs[sl.caches[ch, CA_OWNER], OB_FREE] < left:
+                    short = True
+            if short and left > SKB_CHUNK:
+                n = SKB_CHUNK
+        left -= n
+        ok = slab_take(S, head, n, node, t)
+        if ok > 0:
+            done += ok
+        done = data_buffers(S, head, ok, done, node, t)
+        if stalled(S, head, t):
+            break  # went into direct reclaim: the rest waits
+    if S.P[P_HOLD] > 0 and is_atomic(S, head):  # one draw per row and tick
+        h = min(S.P[P_HOLD], 1.0)
+        if done > 0:
+            sl.objs[head, OB_HELD] += np.random.binomial(done, h)
+        for ch in range(head + 1, ncache):
+            if sl.caches[ch, CA_PARENT] == head and sl.objs[ch, OB_TICK_OK] > 0 and \
+                    is_atomic(S, ch):
+                sl.objs[ch, OB_HELD] += np.random.binomial(sl.objs[ch, OB_TICK_OK], h)
+
+
+# ---------------------------------------------------------------------------------------------
+# The phases of a tick
+
+@jit
+def snapshot(S, t):
+    """At a snapshot time: counters of the network objects, then the state."""
+    rec = S.rec
+    sl = S.slub
+    k = rec.fill[FILL_SNAPS]
+    if k >= rec.snap_times.shape[0] or t < rec.snap_times[k] - 1e-9:
+        return
+    ncache = sl.caches.shape[0]
+    if ncache > 0:
+        S.A.counters[C_NET_INUSE] = sl.objs[0, OB_INUSE]  # objects of the first cache
+        # a network object fails once: its head failed, or its data buffer did (a child
+        # row); unrelated atomic caches count the one that failed most
+        worst = 0
         for c in range(ncache):
-            q = caches[c, 7]  # the row whose slabs and free objects this one shares
-            # object frees
-            # atomic objects held until the load stops (replies queued on sockets nobody
-            # reads) stay out of the frees; the rest live net_obj_life_s on average
-            # (for a process-context row cstate[c, 3] is its reclaim wait, not a count)
-            atomic = not (caches[c, 3] & GFP_DIRECT_RECLAIM)
-            loose = cstate[c, 1] - cstate[c, 3] if atomic else cstate[c, 1]
-            if loose > 0 and P[P_NLIFE] > 0:
-                nf = _poisson(loose * dt / P[P_NLIFE])
-                if nf > loose:
-                    nf = loose
-                cstate[c, 1] -= nf
-                cstate[q, 0] += nf
-            # shrink: objects are freed at random, so a slab is empty with probability
-            # free_share ** objects_per_slab; SLUB discards empty slabs beyond min_partial
-            while q == c and nslabs[c] > 0:
-                top = nslabs[c] - 1
-                objs = ((1 << slab_ord[c, top]) * 4096) // caches[c, 0]
-                total = cstate[c, 0]
-                for r in range(ncache):
-                    if caches[r, 7] == c:
-                        total += cstate[r, 1]
-                if cstate[c, 0] < objs or total <= 0:
-                    break
-                if nslabs[c] * (cstate[c, 0] / total) ** objs < 1.0 + MIN_PARTIAL:
-                    break
-                cstate[c, 0] -= objs
-                free_block(S, slab_pfn[c, top], slab_ord[c, top], pbo, max_order)
-                nslabs[c] -= 1
-        for c in range(ncache):
-            nopage[c] = -1
-        # demand comes to the rows without a parent; a child (an object's data buffer)
-        # follows its parent object by object, in small chunks, as __alloc_skb does: the
-        # head first, then the data, and a failed data buffer gives its head back at once
-        for c in range(ncache):
-            if caches[c, 6] >= 0 or _stalled(caches, cstate, c, t):
+            if sl.caches[c, CA_PARENT] >= 0 or not is_atomic(S, c):
                 continue
-            demand = _poisson(P[P_NET] * caches[c, 5] / 1000.0 * mult * dt)
-            if c == 0:
-                counters[C_NET_DEMAND] += demand  # objects of the first (reported) cache
-            left = demand
-            leaf = True
-            for ch in range(c + 1, ncache):
-                if caches[ch, 6] == c:
-                    leaf = False
-                    tick_ok[ch] = 0
-            done = 0
-            while left > 0:
-                # object by object matters only when a slab may be needed: while the free
-                # objects cover all that is left, one call does it
-                n = left
-                if not leaf:
-                    short = cstate[caches[c, 7], 0] < left
-                    for ch in range(c + 1, ncache):
-                        if caches[ch, 6] == c and cstate[caches[ch, 7], 0] < left:
-                            short = True
-                    if short and left > SKB_CHUNK:
-                        n = SKB_CHUNK
-                left -= n
-                ok = _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs, c, n,
-                                policy, node, pbo, max_order, zl, stats, fixed_used, t, dt,
-                                rep, rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec,
-                                ratelimit_warn_interval, ratelimit_warn_burst, nopage)
-                if ok > 0:
-                    done += ok
-                for ch in range(c + 1, ncache):
-                    if caches[ch, 6] != c or ok <= 0 or _stalled(caches, cstate, ch, t):
-                        continue
-                    share = caches[ch, 5] / 1000.0
-                    m = ok if share >= 1.0 else np.random.binomial(ok, share)
-                    if m <= 0:
-                        continue
-                    got = _slab_take(S, L, W, RS, P, caches, cstate, slab_pfn, slab_ord, nslabs,
-                                     ch, m, policy, node, pbo, max_order, zl, stats,
-                                     fixed_used, t, dt, rep, rep_n, caps, cap_zs, cap_n, truth,
-                                     truth_n, fail_sec, ratelimit_warn_interval,
-                                     ratelimit_warn_burst, nopage)
-                    if got < 0:  # the data's context went into direct reclaim: not failed
-                        continue
-                    tick_ok[ch] += got
-                    back = m - got
-                    if back > done:
-                        back = done
-                    # the object is dropped: its head goes back to the parent's free objects
-                    cstate[c, 1] -= back
-                    cstate[caches[c, 7], 0] += back
-                    done -= back
-                if _stalled(caches, cstate, c, t):
-                    break  # went into direct reclaim: the rest waits
-            # the queued share of this tick's complete objects (one draw per row and tick)
-            if P[P_HOLD] > 0 and not (caches[c, 3] & GFP_DIRECT_RECLAIM):
-                h = min(P[P_HOLD], 1.0)
-                if done > 0:
-                    cstate[c, 3] += np.random.binomial(done, h)
-                for ch in range(c + 1, ncache):
-                    if caches[ch, 6] == c and tick_ok[ch] > 0 and \
-                            not (caches[ch, 3] & GFP_DIRECT_RECLAIM):
-                        cstate[ch, 3] += np.random.binomial(tick_ok[ch], h)
-        # -- kswapd and kcompactd, per node
-        for nd in range(nnodes):
-            if W[nd, 0] >= 0:
-                order = W[nd, 0]
-                if kswapd_balanced(zs, nr_free, lowmem, nd, order, policy, pbo):
-                    for z in range(zs.shape[0]):
-                        if zs[z, Z_NODE] == nd:
-                            zs[z, Z_BOOST] = 0
-                            zs[z, Z_BOOSTED] = 0
-                    W[nd, 0] = -1
-                    if order > 0 and W[nd, 1] < order:
-                        W[nd, 1] = order
-                        counters[C_KCOMPACTD_WAKE] += 1
-                else:
-                    counters[C_PAGEOUTRUN] += 1
-                    budget = int(P[P_KSWAPD] * dt + np.random.random())
-                    got = reclaim(S, L, nd, budget, pbo, max_order, False)
-                    # Enough free pages but not in blocks: hand over to kcompactd.
-                    enough = True
-                    for z in range(zs.shape[0]):
-                        if zs[z, Z_NODE] == nd and zs[z, Z_MANAGED] > 0 and zs[z, Z_TYPE] >= ZONE_DMA32:
-                            if zs[z, Z_FREE] < wmark_pages(zs, z, ALLOC_WMARK_HIGH) + (2 << order):
-                                enough = False
-                    if got == 0 or (enough and order > 0):
-                        if order > 0 and W[nd, 1] < order:
-                            W[nd, 1] = order
-                            counters[C_KCOMPACTD_WAKE] += 1
-                        if got == 0 or enough:
-                            for z in range(zs.shape[0]):
-                                if zs[z, Z_NODE] == nd:
-                                    zs[z, Z_BOOST] = 0
-                                    zs[z, Z_BOOSTED] = 0
-                            W[nd, 0] = -1
-            else:
-                # boosted watermarks or low free pages wake kswapd by themselves
-                for z in range(zs.shape[0]):
-                    if zs[z, Z_NODE] == nd and zs[z, Z_MANAGED] > 0 and zs[z, Z_BOOSTED] == 1:
-                        W[nd, 0] = 0
-            if W[nd, 1] >= 0:
-                order = W[nd, 1]
-                done = True
-                budget = int(P[P_KCOMPACTD] * dt + np.random.random())
-                for z in range(zs.shape[0]):
-                    if zs[z, Z_NODE] != nd or zs[z, Z_MANAGED] <= 0 or zs[z, Z_TYPE] < ZONE_DMA32:
-                        continue
-                    if policy != LEGACY:
-                        target = zs[z, Z_FREE_BLOCKS] >= wmark_pages(zs, z, ALLOC_WMARK_HIGH)
-                    else:
-                        target = False
-                        for o in range(order, max_order):
-                            for mt in range(3):
-                                if nr_free[z, o, mt] > 0:
-                                    target = True
-                    if target or budget <= 0:
-                        continue
-                    m, fr, comp_cursor[z] = compact(S, L, z, budget, pbo, max_order,
-                                                    comp_cursor[z], False)
-                    budget -= m
-                    if m > 0:
-                        done = False
-                if done:
-                    W[nd, 1] = -1
-    return counters[C_OPS] - ops0
+            failed = sl.objs[c, OB_FAILED]
+            for ch in range(ncache):
+                if sl.caches[ch, CA_PARENT] == c:
+                    failed += sl.objs[ch, OB_FAILED]
+            worst = max(worst, failed)
+        S.A.counters[C_NET_FAILED] = worst
+    if k < rec.snaps_nr.shape[0]:
+        save_free_lists(S.A, rec.snaps_nr, rec.snaps_zs, k)
+        for c in range(S.A.counters.shape[0]):
+            rec.snaps_cnt[k, c] = S.A.counters[c]
+        for c in range(ncache):
+            rec.snaps_inuse[k, c] = sl.objs[c, OB_INUSE]
+        for z in range(S.A.zs.shape[0]):
+            for mt in range(NMT):
+                rec.snaps_blocks[k, z, mt] = 0
+            for b in range(S.A.zs[z, Z_START] >> S.A.pbo, S.A.zs[z, Z_END] >> S.A.pbo):
+                rec.snaps_blocks[k, z, S.A.blk[b].mt] += 1
+        rec.fill[FILL_SNAPS] = k + 1
+
+
+@jit
+def network_load(S, t):
+    """The network load's multiplier this tick: bursts (an on/off Markov chain), its window
+    (net_start_s, net_stop_s); when it stops, its sockets close and the objects they queued
+    are freed."""
+    P = S.P
+    load = S.d.load
+    dt = S.cfg.dt
+    if P[P_BFRAC] > 0 and P[P_BLEN] > 0 and load[0] != LOAD_STOPPED:
+        if load[0] == LOAD_BURST:
+            if np.random.random() < dt / P[P_BLEN]:
+                load[0] = LOAD_QUIET
+        else:
+            quiet_len = P[P_BLEN] * (1 - P[P_BFRAC]) / max(P[P_BFRAC], 1e-9)
+            if np.random.random() < dt / max(quiet_len, dt):
+                load[0] = LOAD_BURST
+    mult = P[P_BMULT] if load[0] == LOAD_BURST else 1.0
+    if load[0] == LOAD_STOPPED:
+        mult = 0.0
+    if t < P[P_NSTART] or (P[P_NSTOP] > 0 and t >= P[P_NSTOP]):
+        mult = 0.0
+        if P[P_NSTOP] > 0 and t >= P[P_NSTOP] and load[0] != LOAD_STOPPED:
+            sl = S.slub
+            for c in range(sl.caches.shape[0]):
+                sl.objs[sl.caches[c, CA_OWNER], OB_FREE] += sl.objs[c, OB_INUSE]
+                sl.objs[c, OB_INUSE] = 0
+                sl.objs[c, OB_HELD] = 0
+                sl.objs[c, OB_STALL_UNTIL] = 0
+            load[0] = LOAD_STOPPED
+    return mult
+
+
+@jit
+def page_workloads(S, t, node, mult):
+    """Each page workload frees Poisson(held x dt / life) of its pages at random, then
+    allocates Poisson(rate x dt). When an allocation fails, the rest of the tick's demand meets
+    the same state and fails the same way."""
+    for w in range(WORKLOADS.shape[0]):
+        pool = WORKLOADS[w, WL_POOL]
+        gfp = WORKLOADS[w, WL_GFP]
+        rate = S.P[WORKLOADS[w, WL_RATE]] * (mult if WORKLOADS[w, WL_NET] else 1.0)
+        life = S.P[WORKLOADS[w, WL_LIFE]]
+        order = WORKLOADS[w, WL_ORDER]
+        if order == ORDER_PARAM:
+            order = int(S.P[P_ATOMHI_ORDER])
+        elif order == ORDER_PAGEBLOCK:
+            order = S.A.pbo
+        if rate <= 0 and S.L.n[pool] == 0:
+            continue
+        if life > 0 and S.L.n[pool] > 0:
+            nf = _poisson(S.L.n[pool] * S.cfg.dt / life)
+            for j in range(min(nf, S.L.n[pool])):
+                pfn = pool_remove_at(S.A, S.L, pool, np.random.randint(0, S.L.n[pool]))
+                free_block(S.A, pfn, order)
+        na = _poisson(rate * S.cfg.dt)
+        for j in range(na):
+            if S.L.n[pool] >= S.L.pfn.shape[1]:
+                break
+            pfn, cause = alloc_pages(S.A, S.L, S.d.W, order, gfp, S.cfg.policy, node,
+                                     WORKLOADS[w, WL_KIND], S.stats)
+            if w == WL_THP:
+                S.A.counters[C_THP_FAULT_ALLOC if pfn >= 0 else C_THP_FAULT_FALLBACK] += 1
+            if pfn >= 0:
+                pool_add(S.A, S.L, pool, pfn)
+                continue
+            nfail = na - j
+            record_failures(S, t, nfail, TRUTH_PAGE, order, cause, -1)
+            if not (gfp & GFP_NOWARN):
+                for k in range(nfail):
+                    warn_alloc(S, t + S.cfg.dt * k / nfail, order, gfp, -1)
+            break
+
+
+@jit
+def slub_demand(S, t, node, mult):
+    """Network objects come to the head rows (those without a parent), not while stalled."""
+    sl = S.slub
+    for c in range(sl.caches.shape[0]):
+        sl.objs[c, OB_NOPAGE] = -1
+    for c in range(sl.caches.shape[0]):
+        if sl.caches[c, CA_PARENT] < 0 and not stalled(S, c, t):
+            network_objects(S, c, node, t, mult)
+
+
+@jit
+def _unboost(A, node):
+    for z in range(A.zs.shape[0]):
+        if A.zs[z, Z_NODE] == node:
+            A.zs[z, Z_BOOST] = 0
+            A.zs[z, Z_BOOSTED] = 0
+
+
+@jit
+def _wake_kcompactd(A, W, node, order):
+    if order > 0 and W[node, KCOMPACTD] < order:
+        W[node, KCOMPACTD] = order
+        A.counters[C_KCOMPACTD_WAKE] += 1
+
+
+@jit
+def kswapd(S, nd):
+    """One tick of kswapd on node ``nd``: sleep once balanced (handing a high order to
+    kcompactd); else reclaim kswapd_rate pages a second, and hand over to kcompactd when
+    there are enough free pages but not in blocks. Asleep, boosted watermarks wake it."""
+    A = S.A
+    W = S.d.W
+    if W[nd, KSWAPD] < 0:
+        for z in range(A.zs.shape[0]):
+            if A.zs[z, Z_NODE] == nd and A.zs[z, Z_MANAGED] > 0 and A.zs[z, Z_BOOSTED] == 1:
+                W[nd, KSWAPD] = 0
+        return
+    order = W[nd, KSWAPD]
+    if pgdat_balanced(A, nd, order, S.cfg.policy):
+        _unboost(A, nd)
+        W[nd, KSWAPD] = -1
+        _wake_kcompactd(A, W, nd, order)
+        return
+    A.counters[C_PAGEOUTRUN] += 1
+    got = reclaim(A, S.L, nd, int(S.P[P_KSWAPD] * S.cfg.dt + np.random.random()), False)
+    enough = True
+    for z in range(A.zs.shape[0]):
+        if A.zs[z, Z_NODE] == nd and A.zs[z, Z_MANAGED] > 0 and A.zs[z, Z_TYPE] >= ZONE_DMA32:
+            if A.zs[z, Z_FREE] < wmark_pages(A.zs, z, ALLOC_WMARK_HIGH) + (2 << order):
+                enough = False
+    if got == 0 or (enough and order > 0):
+        _wake_kcompactd(A, W, nd, order)
+        if got == 0 or enough:
+            _unboost(A, nd)
+            W[nd, KSWAPD] = -1
+
+
+@jit
+def kcompactd(S, nd):
+    """One tick of kcompactd on node ``nd``: migrate up to kcompactd_rate pages a second in
+    zones short of their target (defrag_mode: the high watermark in whole free pageblocks;
+    otherwise a free block of the order it was woken for); sleep when nothing moved."""
+    A = S.A
+    W = S.d.W
+    if W[nd, KCOMPACTD] < 0:
+        return
+    order = W[nd, KCOMPACTD]
+    done = True
+    budget = int(S.P[P_KCOMPACTD] * S.cfg.dt + np.random.random())
+    for z in range(A.zs.shape[0]):
+        if A.zs[z, Z_NODE] != nd or A.zs[z, Z_MANAGED] <= 0 or A.zs[z, Z_TYPE] < ZONE_DMA32:
+            continue
+        if S.cfg.policy != LEGACY:
+            target = A.zs[z, Z_FREE_BLOCKS] >= wmark_pages(A.zs, z, ALLOC_WMARK_HIGH)
+        else:
+            target = False
+            for o in range(order, A.max_order):
+                for mt in range(3):
+                    if A.nr_free[z, o, mt] > 0:
+                        target = True
+        if target or budget <= 0:
+            continue
+        m, fr, S.d.comp_cursor[z] = compact(A, S.L, z, budget, S.d.comp_cursor[z], False)
+        budget -= m
+        if m > 0:
+            done = False
+    if done:
+        W[nd, KCOMPACTD] = -1
+
+
+@jit
+def tick(S, t, node):
+    snapshot(S, t)
+    mult = network_load(S, t)
+    page_workloads(S, t, node, mult)
+    slub_frees(S)
+    slub_demand(S, t, node, mult)
+    for nd in range(S.cfg.nnodes):
+        kswapd(S, nd)
+        kcompactd(S, nd)
+
+
+@jit
+def run(S, seed, t0, seconds):
+    """Simulate ``seconds`` from ``t0``, allocations on the nodes in turn. Returns the number
+    of allocator calls made."""
+    np.random.seed(seed)
+    S.stats[:] = 0
+    S.d.comp_cursor[:] = 0
+    ops0 = S.A.counters[C_OPS]
+    for i in range(int(seconds / S.cfg.dt + 0.5)):
+        tick(S, t0 + i * S.cfg.dt, i % S.cfg.nnodes)
+    return S.A.counters[C_OPS] - ops0

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.engine import (CAUSE_NAMES, COUNTER_NAMES, C_FB_CLAIM, C_FB_STEAL, NCOUNTERS, NMT,
-                           NZF, POLICY_NAMES)
+from models.engine import (CAUSE_NAMES, C_FB_CLAIM, C_FB_STEAL, NCOUNTERS, NMT, NZF,
+                           POLICY_NAMES)
 from models.scenarios import Scenario, param_problem
-from models.sim import R_SLUB, R_SUPP_SLUB, R_SUPP_WARN, R_WARN, run
+from models.sim import (CA_OWNER, FILL_CAPTURES, FILL_REPORTS, FILL_SNAPS, FILL_TRUTH, NCA,
+                        NOB, NREP, NSTATS, NTR, OB_FAILED, R_SLUB, R_SUPP_SLUB, R_SUPP_WARN,
+                        R_WARN, REP_A, REP_KIND, TR_CACHE, TR_KIND, TRUTH_PAGE, TRUTH_SLUB,
+                        Config, Daemons, Record, Sim, Slub, run)
 from models.state import State
 
 POLICIES = {n: i for i, n in enumerate(POLICY_NAMES)}
@@ -53,18 +56,18 @@ class SimResult:
         out: dict = {}
         t = self.truth[: min(self.truth_total, len(self.truth))]
         for ci, c in enumerate(self.scenario.caches):
-            n = int(((t[:, 1] == 0) & (t[:, 4] == ci)).sum())
+            n = int(((t[:, TR_KIND] == TRUTH_SLUB) & (t[:, TR_CACHE] == ci)).sum())
             if n:
                 out[c.name] = n
-        pages = int((t[:, 1] == 1).sum())
+        pages = int((t[:, TR_KIND] == TRUTH_PAGE).sum())
         if pages:
             out["(page allocations)"] = pages
         return out
 
     def report_counts(self) -> dict:
-        k = self.reports[:, 1]
-        supp_slub = int(self.reports[k == R_SUPP_SLUB, 2].sum())
-        supp_warn = int(self.reports[k == R_SUPP_WARN, 2].sum())
+        k = self.reports[:, REP_KIND]
+        supp_slub = int(self.reports[k == R_SUPP_SLUB, REP_A].sum())
+        supp_warn = int(self.reports[k == R_SUPP_WARN, REP_A].sum())
         sup = {}
         if supp_slub:
             sup["slab_out_of_memory"] = supp_slub
@@ -131,6 +134,31 @@ def _param_names():
     return PARAMS
 
 
+def _slub(sc: Scenario, st: State) -> Slub:
+    """The SLUB rows of a scenario (models.sim.Slub). "name#context" rows are the same kernel
+    cache allocated from another context: they share the first row's slabs and free objects."""
+    ncache = len(sc.caches)
+    caches = np.zeros((ncache, NCA), dtype=np.int64)
+    names = [c.name for c in sc.caches]
+    bases = [n.split("#")[0] for n in names]
+    for i, c in enumerate(sc.caches):
+        parent = names.index(c.parent) if c.parent in names[:i] else -1
+        caches[i] = (c.object_size, c.default_order, c.min_order, c.gfp,
+                     (st.spec.page_size << c.default_order) // c.object_size,
+                     int(round(c.share * 1000)), parent, bases.index(bases[i]))
+    assert (caches[:, CA_OWNER] <= np.arange(ncache)).all()
+    slab_cap = max(1, st.npages // 4) if ncache else 1
+    return Slub(caches, np.zeros((ncache, NOB), dtype=np.int64),
+                np.zeros((ncache, slab_cap), dtype=np.int64),
+                np.zeros((ncache, slab_cap), dtype=np.int64), np.zeros(ncache, dtype=np.int64))
+
+
+def _daemons(st: State) -> Daemons:
+    ratelimit = np.array([[-1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]], dtype=np.float64)
+    return Daemons(st.W, np.zeros(len(st.spec.zones), dtype=np.int64), ratelimit,
+                   np.zeros(1, dtype=np.int64))
+
+
 def build_state(sc: Scenario, seed: int) -> State:
     st = State(sc.host)
     if sc.start:
@@ -175,39 +203,21 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
     snap_times = np.asarray(snap_times, dtype=np.float64)
     nsnap = max(len(snap_times), 1)
     st = state if state is not None else build_state(sc, seed)
-    snaps_nr = np.zeros((nsnap, nz, mo, NMT), dtype=np.int64)
-    snaps_zs = np.zeros((nsnap, nz, NZF), dtype=np.int64)
-    snaps_cnt = np.zeros((nsnap, NCOUNTERS), dtype=np.int64)
-    snaps_blocks = np.zeros((nsnap, nz, NMT), dtype=np.int64)
-    snaps_inuse = np.zeros((nsnap, max(len(sc.caches), 1)), dtype=np.int64)
-    snap_n = np.zeros(1, dtype=np.int64)
-    rep = np.zeros((REPORT_CAP, 6), dtype=np.float64)
-    rep_n = np.zeros(1, dtype=np.int64)
-    caps = np.zeros((CAPTURE_CAP, nz, mo, NMT), dtype=np.int64)
-    cap_zs = np.zeros((CAPTURE_CAP, nz, NZF), dtype=np.int64)
-    cap_n = np.zeros(1, dtype=np.int64)
-    truth = np.zeros((TRUTH_CAP, 5), dtype=np.float64)
-    truth_n = np.zeros(1, dtype=np.int64)
-    fail_sec = np.zeros((int(seconds) + 2, len(CAUSE_NAMES)), dtype=np.int64)
     ncache = len(sc.caches)
-    caches = np.zeros((max(ncache, 1), 8), dtype=np.int64)
-    names = [c.name for c in sc.caches]
-    bases = [n.split("#")[0] for n in names]
-    for i, c in enumerate(sc.caches):
-        parent = names.index(c.parent) if c.parent in names[:i] else -1
-        # "name#context" rows are the same kernel cache allocated from another context: they
-        # share the first row's slabs and free objects
-        caches[i] = (c.object_size, c.default_order, c.min_order, c.gfp,
-                     (4096 << c.default_order) // c.object_size, int(round(c.share * 1000)),
-                     parent, bases.index(bases[i]))
-    caches = caches[:ncache]
-    cstate = np.zeros((max(ncache, 1), 4), dtype=np.int64)[:ncache]
-    slab_cap = max(1, st.npages // 4)
-    slab_pfn = np.zeros((max(ncache, 1), slab_cap if ncache else 1), dtype=np.int64)[:ncache]
-    slab_ord = np.zeros_like(slab_pfn)
-    nslabs = np.zeros(max(ncache, 1), dtype=np.int64)[:ncache]
-    RS = np.array([[-1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]], dtype=np.float64)
-    burst = np.zeros(1, dtype=np.int64)
+    rec = Record(snap_times, np.zeros((nsnap, nz, mo, NMT), dtype=np.int64),
+                 np.zeros((nsnap, nz, NZF), dtype=np.int64),
+                 np.zeros((nsnap, NCOUNTERS), dtype=np.int64),
+                 np.zeros((nsnap, nz, NMT), dtype=np.int64),
+                 np.zeros((nsnap, max(ncache, 1)), dtype=np.int64),
+                 np.zeros((REPORT_CAP, NREP), dtype=np.float64),
+                 np.zeros((CAPTURE_CAP, nz, mo, NMT), dtype=np.int64),
+                 np.zeros((CAPTURE_CAP, nz, NZF), dtype=np.int64),
+                 np.zeros((TRUTH_CAP, NTR), dtype=np.float64),
+                 np.zeros((int(seconds) + 2, len(CAUSE_NAMES)), dtype=np.int64),
+                 np.zeros(4, dtype=np.int64))
+    S = Sim(st.A, st.L, _slub(sc, st), _daemons(st), rec,
+            np.zeros(NSTATS, dtype=np.int64), vec,
+            Config(POLICIES[policy], float(sc.dt), st.nnodes, 10.0, 1))
     t0 = time.perf_counter()
     # Run in slices so a progress callback can report; the loop state carries over. The
     # slicing does not depend on the callback, so results are the same with or without it.
@@ -216,22 +226,19 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
     ops = 0
     for i in range(slices):
         length = seconds / slices
-        ops += run(st.S, st.L, st.W, RS, vec, caches, cstate, slab_pfn, slab_ord, nslabs,
-                   POLICIES[policy], spec.pageblock_order, mo, seed * 1_000_003 + i, done, length,
-                   sc.dt, snap_times, snaps_nr, snaps_zs, snaps_cnt, snaps_blocks, snaps_inuse, snap_n, rep,
-                   rep_n, caps, cap_zs, cap_n, truth, truth_n, fail_sec, st.nnodes, burst, 10.0, 1)
+        ops += run(S, seed * 1_000_003 + i, done, length)
         done += length
         if progress:
             progress(done, seconds)
     wall = time.perf_counter() - t0
-    k = int(snap_n[0])
-    snaps_t = snap_times[:k].copy()
-    res = SimResult(sc, policy, seed, st, vec, seconds, wall, ops, rep[: int(rep_n[0])].copy(),
-                    caps[: int(cap_n[0])].copy(), cap_zs[: int(cap_n[0])].copy(), snaps_t,
-                    snaps_nr[:k].copy(), snaps_zs[:k].copy(), snaps_cnt[:k].copy(),
-                    snaps_blocks[:k].copy(), truth[: min(int(truth_n[0]), TRUTH_CAP)].copy(),
-                    int(truth_n[0]), fail_sec[: int(seconds) + 1].copy())
-    res.extra["inuse"] = snaps_inuse[:k, :len(sc.caches)].copy()  # objects in use, per cache
-    res.extra["slabs_end"] = [int(x) for x in nslabs]
-    res.extra["objects_failed"] = [int(x) for x in cstate[:, 2]] if ncache else []
+    k, nrep, ncap, ntr = (int(rec.fill[f]) for f in (FILL_SNAPS, FILL_REPORTS, FILL_CAPTURES,
+                                                     FILL_TRUTH))
+    res = SimResult(sc, policy, seed, st, vec, seconds, wall, ops, rec.rep[:nrep].copy(),
+                    rec.caps[:ncap].copy(), rec.cap_zs[:ncap].copy(), snap_times[:k].copy(),
+                    rec.snaps_nr[:k].copy(), rec.snaps_zs[:k].copy(), rec.snaps_cnt[:k].copy(),
+                    rec.snaps_blocks[:k].copy(), rec.truth[:min(ntr, TRUTH_CAP)].copy(), ntr,
+                    rec.fail_sec[: int(seconds) + 1].copy())
+    res.extra["inuse"] = rec.snaps_inuse[:k, :ncache].copy()  # objects in use, per cache
+    res.extra["slabs_end"] = [int(x) for x in S.slub.nslabs]
+    res.extra["objects_failed"] = [int(x) for x in S.slub.objs[:, OB_FAILED]]
     return res

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from models.engine import (CAUSE_NAMES, COUNTER_NAMES, HIGHATOMIC, MOVABLE, MT_NAMES, NCOUNTERS,
-                           NMT, NZF, PK_ANON, PK_FREE, PK_MOVABLE, PK_RECLAIMABLE, PK_RESERVED,
-                           PK_THP, PK_UNMOVABLE, PK_PINNED, RECLAIMABLE, UNMOVABLE, Z_BOOST,
-                           Z_END, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE, Z_MANAGED, Z_NODE,
-                           Z_PRESENT, Z_START, Z_TYPE, Z_WHIGH, Z_WLOW, Z_WMIN, ZONE_DMA,
-                           ZONE_DMA32, ZONE_NAMES, ZONE_NORMAL)
-from models.pages import add_free, free_pages, mark_alloc
-from models.sim import (NPOOLS, POOL_ANON, POOL_KERNEL, POOL_PAGECACHE, POOL_PINNED, POOL_RECLAIMABLE,
-                        pool_add, pool_remove_at)
+from models.engine import (BLOCK_DTYPE, COUNTER_NAMES, HIGHATOMIC, MOVABLE, MT_NAMES,
+                           NCOUNTERS, NMT, NZF, PAGE_DTYPE, PK_ANON, PK_FREE, PK_MOVABLE,
+                           PK_RECLAIMABLE, PK_RESERVED, PK_THP, PK_UNMOVABLE, PK_PINNED,
+                           RECLAIMABLE, UNMOVABLE, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE,
+                           Z_MANAGED, Z_NODE, Z_PRESENT, Z_START, Z_TYPE, Z_WHIGH, Z_WLOW, Z_WMIN,
+                           ZONE_DMA, ZONE_DMA32, ZONE_NORMAL, Allocator, zonelists)
+from models.pages import add_free, free_pages
+from models.sim import (NPOOLS, POOL_ANON, POOL_PAGECACHE, POOL_PINNED, Pools, pool_add,
+                        pool_remove_at)
 
 GIB_PAGES = 1 << 18  # 4 KiB pages per GiB
 
@@ -43,6 +43,7 @@ class HostSpec:
     max_order: int = 11     # NR_PAGE_ORDERS
     min_free_kbytes: int | None = None
     name: str = "model"
+    page_size: int = 4096
 
     @staticmethod
     def x86_64(mem_gib: float, nodes: int = 1, reserved_frac: float = 0.02) -> "HostSpec":
@@ -92,94 +93,114 @@ def lowmem_reserve(spec: HostSpec) -> np.ndarray:
 
 
 @njit(cache=True)
-def _init_free(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, pbo, max_order):
+def _init_free(A):
     """Every managed page free as the largest aligned buddies; unmanaged pages reserved."""
-    per = 1 << pbo
-    for z in range(zs.shape[0]):
-        start = zs[z, Z_START]
-        end = zs[z, Z_END]
-        reserved = zs[z, Z_PRESENT] - zs[z, Z_MANAGED]
-        for b in range(start >> pbo, end >> pbo):
-            bfree[b] = 0
-            bmov[b] = 0
+    per = 1 << A.pbo
+    for z in range(A.zs.shape[0]):
+        start = A.zs[z, Z_START]
+        end = A.zs[z, Z_END]
+        reserved = A.zs[z, Z_PRESENT] - A.zs[z, Z_MANAGED]
+        for b in range(start >> A.pbo, end >> A.pbo):
+            A.blk[b].free = 0
+            A.blk[b].movable = 0
+            A.blk[b].zone = z
         p = start
         first_free = start + reserved
         while p < first_free:
-            pkind[p] = PK_RESERVED
+            A.pg[p].kind = PK_RESERVED
             p += 1
         # reserved pages live in unmovable blocks
-        for b in range(start >> pbo, (first_free + per - 1) >> pbo):
-            bmt[b] = UNMOVABLE
+        for b in range(start >> A.pbo, (first_free + per - 1) >> A.pbo):
+            A.blk[b].mt = UNMOVABLE
         p = first_free
         while p < end:
-            o = max_order - 1
+            o = A.max_order - 1
             while o > 0 and ((p & ((1 << o) - 1)) != 0 or p + (1 << o) > end):
                 o -= 1
             for q in range(p, p + (1 << o)):
-                pkind[q] = PK_FREE
-            if o <= pbo:
-                bfree[p >> pbo] += 1 << o
+                A.pg[q].kind = PK_FREE
+            if o <= A.pbo:
+                A.blk[p >> A.pbo].free += 1 << o
             else:
-                for b in range(p >> pbo, (p + (1 << o)) >> pbo):
-                    bfree[b] += per
-            add_free(zs, nr_free, heads, nxt, prv, forder, bmt, z, p, o, pbo)
+                for b in range(p >> A.pbo, (p + (1 << o)) >> A.pbo):
+                    A.blk[b].free += per
+            add_free(A, z, p, o)
             p += 1 << o
 
 
 class State:
-    """All arrays of one simulated host."""
+    """All arrays of one simulated host: ``A`` the allocator (:data:`models.engine.Allocator`),
+    ``L`` the workload pools (:data:`models.sim.Pools`), ``W`` the daemons' wakeup orders. The
+    old per-array names (``bmt``, ``forder``, ...) are views into them."""
 
     def __init__(self, spec: HostSpec):
         self.spec = spec
         pbo, max_order = spec.pageblock_order, spec.max_order
         align = 1 << (max_order - 1)
         nz = len(spec.zones)
-        self.zs = np.zeros((nz, NZF), dtype=np.int64)
+        zs = np.zeros((nz, NZF), dtype=np.int64)
         pfn = 0
         wm = default_watermarks(spec)
         for i, z in enumerate(spec.zones):
             present = (z.present + align - 1) // align * align
-            self.zs[i, Z_START] = pfn
-            self.zs[i, Z_END] = pfn + present
-            self.zs[i, Z_PRESENT] = present
-            self.zs[i, Z_MANAGED] = min(z.managed + (present - z.present), present)
-            self.zs[i, Z_TYPE] = z.type
-            self.zs[i, Z_NODE] = z.node
-            self.zs[i, Z_WMIN], self.zs[i, Z_WLOW], self.zs[i, Z_WHIGH] = wm[i]
+            zs[i, Z_START] = pfn
+            zs[i, Z_END] = pfn + present
+            zs[i, Z_PRESENT] = present
+            zs[i, Z_MANAGED] = min(z.managed + (present - z.present), present)
+            zs[i, Z_TYPE] = z.type
+            zs[i, Z_NODE] = z.node
+            zs[i, Z_WMIN], zs[i, Z_WLOW], zs[i, Z_WHIGH] = wm[i]
             pfn += present
         self.npages = pfn
         self.nblocks = pfn >> pbo
-        self.nr_free = np.zeros((nz, max_order, NMT), dtype=np.int64)
-        self.heads = np.full((nz, max_order, NMT), -1, dtype=np.int64)
-        self.nxt = np.full(pfn, -1, dtype=np.int32)
-        self.prv = np.full(pfn, -1, dtype=np.int32)
-        self.forder = np.full(pfn, -1, dtype=np.int8)
-        self.pkind = np.zeros(pfn, dtype=np.int8)
-        self.bmt = np.full(self.nblocks, MOVABLE, dtype=np.int8)
-        self.bfree = np.zeros(self.nblocks, dtype=np.int32)
-        self.bmov = np.zeros(self.nblocks, dtype=np.int32)
-        self.lowmem = lowmem_reserve(spec)
-        self.counters = np.zeros(NCOUNTERS, dtype=np.int64)
-        self.pool_pfn = np.zeros((NPOOLS, pfn), dtype=np.int32)
-        self.pool_n = np.zeros(NPOOLS, dtype=np.int64)
-        self.ppos = np.full(pfn, -1, dtype=np.int32)
-        self.ppool = np.full(pfn, -1, dtype=np.int8)
-        self.W = np.full((max(z.node for z in spec.zones) + 1, 2), -1, dtype=np.int64)
-        _init_free(self.zs, self.nr_free, self.heads, self.nxt, self.prv, self.forder, self.bmt,
-                   self.pkind, self.bfree, self.bmov, pbo, max_order)
+        nnodes = max(z.node for z in spec.zones) + 1
+        pg = np.zeros(pfn, dtype=PAGE_DTYPE)
+        pg["nxt"] = pg["prv"] = pg["pos"] = pg["order"] = pg["pool"] = -1
+        blk = np.zeros(self.nblocks, dtype=BLOCK_DTYPE)
+        blk["mt"] = MOVABLE
+        zls, nzls, dma32 = zonelists(zs, nnodes)
+        self.A = Allocator(zs, np.zeros((nz, max_order, NMT), dtype=np.int64), lowmem_reserve(spec),
+                           np.full((nz, max_order, NMT), -1, dtype=np.int64), pg, blk,
+                           np.zeros(NCOUNTERS, dtype=np.int64), zls, nzls, dma32, pbo, max_order,
+                           spec.page_size)
+        self.L = Pools(np.zeros((NPOOLS, pfn), dtype=np.int32), np.zeros(NPOOLS, dtype=np.int64))
+        self.W = np.full((nnodes, 2), -1, dtype=np.int64)
+        _init_free(self.A)
 
-    @property
-    def S(self):
-        return (self.zs, self.nr_free, self.heads, self.nxt, self.prv, self.forder, self.bmt,
-                self.pkind, self.bfree, self.bmov, self.lowmem, self.counters)
-
-    @property
-    def L(self):
-        return (self.pool_pfn, self.pool_n, self.ppos, self.ppool)
+    def __copy__(self):
+        new = object.__new__(State)
+        new.__dict__.update(self.__dict__)
+        new.A = Allocator(*[a.copy() if isinstance(a, np.ndarray) else a for a in self.A])
+        new.L = Pools(*[a.copy() for a in self.L])
+        new.W = self.W.copy()
+        return new
 
     @property
     def nnodes(self) -> int:
         return self.W.shape[0]
+
+    # The arrays under their old names (views; assigning copies the values in).
+    _VIEWS = {"zs": ("A", "zs", None), "nr_free": ("A", "nr_free", None),
+              "heads": ("A", "heads", None), "lowmem": ("A", "lowmem", None),
+              "counters": ("A", "counters", None), "nxt": ("A", "pg", "nxt"),
+              "prv": ("A", "pg", "prv"), "forder": ("A", "pg", "order"),
+              "pkind": ("A", "pg", "kind"), "ppos": ("A", "pg", "pos"),
+              "ppool": ("A", "pg", "pool"), "bmt": ("A", "blk", "mt"),
+              "bfree": ("A", "blk", "free"), "bmov": ("A", "blk", "movable"),
+              "pool_pfn": ("L", "pfn", None), "pool_n": ("L", "n", None)}
+
+    def __getattr__(self, name):
+        if name in State._VIEWS:
+            tup, arr, field = State._VIEWS[name]
+            a = getattr(self.__dict__[tup], arr)
+            return a if field is None else a[field]
+        raise AttributeError(name)
+
+    def __setattr__(self, name, value):
+        if name in State._VIEWS:
+            getattr(self, name)[...] = value
+        else:
+            object.__setattr__(self, name, value)
 
     def fragment(self, seed: int, unmovable_frac: float, reclaimable_frac: float,
                  free_frac: float, pinned_per_block: int = 0, zones=None,
@@ -193,9 +214,8 @@ class State:
         """
         zs_idx = np.array([i for i in range(len(self.spec.zones))
                            if zones is None or self.spec.zones[i].type in zones], dtype=np.int64)
-        _fragment(*self.S, *self.L, zs_idx, seed, unmovable_frac, reclaimable_frac, free_frac,
-                  pinned_per_block, self.spec.pageblock_order, self.spec.max_order, cluster,
-                  pinned_frac, anon_share, keep_labels)
+        _fragment(self.A, self.L, zs_idx, seed, unmovable_frac, reclaimable_frac, free_frac,
+                  pinned_per_block, cluster, pinned_frac, anon_share, keep_labels)
 
     # -- observation ---------------------------------------------------------------------------
     def block_counts(self) -> np.ndarray:
@@ -224,47 +244,45 @@ class State:
 
 
 @njit(cache=True)
-def _fragment(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, lowmem, counters,
-              pool_pfn, pool_n, ppos, ppool, zidx, seed, unmov_frac, recl_frac, free_frac,
-              pinned_per_block, pbo, max_order, cluster, pinned_frac, anon_share, keep_labels):
+def _fragment(A, L, zidx, seed, unmov_frac, recl_frac, free_frac, pinned_per_block, cluster,
+              pinned_frac, anon_share, keep_labels):
     np.random.seed(seed)
-    per = 1 << pbo
-    L = (pool_pfn, pool_n, ppos, ppool)
+    per = 1 << A.pbo
     for zi in range(zidx.shape[0]):
         z = zidx[zi]
-        start = zs[z, Z_START]
-        end = zs[z, Z_END]
+        start = A.zs[z, Z_START]
+        end = A.zs[z, Z_END]
         # take every free page off the lists
-        for o in range(max_order):
-            for mt in range(nr_free.shape[2]):
-                heads[z, o, mt] = -1
-                nr_free[z, o, mt] = 0
-        zs[z, Z_FREE] = 0
-        zs[z, Z_FREE_BLOCKS] = 0
-        zs[z, Z_HA_FREE] = 0
+        for o in range(A.max_order):
+            for mt in range(A.nr_free.shape[2]):
+                A.heads[z, o, mt] = -1
+                A.nr_free[z, o, mt] = 0
+        A.zs[z, Z_FREE] = 0
+        A.zs[z, Z_FREE_BLOCKS] = 0
+        A.zs[z, Z_HA_FREE] = 0
         for p in range(start, end):
-            forder[p] = -1
-        b0 = start >> pbo
-        b1 = end >> pbo
+            A.pg[p].order = -1
+        b0 = start >> A.pbo
+        b1 = end >> A.pbo
         for b in range(b0, b1):
-            base = b << pbo
-            if pkind[base] == PK_RESERVED:
+            base = b << A.pbo
+            if A.pg[base].kind == PK_RESERVED:
                 # a block holding reserved pages is an unmovable block; fill its other pages
-                bmt[b] = UNMOVABLE
-                bfree[b] = 0
-                bmov[b] = 0
+                A.blk[b].mt = UNMOVABLE
+                A.blk[b].free = 0
+                A.blk[b].movable = 0
                 for p in range(base, base + per):
-                    if pkind[p] != PK_RESERVED:
-                        pkind[p] = PK_UNMOVABLE
-                        pool_add(L, POOL_PINNED, p)
+                    if A.pg[p].kind != PK_RESERVED:
+                        A.pg[p].kind = PK_UNMOVABLE
+                        pool_add(A, L, POOL_PINNED, p)
                 continue
             r = np.random.random()
             if keep_labels:
                 # labels were set by the caller: r selects the branch that matches
-                if bmt[b] == UNMOVABLE or bmt[b] == HIGHATOMIC:
+                if A.blk[b].mt == UNMOVABLE or A.blk[b].mt == HIGHATOMIC:
                     r = -1.0
                     unmov_frac = 0.0
-                elif bmt[b] == RECLAIMABLE:
+                elif A.blk[b].mt == RECLAIMABLE:
                     r = 0.0
                     unmov_frac = 0.0
                     recl_frac = 1.0
@@ -276,7 +294,7 @@ def _fragment(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, low
                 mt = UNMOVABLE
                 kind = PK_UNMOVABLE
                 pool = POOL_PINNED
-            elif r < unmov_frac + recl_frac or (keep_labels and bmt[b] == RECLAIMABLE):
+            elif r < unmov_frac + recl_frac or (keep_labels and A.blk[b].mt == RECLAIMABLE):
                 mt = RECLAIMABLE
                 kind = PK_RECLAIMABLE
                 pool = POOL_PINNED
@@ -284,13 +302,13 @@ def _fragment(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, low
                 mt = MOVABLE
                 kind = PK_MOVABLE
                 pool = POOL_PAGECACHE
-            bmt[b] = mt
-            bfree[b] = 0
-            bmov[b] = 0
+            A.blk[b].mt = mt
+            A.blk[b].free = 0
+            A.blk[b].movable = 0
             npin = pinned_per_block if np.random.random() < pinned_frac else 0
             off = np.random.randint(0, per)
             for p in range(base, base + per):
-                if pkind[p] == PK_RESERVED:
+                if A.pg[p].kind == PK_RESERVED:
                     continue
                 k = kind
                 pl = pool
@@ -300,31 +318,30 @@ def _fragment(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, low
                 elif mt == MOVABLE and anon_share > 0 and np.random.random() < anon_share:
                     k = PK_ANON
                     pl = POOL_ANON
-                pkind[p] = k
+                A.pg[p].kind = k
                 if k == PK_MOVABLE or k == PK_ANON:
-                    bmov[b] += 1
-                pool_add(L, pl, p)
+                    A.blk[b].movable += 1
+                pool_add(A, L, pl, p)
         # scatter frees among page-cache pages
-        n = pool_n[POOL_PAGECACHE]
+        n = L.n[POOL_PAGECACHE]
         target = int(n * free_frac)
         done = 0
         tries = 0
         while done < target and tries < 4 * target + 100:
             tries += 1
-            i = np.random.randint(0, pool_n[POOL_PAGECACHE])
-            pfn = pool_pfn[POOL_PAGECACHE, i]
+            i = np.random.randint(0, L.n[POOL_PAGECACHE])
+            pfn = L.pfn[POOL_PAGECACHE, i]
             if pfn < start or pfn >= end:
                 continue
             # cluster > 0 frees whole aligned runs (bigger holes), still inside one block
             run = 1
             if cluster > 0 and np.random.random() < cluster:
-                run = 1 << np.random.randint(1, pbo - 1)
+                run = 1 << np.random.randint(1, A.pbo - 1)
                 pfn = pfn & ~(run - 1)
             for q in range(pfn, pfn + run):
-                if pkind[q] == PK_MOVABLE and ppool[q] == POOL_PAGECACHE:
-                    pool_remove_at(L, POOL_PAGECACHE, ppos[q])
-                    free_pages(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, z,
-                               q, 0, pbo, max_order)
+                if A.pg[q].kind == PK_MOVABLE and A.pg[q].pool == POOL_PAGECACHE:
+                    pool_remove_at(A, L, POOL_PAGECACHE, A.pg[q].pos)
+                    free_pages(A, z, q, 0)
                     done += 1
 
 
@@ -400,51 +417,48 @@ def check_state(st: State) -> list[str]:
 
 
 @njit(cache=True)
-def _place_free(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, pool_pfn, pool_n,
-                ppos, ppool, z, mt, counts, pbo, max_order, seed):
+def _place_free(A, L, z, mt, counts, seed):
     """Carve free buddies of type ``mt`` with ``counts[order]`` out of the zone's blocks of that
     type (which start fully allocated), never next to an equal free buddy (they would merge).
     Returns how many buddies could not be placed."""
     np.random.seed(seed)
-    per = 1 << pbo
-    start = zs[z, Z_START]
-    end = zs[z, Z_END]
+    per = 1 << A.pbo
+    start = A.zs[z, Z_START]
+    end = A.zs[z, Z_END]
     blocks = []
-    for b in range(start >> pbo, end >> pbo):
-        if bmt[b] == mt and pkind[b << pbo] != PK_RESERVED:
+    for b in range(start >> A.pbo, end >> A.pbo):
+        if A.blk[b].mt == mt and A.pg[b << A.pbo].kind != PK_RESERVED:
             blocks.append(b)
     nb = len(blocks)
     if nb == 0:
         return counts.sum()
-    L = (pool_pfn, pool_n, ppos, ppool)
     unplaced = 0
     cursor = np.random.randint(0, nb)
-    for o in range(max_order - 1, -1, -1):
+    for o in range(A.max_order - 1, -1, -1):
         size = 1 << o
         need = counts[o]
         tries = 0
         while need > 0 and tries < 4 * nb + 8:
-            if o >= pbo:
+            if o >= A.pbo:
                 # whole blocks (or runs of them): find an aligned run of allocated blocks
                 nblk = size // per
                 placed = False
                 for k in range(nb):
                     b = blocks[(cursor + k) % nb]
-                    base = b << pbo
+                    base = b << A.pbo
                     if base & (size - 1):
                         continue
                     ok = True
                     for q in range(base, base + size, per):
-                        bb = q >> pbo
-                        if q >= end or bmt[bb] != mt or pkind[q] == PK_FREE or bfree[bb] != 0:
+                        bb = q >> A.pbo
+                        if q >= end or A.blk[bb].mt != mt or A.pg[q].kind == PK_FREE or A.blk[bb].free != 0:
                             ok = False
                             break
                     bud = base ^ size
-                    if ok and bud >= start and bud < end and forder[bud] == o:
+                    if ok and bud >= start and bud < end and A.pg[bud].order == o:
                         ok = False
                     if ok:
-                        _release(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov,
-                                 L, z, base, o, pbo, max_order)
+                        _release(A, L, z, base, o)
                         need -= 1
                         cursor = (cursor + k + 1) % nb
                         placed = True
@@ -455,23 +469,22 @@ def _place_free(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, p
             b = blocks[cursor % nb]
             cursor += 1
             tries += 1
-            base = b << pbo
+            base = b << A.pbo
             slots = per // size
             s0 = np.random.randint(0, slots)
             for k in range(slots):
                 p = base + ((s0 + k) % slots) * size
                 free_here = False
                 for q in range(p, p + size):
-                    if pkind[q] == PK_FREE or pkind[q] == PK_RESERVED or ppool[q] < 0:
+                    if A.pg[q].kind == PK_FREE or A.pg[q].kind == PK_RESERVED or A.pg[q].pool < 0:
                         free_here = True
                         break
                 if free_here:
                     continue
                 bud = p ^ size
-                if forder[bud] == o:
+                if A.pg[bud].order == o:
                     continue
-                _release(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, L, z, p,
-                         o, pbo, max_order)
+                _release(A, L, z, p, o)
                 need -= 1
                 tries = 0
                 break
@@ -480,20 +493,18 @@ def _place_free(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, p
 
 
 @njit(cache=True)
-def _release(zs, nr_free, heads, nxt, prv, forder, bmt, pkind, bfree, bmov, L, z, p, o, pbo,
-             max_order):
+def _release(A, L, z, p, o):
     """Take the pages p..p+2^o out of their pools and free them as one buddy (no merge: the
     caller made sure the buddy is not free at this order)."""
-    pool_pfn, pool_n, ppos, ppool = L
     n = 1 << o
     for q in range(p, p + n):
-        if ppool[q] >= 0:
-            pool_remove_at(L, ppool[q], ppos[q])
-        if pkind[q] == PK_MOVABLE or pkind[q] == PK_ANON:
-            bmov[q >> pbo] -= 1
-        pkind[q] = PK_FREE
-        bfree[q >> pbo] += 1
-    add_free(zs, nr_free, heads, nxt, prv, forder, bmt, z, p, o, pbo)
+        if A.pg[q].pool >= 0:
+            pool_remove_at(A, L, A.pg[q].pool, A.pg[q].pos)
+        if A.pg[q].kind == PK_MOVABLE or A.pg[q].kind == PK_ANON:
+            A.blk[q >> A.pbo].movable -= 1
+        A.pg[q].kind = PK_FREE
+        A.blk[q >> A.pbo].free += 1
+    add_free(A, z, p, o)
 
 
 def from_snapshot(pagetypeinfo, zoneinfo, seed: int = 0, pinned_per_block: int = 0) -> State:
@@ -545,7 +556,6 @@ def from_snapshot(pagetypeinfo, zoneinfo, seed: int = 0, pinned_per_block: int =
             if (r.node, r.zone) != (node, zone) or r.type not in names:
                 continue
             c = np.array(r.counts, dtype=np.int64)
-            unplaced += int(_place_free(*st.S[:10], *st.L, zi, names[r.type], c, pbo, orders,
-                                        seed + zi))
+            unplaced += int(_place_free(st.A, st.L, zi, names[r.type], c, seed + zi))
     st.placement_unplaced = unplaced
     return st

@@ -8,7 +8,8 @@ import pytest
 from models import engine as E
 from models import scenarios
 from models.scenarios import Cache, Scenario
-from models.sim import P_IDX, PARAMS, alloc_pages, free_block
+from models.pages import free_block
+from models.sim import NSTATS, P_IDX, PARAMS, ST_FIX_RETRIES, alloc_pages
 from models.simulate import simulate
 from models.state import HostSpec, State, ZoneSpec
 
@@ -34,28 +35,33 @@ def one_zone(free: dict, wmin=1000, wlow=1250, whigh=1500, free_pages=None, ha_f
 FRAGMENTED = {(o, E.MOVABLE): 5000 for o in range(0, 9)}  # lots free, nothing >= pageblock
 
 
+def rmqueue_plan(zs, nr, lowmem, mt, flags, order=0):
+    """(mode, source order, source type) the engine plans in zone 0 of an observed state."""
+    return E.rmqueue_plan(E.view(zs, nr, lowmem, PBO), 0, order, mt, flags)[:3]
+
+
 def test_nofragment_limits_claims_to_pageblock_order():
-    zs, nr, _ = one_zone(FRAGMENTED)
+    zs, nr, lm = one_zone(FRAGMENTED)
     flags = E.ALLOC_NOFRAGMENT | E.ALLOC_NON_BLOCK | E.ALLOC_MIN_RESERVE
-    assert E.rmqueue_plan(nr, 0, 0, E.UNMOVABLE, flags, PBO)[0] == E.MODE_NONE
-    mode, so, smt = E.rmqueue_plan(nr, 0, 0, E.UNMOVABLE, flags & ~E.ALLOC_NOFRAGMENT, PBO)
+    assert rmqueue_plan(zs, nr, lm, E.UNMOVABLE, flags)[0] == E.MODE_NONE
+    mode, so, smt = rmqueue_plan(zs, nr, lm, E.UNMOVABLE, flags & ~E.ALLOC_NOFRAGMENT)
     assert (mode, so, smt) == (E.MODE_CLAIM, 8, E.MOVABLE)  # unmovable claims top-down
     nr[0, 9, E.MOVABLE] = 1
-    assert E.rmqueue_plan(nr, 0, 0, E.UNMOVABLE, flags, PBO) == (E.MODE_CLAIM, 9, E.MOVABLE)
+    assert rmqueue_plan(zs, nr, lm, E.UNMOVABLE, flags) == (E.MODE_CLAIM, 9, E.MOVABLE)
 
 
 def test_small_movable_requests_steal_rather_than_claim():
-    zs, nr, _ = one_zone({(2, E.UNMOVABLE): 3, (1, E.RECLAIMABLE): 1})
-    mode, so, smt = E.rmqueue_plan(nr, 0, 0, E.MOVABLE, 0, PBO)
+    zs, nr, lm = one_zone({(2, E.UNMOVABLE): 3, (1, E.RECLAIMABLE): 1})
+    mode, so, smt = rmqueue_plan(zs, nr, lm, E.MOVABLE, 0)
     assert mode == E.MODE_STEAL and (so, smt) == (1, E.RECLAIMABLE)  # smallest buddy, E first
 
 
 def test_highatomic_is_the_last_resort_for_atomic_only():
-    zs, nr, _ = one_zone({(0, E.HIGHATOMIC): 10})
+    zs, nr, lm = one_zone({(0, E.HIGHATOMIC): 10})
     atomic = E.gfp_to_alloc_flags(E.GFP_ATOMIC, 0, E.DEFRAG)
-    assert E.rmqueue_plan(nr, 0, 0, E.UNMOVABLE, atomic, PBO)[0] == E.MODE_HIGHATOMIC
+    assert rmqueue_plan(zs, nr, lm, E.UNMOVABLE, atomic)[0] == E.MODE_HIGHATOMIC
     kernel = E.gfp_to_alloc_flags(E.GFP_KERNEL, 0, E.DEFRAG)
-    assert E.rmqueue_plan(nr, 0, 0, E.UNMOVABLE, kernel, PBO)[0] == E.MODE_NONE
+    assert rmqueue_plan(zs, nr, lm, E.UNMOVABLE, kernel)[0] == E.MODE_NONE
 
 
 def test_watermark_reductions():
@@ -97,14 +103,12 @@ def _fragmented_host(seed=3):
 def test_the_bailout_on_a_page_level_state(policy, expect):
     st = _fragmented_host()
     assert st.check() == [] and st.free_pageblocks() == 0
-    zl = np.empty(4, dtype=np.int64)
-    stats, fixed = np.zeros(4, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    pfn, cause = alloc_pages(st.S, st.L, st.W, 0, E.GFP_ATOMIC, policy, 0, PBO, MO,
-                             E.PK_SLAB, zl, stats, fixed)
+    stats = np.zeros(NSTATS, dtype=np.int64)
+    pfn, cause = alloc_pages(st.A, st.L, st.W, 0, E.GFP_ATOMIC, policy, 0, E.PK_SLAB, stats)
     if expect is None:
         assert pfn >= 0
         assert st.counters[E.C_FB_CLAIM] + st.counters[E.C_FB_STEAL] >= 1
-        assert fixed[0] == (1 if policy == E.DEFRAG_FIXED else 0)
+        assert stats[ST_FIX_RETRIES] == (1 if policy == E.DEFRAG_FIXED else 0)
     else:
         assert pfn < 0 and cause == expect
     if policy != E.LEGACY:
@@ -116,10 +120,9 @@ def test_the_bailout_on_a_page_level_state(policy, expect):
 
 def test_thp_light_fails_as_speculative():
     st = _fragmented_host()
-    zl = np.empty(4, dtype=np.int64)
     for policy in (E.LEGACY, E.DEFRAG, E.DEFRAG_FIXED):
-        pfn, cause = alloc_pages(st.S, st.L, st.W, PBO, E.GFP_TRANSHUGE_LIGHT, policy, 0, PBO, MO,
-                                 E.PK_THP, zl, np.zeros(4, dtype=np.int64), np.zeros(1, dtype=np.int64))
+        pfn, cause = alloc_pages(st.A, st.L, st.W, PBO, E.GFP_TRANSHUGE_LIGHT, policy, 0,
+                                 E.PK_THP, np.zeros(NSTATS, dtype=np.int64))
         assert pfn < 0 and cause == E.CAUSE_SPEC
 
 
@@ -127,25 +130,23 @@ def test_buddy_merging_and_conservation_random_ops():
     rng = np.random.default_rng(7)
     spec = HostSpec([ZoneSpec(0, E.ZONE_DMA32, 1 << 15, 1 << 15)])
     st = State(spec)
-    zl = np.empty(4, dtype=np.int64)
     held = []
     gfps = [E.GFP_ATOMIC, E.GFP_KERNEL, E.GFP_HIGHUSER_MOVABLE, E.GFP_KERNEL | E.GFP_RECLAIMABLE]
     for step in range(3000):
         if held and rng.random() < 0.45:
             pfn, order = held.pop(rng.integers(len(held)))
-            free_block(st.S, pfn, order, PBO, MO)
+            free_block(st.A, pfn, order)
         else:
             order = int(rng.choice([0, 0, 0, 1, 2, 3, 9]))
             g = int(rng.choice(gfps))
-            pfn, cause = alloc_pages(st.S, st.L, st.W, order, g, int(rng.integers(3)), 0, PBO, MO,
-                                     E.PK_UNMOVABLE, zl, np.zeros(4, dtype=np.int64),
-                                     np.zeros(1, dtype=np.int64))
+            pfn, cause = alloc_pages(st.A, st.L, st.W, order, g, int(rng.integers(3)), 0,
+                                     E.PK_UNMOVABLE, np.zeros(NSTATS, dtype=np.int64))
             if pfn >= 0:
                 held.append((pfn, order))
         if step % 500 == 0:
             assert st.check() == [], step
     for pfn, order in held:
-        free_block(st.S, pfn, order, PBO, MO)
+        free_block(st.A, pfn, order)
     assert st.check() == []
     # everything back: the zone is whole max-order buddies again
     assert int(st.zs[0, E.Z_FREE]) == int(st.zs[0, E.Z_MANAGED])
@@ -228,3 +229,31 @@ def test_emitted_bundle_parses_to_the_models_counts(tmp_path):
         assert sum(z.pages_free for z in last.zoneinfo) == last.vmstat["nr_free_pages"]
         meta = json.loads((tmp_path / "b/meta.json").read_text())
         assert meta["model"]["truth"]["failures"]["total"] == int(res.fail_sec.sum())
+
+
+@pytest.mark.parametrize("release,defrag_mode,fixed_in,expect", [
+    ("6.14.8", 1, None, "legacy"),              # before defrag_mode existed
+    ("6.16.3+deb13-amd64", 1, None, "defrag"),
+    ("6.16.3+deb13-amd64", 0, None, "legacy"),
+    ("7.2.6+deb13-amd64", 1, None, "defrag-fixed"),
+    ("7.2.6+deb13-amd64", 0, None, "legacy"),
+    ("6.16.3+deb13-amd64", None, None, "defrag"),  # unknown: tested as if on, with a note
+    ("6.18.40-acme", 1, ["6.18.40-acme"], "defrag-fixed"),  # a vendor kernel with the fix
+    (None, 1, None, "defrag"),
+])
+def test_policy_from_release_defrag_mode_and_fix_table(release, defrag_mode, fixed_in, expect):
+    from models.policy import select
+    sel = select(release, {"value": defrag_mode, "source": "test"}, fixed_in)
+    assert sel.policy_name == expect
+    assert E.POLICY_NAMES[sel.policy] == expect
+    assert bool(sel.notes) == (defrag_mode is None)
+
+
+def test_models_do_not_import_the_analyzer():
+    import ast
+    from pathlib import Path
+    for path in (Path(__file__).resolve().parent.parent / "models").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "analyzer" for n in names), path.name
