@@ -147,13 +147,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", choices=["parse", "model"], default=None)
     ap.add_argument("--mb", type=int, default=int(os.environ.get("BENCH_MB", 1024)))
+    ap.add_argument("--quick", action="store_true",
+                    help="model: the allocator figures and 10 simulated minutes per policy")
     a = ap.parse_args()
     if a.only in (None, "parse"):
         bench_parse(a.mb)
     if a.only in (None, "model"):
         mod = ROOT / "bench" / "model_bench.py"
         if mod.exists():
-            subprocess.run([sys.executable, str(mod)], cwd=ROOT, check=False)
+            subprocess.run([sys.executable, str(mod)] + (["--quick"] if a.quick else []),
+                           cwd=ROOT, check=False)
 
 
 if __name__ == "__main__":

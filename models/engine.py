@@ -57,7 +57,9 @@ ZONE_NAMES = ("DMA", "DMA32", "Normal", "Movable")
 # zs[z, field]
 Z_START, Z_END, Z_FREE, Z_WMIN, Z_WLOW, Z_WHIGH, Z_BOOST, Z_MANAGED = 0, 1, 2, 3, 4, 5, 6, 7
 Z_TYPE, Z_NODE, Z_FREE_BLOCKS, Z_HA_RESERVED, Z_HA_FREE, Z_BOOSTED, Z_PRESENT = 8, 9, 10, 11, 12, 13, 14
-NZF = 16
+Z_NODE_DMA32 = 15  # the zone's node has a populated DMA32 zone (alloc_flags_nofragment)
+Z_LOWMEM = 16      # Z_LOWMEM + t: lowmem_reserve for requests whose highest zone type is t
+NZF = 20
 
 # Outcomes and causes (the codes triage and the model share).
 OK, FAIL = 0, 1
@@ -100,6 +102,9 @@ FALLBACKS = np.array([[RECLAIMABLE, MOVABLE], [RECLAIMABLE, UNMOVABLE], [UNMOVAB
 # operations per array, which was more than half of a simulation's time. These functions
 # allocate nothing; the arrays they get live as long as their Python caller holds them.
 jit = njit(cache=True, _nrt=False)
+# The allocation and free fast paths are inlined into their callers (numba IR inlining): a
+# call passing the whole state costs more than the fast path itself.
+jit_inline = njit(cache=True, _nrt=False, inline="always")
 
 # ---------------------------------------------------------------------------------------------
 # The state (one namedtuple of arrays; numba specialises on its type, so the simulator's state
@@ -124,21 +129,31 @@ BLOCK_DTYPE = np.dtype([
     ("zone", np.int8),      # zone index
     ("spare", np.int16)])
 
+# Numba passes tuples to functions by value, flattened (an array is 5 + 2 x ndim words).
+# Beyond ~110 words LLVM's call lowering turns pathological (measured: a call costs ~240 ns
+# instead of ~12 ns), so this state stays small: STATE_WORDS_MAX, checked by a test.
+STATE_WORDS_MAX = 96
 Allocator = namedtuple("Allocator", (
     "zs",          # [zone, Z_*] zone fields (columns above)
     "nr_free",     # [zone, order, migratetype] free buddies on each list
-    "lowmem",      # [zone, highest zone type] lowmem_reserve pages
     "heads",       # [zone, order, migratetype] first page of each free list, -1 if empty
     "pg",          # [pfn] PAGE_DTYPE
     "blk",         # [pageblock] BLOCK_DTYPE
     "counters",    # [C_*]
-    "zonelists",   # [node, highest zone type, i] the zones to try, in order
-    "nzonelist",   # [node, highest zone type] how many
-    "node_dma32",  # [node] 1 if the node's DMA32 zone is populated (alloc_flags_nofragment)
+    "zonelists",   # [node, highest zone type, i] the zones to try, in order; -1 ends the list
     "pbo",         # pageblock order
     "max_order",   # NR_PAGE_ORDERS: orders 0 .. max_order - 1
     "page_size",   # bytes
 ))
+
+
+def state_words(x) -> int:
+    """How many machine words numba passes for ``x`` (a state tuple) in a call."""
+    if isinstance(x, tuple):
+        return sum(state_words(v) for v in x)
+    if isinstance(x, np.ndarray):
+        return 5 + 2 * x.ndim
+    return 1
 
 
 @jit
@@ -158,33 +173,45 @@ def zonelist(zs, highest_zt, node, out):
     return n
 
 
-def zonelists(zs: np.ndarray, nnodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(zonelists, their lengths, node has DMA32) for every node and highest zone type."""
+def zonelists(zs: np.ndarray, nnodes: int) -> np.ndarray:
+    """The zonelist of every node and highest zone type (-1 terminated); also marks each
+    zone whose node has a populated DMA32 zone (Z_NODE_DMA32)."""
     nz = zs.shape[0]
-    zl = np.full((nnodes, NZT, max(nz, 1)), -1, dtype=np.int64)
-    nzl = np.zeros((nnodes, NZT), dtype=np.int64)
-    dma32 = np.zeros(nnodes, dtype=np.int64)
+    zl = np.full((nnodes, NZT, nz + 1), -1, dtype=np.int64)
     for node in range(nnodes):
         for zt in range(NZT):
-            nzl[node, zt] = zonelist(zs, zt, node, zl[node, zt])
-        dma32[node] = int(any(zs[z, Z_TYPE] == ZONE_DMA32 and zs[z, Z_NODE] == node
-                              and zs[z, Z_MANAGED] > 0 for z in range(nz)))
-    return zl, nzl, dma32
+            zonelist(zs, zt, node, zl[node, zt])
+    for z in range(nz):
+        zs[z, Z_NODE_DMA32] = int(any(zs[y, Z_TYPE] == ZONE_DMA32 and
+                                      zs[y, Z_NODE] == zs[z, Z_NODE] and zs[y, Z_MANAGED] > 0
+                                      for y in range(nz)))
+    return zl
+
+
+def with_lowmem(zs, lowmem) -> np.ndarray:
+    """A copy of an observed state's zone fields with its lowmem_reserve in Z_LOWMEM."""
+    out = np.zeros((zs.shape[0], NZF), dtype=np.int64)
+    out[:, :min(zs.shape[1], NZF)] = zs[:, :NZF]
+    n = min(lowmem.shape[1], NZT) if lowmem.ndim == 2 else 0
+    out[:, Z_LOWMEM:Z_LOWMEM + n] = lowmem[:, :n]
+    return out
 
 
 def view(zs, nr_free, lowmem, pbo: int, node: int = 0, highest: int | None = None, zl=None,
          nzl: int | None = None, page_size: int = 4096) -> Allocator:
     """An observed state as the decisions read it: zone fields and free-list counts, no pages.
-    ``zl``/``nzl`` (with ``highest``) replace the zonelist the zone types would give."""
+    ``zl``/``nzl`` (with ``highest``) replace the zonelist the zone
+    types would give."""
+    zs = with_lowmem(zs, lowmem)
     nnodes = max(int(node) + 1, int(zs[:, Z_NODE].max()) + 1 if len(zs) else 1)
-    zls, nzls, dma32 = zonelists(zs, nnodes)
+    zls = zonelists(zs, nnodes)
     if zl is not None:
         zls[node, highest, :] = -1
         zls[node, highest, :nzl] = zl[:nzl]
-        nzls[node, highest] = nzl
-    return Allocator(zs, nr_free, lowmem, np.full(nr_free.shape, -1, dtype=np.int64),
+    nz = zs.shape[0]
+    return Allocator(zs, nr_free, np.full(nr_free.shape, -1, dtype=np.int64),
                      np.zeros(0, dtype=PAGE_DTYPE), np.zeros(0, dtype=BLOCK_DTYPE),
-                     np.zeros(NCOUNTERS, dtype=np.int64), zls, nzls, dma32, int(pbo),
+                     np.zeros(NCOUNTERS, dtype=np.int64), zls, int(pbo),
                      int(nr_free.shape[1]), int(page_size))
 
 
@@ -231,8 +258,9 @@ def fast_path_flags(A, gfp, node, policy):
     """``prepare_alloc_pages`` + ``alloc_flags_nofragment``: the flags of the first
     ``get_page_from_freelist`` (low watermark)."""
     highest = gfp_zone(gfp)
-    flags = ALLOC_WMARK_LOW | alloc_flags_nofragment(A.zs, A.zonelists[node, highest, 0], gfp,
-                                                     policy, A.node_dma32[node])
+    pref = A.zonelists[node, highest, 0]
+    flags = ALLOC_WMARK_LOW | alloc_flags_nofragment(A.zs, pref, gfp, policy,
+                                                     pref >= 0 and A.zs[pref, Z_NODE_DMA32] > 0)
     if gfp_migratetype(gfp) == MOVABLE:
         flags |= ALLOC_CMA
     return flags
@@ -296,7 +324,7 @@ def wmark_pages(zs, z, idx):
 
 
 @jit
-def zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest_zt, flags, free):
+def watermark_ok(zs, nr_free, z, order, mark, highest_zt, flags, free):
     """``__zone_watermark_ok``: free minus unusable must exceed the (reduced) mark plus the
     lowmem reserve; for order > 0 some list of that order or above must be non-empty."""
     unusable = (1 << order) - 1
@@ -311,7 +339,7 @@ def zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest_zt, flags, fr
                 mn -= mn // 4
         if flags & ALLOC_OOM:
             mn -= mn // 2
-    if free <= mn + lowmem[z, highest_zt]:
+    if free <= mn + zs[z, Z_LOWMEM + highest_zt]:
         return False
     if order == 0:
         return True
@@ -327,6 +355,12 @@ def zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest_zt, flags, fr
     return False
 
 
+def zone_watermark_ok(zs, nr_free, lowmem, z, order, mark, highest_zt, flags, free):
+    """:func:`watermark_ok` on an observed state with a separate lowmem_reserve array."""
+    return bool(watermark_ok(with_lowmem(zs, lowmem), nr_free, z, order, mark, highest_zt,
+                             flags, free))
+
+
 @jit
 def pgdat_balanced(A, node, order, policy):
     """kswapd's ``pgdat_balanced``: any eligible zone at its high mark; in defrag_mode with
@@ -339,8 +373,7 @@ def pgdat_balanced(A, node, order, policy):
         free = A.zs[z, Z_FREE]
         if policy != LEGACY and order > 0:
             free = A.zs[z, Z_FREE_BLOCKS]
-        if zone_watermark_ok(A.zs, A.nr_free, A.lowmem, z, order, mark, A.zs[z, Z_TYPE], 0,
-                             free):
+        if watermark_ok(A.zs, A.nr_free, z, order, mark, A.zs[z, Z_TYPE], 0, free):
             if A.zs[z, Z_BOOST] == 0:
                 return True
     return False
@@ -410,22 +443,15 @@ def claim_refused(A, z, cur_order, fmt, start_mt):
 
 
 @jit
-def rmqueue_plan(A, z, order, mt, flags):
-    """``rmqueue_buddy`` as a decision: (mode, source order, source type, claims refused).
-
-    6.15 ``__rmqueue``: NORMAL (own type, smallest order) -> CLAIM (top-down over orders, at
+def rmqueue_fallback_plan(A, z, order, mt, flags):
+    """6.15 ``__rmqueue``: NORMAL (own type, smallest order) -> CLAIM (top-down over orders, at
     each the first fallback type with a free buddy (``find_suitable_fallback``); min order =
     pageblock order under NOFRAGMENT; a claim the half-block rule refuses moves on to the next
-    order) -> STEAL (smallest fallback buddy, only without NOFRAGMENT); highatomic first for ALLOC_HIGHATOMIC and as the last resort for
-    ALLOC_NON_BLOCK/OOM. ``claims refused`` counts the claim attempts before the chosen one
-    (each boosts the watermark)."""
+    order) -> STEAL (smallest fallback buddy, only without NOFRAGMENT). Returns (mode, source
+    order, source type, claims refused before the chosen one; each boosted the watermark)."""
     norders = A.nr_free.shape[1]
     pbo = A.pbo
     refused = 0
-    if flags & ALLOC_HIGHATOMIC:
-        o = rmqueue_smallest(A.nr_free, z, order, HIGHATOMIC)
-        if o >= 0:
-            return MODE_HIGHATOMIC, o, HIGHATOMIC, 0
     o = rmqueue_smallest(A.nr_free, z, order, mt)
     if o >= 0:
         return MODE_NORMAL, o, mt, 0
@@ -447,6 +473,21 @@ def rmqueue_plan(A, z, order, mt, flags):
                 fmt = find_suitable_fallback(A.nr_free, z, co, mt)
                 if fmt >= 0:
                     return MODE_STEAL, co, fmt, refused
+    return MODE_NONE, -1, -1, refused
+
+
+@jit
+def rmqueue_plan(A, z, order, mt, flags):
+    """``rmqueue_buddy`` as a decision: (mode, source order, source type, claims refused).
+    Highatomic first for ALLOC_HIGHATOMIC, then ``__rmqueue``, then the highatomic reserve as
+    the last resort for ALLOC_NON_BLOCK/OOM. (The model has no per-CPU lists.)"""
+    if flags & ALLOC_HIGHATOMIC:
+        o = rmqueue_smallest(A.nr_free, z, order, HIGHATOMIC)
+        if o >= 0:
+            return MODE_HIGHATOMIC, o, HIGHATOMIC, 0
+    mode, so, smt, refused = rmqueue_fallback_plan(A, z, order, mt, flags)
+    if mode != MODE_NONE:
+        return mode, so, smt, refused
     if flags & (ALLOC_OOM | ALLOC_NON_BLOCK):
         o = rmqueue_smallest(A.nr_free, z, order, HIGHATOMIC)
         if o >= 0:
@@ -495,18 +536,19 @@ def plan(A, order, gfp, flags, node, policy):
     the end of the list, restarts the walk without it."""
     mt = gfp_migratetype(gfp)
     highest = gfp_zone(gfp)
-    nzl = A.nzonelist[node, highest]
     any_ok = False
     for attempt in range(2):
         no_fallback = flags & ALLOC_NOFRAGMENT
-        for i in range(nzl):
+        for i in range(A.zonelists.shape[2]):
             z = A.zonelists[node, highest, i]
+            if z < 0:
+                break
             if no_fallback and policy == LEGACY and A.zs[z, Z_NODE] != node:
                 break  # locality beats fragmentation avoidance (not in defrag_mode)
             if not (flags & ALLOC_NO_WATERMARKS):
                 mark = wmark_pages(A.zs, z, flags & ALLOC_WMARK_MASK)
-                if not zone_watermark_ok(A.zs, A.nr_free, A.lowmem, z, order, mark, highest,
-                                         flags, A.zs[z, Z_FREE]):
+                if not watermark_ok(A.zs, A.nr_free, z, order, mark, highest, flags,
+                                    A.zs[z, Z_FREE]):
                     continue
             any_ok = True
             mode, so, smt, refused = rmqueue_plan(A, z, order, mt, flags)
@@ -529,12 +571,13 @@ def classify(A, order, gfp, flags, node):
         return CAUSE_SPEC
     highest = gfp_zone(gfp)
     wm_any = False
-    for i in range(A.nzonelist[node, highest]):
+    for i in range(A.zonelists.shape[2]):
         z = A.zonelists[node, highest, i]
+        if z < 0:
+            break
         mark = wmark_pages(A.zs, z, flags & ALLOC_WMARK_MASK)
         # watermark on free pages only (the order-0 part of the check)
-        if zone_watermark_ok(A.zs, A.nr_free, A.lowmem, z, 0, mark, highest, flags,
-                             A.zs[z, Z_FREE]):
+        if watermark_ok(A.zs, A.nr_free, z, 0, mark, highest, flags, A.zs[z, Z_FREE]):
             wm_any = True
     if not wm_any:
         return CAUSE_LOW

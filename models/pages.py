@@ -11,13 +11,14 @@ the list of a page is ``blk[pfn >> pbo].mt``; relabelling a block moves its free
 from __future__ import annotations
 
 
-from models.engine import (ALLOC_HIGHATOMIC, ALLOC_KSWAPD, C_CLAIMED_BLOCKS, C_FB_CLAIM, jit,
+from models.engine import (ALLOC_HIGHATOMIC, ALLOC_KSWAPD, C_CLAIMED_BLOCKS, C_FB_CLAIM,
                            C_FB_HIGHATOMIC, C_FB_STEAL, C_HA_RESERVE, C_HA_UNRESERVE, C_PGALLOC,
                            C_PGFREE, C_WMARK_BOOST, HIGHATOMIC, MODE_CLAIM, MODE_HIGHATOMIC,
-                           MODE_STEAL, PK_ANON, PK_FREE, PK_MOVABLE, PK_THP, RECLAIMABLE, Z_BOOST,
-                           Z_BOOSTED, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE, Z_HA_RESERVED,
-                           Z_START, Z_WHIGH, gfp_migratetype, highatomic_reserve_ok,
-                           highatomic_unreserve_block, plan, rmqueue_smallest)
+                           MODE_STEAL, PK_ANON, PK_FREE, PK_MOVABLE, PK_THP, RECLAIMABLE,
+                           Z_BOOST, Z_BOOSTED, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE,
+                           Z_HA_RESERVED, Z_START, Z_WHIGH, gfp_migratetype,
+                           highatomic_reserve_ok, highatomic_unreserve_block, jit, jit_inline,
+                           plan, rmqueue_smallest)
 
 
 @jit
@@ -151,7 +152,7 @@ def free_pages(A, z, pfn, order):
     add_free(A, z, pfn, order)
 
 
-@jit
+@jit_inline
 def free_block(A, pfn, order):
     """Free an allocated 2^order block (any zone)."""
     free_pages(A, A.blk[pfn >> A.pbo].zone, pfn, order)
@@ -206,7 +207,8 @@ def claim_block(A, z, pfn, cur_order, start_mt):
 @jit
 def rmqueue(A, z, order, mt, flags, kind, mode, so, smt, refused):
     """``rmqueue_buddy`` acting on the engine's plan (mode, source order and type, claims
-    refused before it). Returns the pfn."""
+    refused before it): ``__rmqueue_smallest``, a claim, a steal, the highatomic reserve.
+    Returns the pfn."""
     for _ in range(refused):
         boost_watermark(A, z, flags)  # each refused claim boosted before it was refused
     pfn = A.heads[z, so, smt]

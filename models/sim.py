@@ -33,7 +33,8 @@ from models.engine import (ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_HIGH, C_A
                            Z_BOOST, Z_BOOSTED, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_MANAGED, Z_NODE,
                            Z_START, Z_TYPE, ZONE_DMA32, bailout_retries, classify,
                            fallback_retries, fast_path_flags, gfp_migratetype, gfp_to_alloc_flags,
-                           gfp_zone, jit, kswapd_wake_order, pgdat_balanced, wmark_pages)
+                           gfp_zone, jit, jit_inline, kswapd_wake_order, pgdat_balanced,
+                           wmark_pages)
 from models.pages import (free_block, free_pages, get_page_from_freelist, take,
                           unreserve_highatomic)
 
@@ -125,6 +126,7 @@ Daemons = namedtuple("Daemons", (
 ST_RECLAIMED = 0      # pages direct reclaim freed
 ST_NOPAGE_FLAGS = 1   # the alloc_flags the last failed request reached nopage with
 ST_FIX_RETRIES = 2    # how often the 2026 fix's retry ran
+ST_TOUCHED = 3        # (a sum of memory touched ahead, kept so the touches are not dropped)
 NSTATS = 4
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +164,7 @@ Sim = namedtuple("Sim", (
     "d",      # Daemons
     "rec",    # Record
     "stats",  # [ST_*] scratch
+    "picks",  # [i] scratch: random picks drawn ahead (free_random)
     "P",      # [P_*] workload parameters
     "cfg",    # Config
 ))
@@ -320,20 +323,25 @@ def compact(A, L, z, budget, cursor, direct):
     return migrated, freed, b
 
 
-@jit
+@jit_inline
 def alloc_pages(A, L, W, order, gfp, policy, node, kind, stats):
     """``__alloc_pages``: fast path, then the slowpath in kernel order (kernel.md §4.6). The
     engine decides (flags, zone, list, retries, cause); this acts (reclaims, compacts, takes
     the page). Returns (pfn, cause); ``stats`` collects the ST_* figures."""
     A.counters[C_OPS] += 1
-    highest = gfp_zone(gfp)
-    nzl = A.nzonelist[node, highest]
-    if nzl == 0:
+    if A.zonelists[node, gfp_zone(gfp), 0] < 0:
         return -1, CAUSE_UNKNOWN
-    flags = fast_path_flags(A, gfp, node, policy)
-    pfn, z = get_page_from_freelist(A, order, gfp, flags, node, policy, kind)
+    pfn, z = get_page_from_freelist(A, order, gfp, fast_path_flags(A, gfp, node, policy), node,
+                                    policy, kind)
     if pfn >= 0:
         return pfn, CAUSE_NONE
+    return alloc_slowpath(A, L, W, order, gfp, policy, node, kind, stats)
+
+
+@jit
+def alloc_slowpath(A, L, W, order, gfp, policy, node, kind, stats):
+    """``__alloc_pages_slowpath`` (kernel.md §4.6)."""
+    highest = gfp_zone(gfp)
     # -- slowpath
     flags = gfp_to_alloc_flags(gfp, order, policy)
     can_direct = (gfp & GFP_DIRECT_RECLAIM) != 0
@@ -363,7 +371,9 @@ def alloc_pages(A, L, W, order, gfp, policy, node, kind, stats):
         if pfn >= 0:
             return pfn, CAUSE_NONE
         if got == 0:
-            for i in range(nzl):
+            for i in range(A.zonelists.shape[2]):
+                if A.zonelists[node, highest, i] < 0:
+                    break
                 unreserve_highatomic(A, A.zonelists[node, highest, i], gfp_migratetype(gfp),
                                      False)
         if order > 0:
@@ -752,6 +762,34 @@ def network_load(S, t):
 
 
 @jit
+def free_random(S, pool, n, order):
+    """Free ``n`` pages of a pool picked at random, one after another. The picks are drawn
+    first (the same draws: the pool shrinks by one per free) and their pool slots, page
+    records and free buddies' list neighbours read together, so that their cache misses
+    overlap instead of queueing."""
+    done = 0
+    while done < n:
+        m = min(n - done, S.picks.shape[0])
+        n0 = S.L.n[pool]
+        for k in range(m):
+            S.picks[k] = np.random.randint(0, n0 - k)
+        touched = 0
+        for k in range(m):
+            touched += S.L.pfn[pool, S.picks[k]]
+        for k in range(m):
+            pfn = S.L.pfn[pool, S.picks[k]]
+            touched += S.A.pg[pfn].kind
+            buddy = pfn ^ (1 << order)  # if free, its list neighbours are unlinked
+            if S.A.pg[buddy].order == order:
+                touched += S.A.pg[max(S.A.pg[buddy].prv, 0)].kind + \
+                    S.A.pg[max(S.A.pg[buddy].nxt, 0)].kind
+        S.stats[ST_TOUCHED] += touched
+        for k in range(m):
+            free_block(S.A, pool_remove_at(S.A, S.L, pool, S.picks[k]), order)
+        done += m
+
+
+@jit
 def page_workloads(S, t, node, mult):
     """Each page workload frees Poisson(held x dt / life) of its pages at random, then
     allocates Poisson(rate x dt). When an allocation fails, the rest of the tick's demand meets
@@ -770,9 +808,7 @@ def page_workloads(S, t, node, mult):
             continue
         if life > 0 and S.L.n[pool] > 0:
             nf = _poisson(S.L.n[pool] * S.cfg.dt / life)
-            for j in range(min(nf, S.L.n[pool])):
-                pfn = pool_remove_at(S.A, S.L, pool, np.random.randint(0, S.L.n[pool]))
-                free_block(S.A, pfn, order)
+            free_random(S, pool, min(nf, S.L.n[pool]), order)
         na = _poisson(rate * S.cfg.dt)
         for j in range(na):
             if S.L.n[pool] >= S.L.pfn.shape[1]:

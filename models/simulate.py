@@ -216,7 +216,7 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
                  np.zeros((int(seconds) + 2, len(CAUSE_NAMES)), dtype=np.int64),
                  np.zeros(4, dtype=np.int64))
     S = Sim(st.A, st.L, _slub(sc, st), _daemons(st), rec,
-            np.zeros(NSTATS, dtype=np.int64), vec,
+            np.zeros(NSTATS, dtype=np.int64), np.zeros(256, dtype=np.int64), vec,
             Config(POLICIES[policy], float(sc.dt), st.nnodes, 10.0, 1))
     t0 = time.perf_counter()
     # Run in slices so a progress callback can report; the loop state carries over. The

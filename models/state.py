@@ -19,7 +19,8 @@ from models.engine import (BLOCK_DTYPE, COUNTER_NAMES, HIGHATOMIC, MOVABLE, MT_N
                            PK_RECLAIMABLE, PK_RESERVED, PK_THP, PK_UNMOVABLE, PK_PINNED,
                            RECLAIMABLE, UNMOVABLE, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE,
                            Z_MANAGED, Z_NODE, Z_PRESENT, Z_START, Z_TYPE, Z_WHIGH, Z_WLOW, Z_WMIN,
-                           ZONE_DMA, ZONE_DMA32, ZONE_NORMAL, Allocator, zonelists)
+                           Z_LOWMEM, ZONE_DMA, ZONE_DMA32, ZONE_NORMAL, NZT, Allocator,
+                           zonelists)
 from models.pages import add_free, free_pages
 from models.sim import (NPOOLS, POOL_ANON, POOL_PAGECACHE, POOL_PINNED, Pools, pool_add,
                         pool_remove_at)
@@ -158,10 +159,11 @@ class State:
         pg["nxt"] = pg["prv"] = pg["pos"] = pg["order"] = pg["pool"] = -1
         blk = np.zeros(self.nblocks, dtype=BLOCK_DTYPE)
         blk["mt"] = MOVABLE
-        zls, nzls, dma32 = zonelists(zs, nnodes)
-        self.A = Allocator(zs, np.zeros((nz, max_order, NMT), dtype=np.int64), lowmem_reserve(spec),
+        zs[:, Z_LOWMEM:Z_LOWMEM + NZT] = lowmem_reserve(spec)
+        zls = zonelists(zs, nnodes)
+        self.A = Allocator(zs, np.zeros((nz, max_order, NMT), dtype=np.int64),
                            np.full((nz, max_order, NMT), -1, dtype=np.int64), pg, blk,
-                           np.zeros(NCOUNTERS, dtype=np.int64), zls, nzls, dma32, pbo, max_order,
+                           np.zeros(NCOUNTERS, dtype=np.int64), zls, pbo, max_order,
                            spec.page_size)
         self.L = Pools(np.zeros((NPOOLS, pfn), dtype=np.int32), np.zeros(NPOOLS, dtype=np.int64))
         self.W = np.full((nnodes, 2), -1, dtype=np.int64)
@@ -181,13 +183,18 @@ class State:
 
     # The arrays under their old names (views; assigning copies the values in).
     _VIEWS = {"zs": ("A", "zs", None), "nr_free": ("A", "nr_free", None),
-              "heads": ("A", "heads", None), "lowmem": ("A", "lowmem", None),
+              "heads": ("A", "heads", None),
               "counters": ("A", "counters", None), "nxt": ("A", "pg", "nxt"),
               "prv": ("A", "pg", "prv"), "forder": ("A", "pg", "order"),
               "pkind": ("A", "pg", "kind"), "ppos": ("A", "pg", "pos"),
               "ppool": ("A", "pg", "pool"), "bmt": ("A", "blk", "mt"),
               "bfree": ("A", "blk", "free"), "bmov": ("A", "blk", "movable"),
               "pool_pfn": ("L", "pfn", None), "pool_n": ("L", "n", None)}
+
+    @property
+    def lowmem(self) -> np.ndarray:
+        """[zone, highest zone type] lowmem_reserve (a view of the zone fields)."""
+        return self.A.zs[:, Z_LOWMEM:Z_LOWMEM + NZT]
 
     def __getattr__(self, name):
         if name in State._VIEWS:

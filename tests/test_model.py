@@ -257,3 +257,9 @@ def test_models_do_not_import_the_analyzer():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.split(".")[0] == "analyzer" for n in names), path.name
+
+
+def test_the_allocator_state_stays_cheap_to_pass():
+    """numba passes the state by value; past ~110 words a call costs ~20x more (engine.py)."""
+    st = State(HostSpec.x86_64(1, nodes=2))
+    assert E.state_words(st.A) <= E.STATE_WORDS_MAX
