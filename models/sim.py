@@ -37,6 +37,7 @@ from models.engine import (ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_HIGH, C_A
                            wmark_pages)
 from models.pages import (free_block, free_pages, get_page_from_freelist, take,
                           unreserve_highatomic)
+from parsers import ratelimit as ratelimits
 
 # ---------------------------------------------------------------------------------------------
 # Workload parameters (one float vector; scenarios and calibration set them by name)
@@ -114,7 +115,7 @@ SKB_CHUNK = 16      # objects allocated head-then-data before the next chunk
 KSWAPD, KCOMPACTD = 0, 1            # W[node, *]: the order the daemon was woken for, -1 asleep
 RL_SLUB, RL_WARN = 0, 1             # ratelimit rows: slab_out_of_memory, warn_alloc
 RL_BEGIN, RL_PRINTED, RL_MISSED = 0, 1, 2
-SLUB_RL_INTERVAL, SLUB_RL_BURST = 5.0, 10   # slab_out_of_memory: 10 per 5 s, all caches
+SLUB_RL_INTERVAL, SLUB_RL_BURST = ratelimits.SLUB   # slab_out_of_memory: 10 per 5 s, all caches
 LOAD_QUIET, LOAD_BURST, LOAD_STOPPED = 0, 1, 2  # the network load's on/off Markov chain
 Daemons = namedtuple("Daemons", (
     "W",            # [node, KSWAPD/KCOMPACTD]

@@ -15,6 +15,7 @@ from models.sim import (CA_OWNER, FILL_CAPTURES, FILL_REPORTS, FILL_SNAPS, FILL_
                         R_WARN, REP_A, REP_KIND, TR_CACHE, TR_KIND, TRUTH_PAGE, TRUTH_SLUB,
                         Config, Daemons, Record, Sim, Slub, run)
 from models.state import State
+from parsers import ratelimit as ratelimits
 
 POLICIES = {n: i for i, n in enumerate(POLICY_NAMES)}
 REPORT_CAP = 2_000_000
@@ -217,7 +218,7 @@ def simulate(sc: Scenario, policy: str, seed: int = 0, hours: float | None = Non
                  np.zeros(4, dtype=np.int64))
     S = Sim(st.A, st.L, _slub(sc, st), _daemons(st), rec,
             np.zeros(NSTATS, dtype=np.int64), np.zeros(256, dtype=np.int64), vec,
-            Config(POLICIES[policy], float(sc.dt), st.nnodes, 10.0, 1))
+            Config(POLICIES[policy], float(sc.dt), st.nnodes, *ratelimits.WARN_ALLOC))
     t0 = time.perf_counter()
     # Run in slices so a progress callback can report; the loop state carries over. The
     # slicing does not depend on the callback, so results are the same with or without it.
