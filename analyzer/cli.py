@@ -272,6 +272,7 @@ def triage(
     """
     from analyzer.attribution import attribute
     from analyzer import report as rp
+    from analyzer.plots import plots as draw_plots
     from parsers.bundle import load
     with load(path) as b:
         _check_fixed_in(fixed_in)
@@ -281,7 +282,7 @@ def triage(
             outdir = plots
             if fmt == ReportFormat.markdown and output is not None and outdir is None:
                 outdir = Path(output).parent
-            images = rp.plots(doc, b, outdir)
+            images = draw_plots(doc, b, outdir)
     if fmt == ReportFormat.json:
         stream_json(_triage_doc(doc), output)
     elif fmt == ReportFormat.markdown:

@@ -297,7 +297,7 @@ def calibrate(
             res = run(b, budget, tuple(range(seed, seed + seeds)), names=fit or None, fixed=fixed,
                       evals=evals, progress=prog.callback())
     if plots is not None:
-        from models.calibrate import plot_fit
+        from analyzer.plots import plot_fit
         res["plots"] = plot_fit(res, plots)
     if fmt == Format.json:
         emit(dumps(res), output)

@@ -120,8 +120,8 @@ def test_every_public_log_gets_a_cause_and_renders(name, tmp_path):
                     "kernel_release"].startswith(("6.15", "6.16", "6.17", "6.18", "6.19", "7")):
                 assert e["cause"] != "defrag_nofragment_bailout"
         assert d["attribution"]["defrag_nofragment_bailout"] == 0  # all pre-6.15 kernels
-        from analyzer import report
-        imgs = report.plots(d, b, tmp_path)
+        from analyzer import plots, report
+        imgs = plots.plots(d, b, tmp_path)
         assert report.html_report(d, imgs).startswith("<!doctype html>")
         assert report.markdown(d).startswith("# mmtriage")
 

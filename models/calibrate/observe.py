@@ -1,0 +1,166 @@
+"""What a bundle shows of the load, for the fit: all relative to the start snapshot.
+
+- failures: the corroborated count (ICMP OutErrors) when the snapshots carry it, else printed +
+  suppressed reports (a lower bound, and said so); the SLUB reports printed; when the first
+  report came;
+- send attempts (ICMP OutMsgs), objects in use of the failing cache and of the data cache
+  (slabinfo), free memory and pageblocks by migratetype (pagetypeinfo), at every snapshot;
+- vmstat deltas (allocstall, pgalloc, pgsteal, compact_stall, kcompactd wakes, pageoutrun).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.engine import (C_ALLOCSTALL, C_COMPACT_STALL, C_KCOMPACTD_WAKE, C_PAGEOUTRUN,
+                           C_PGALLOC, C_PGSTEAL_DIRECT, C_PGSTEAL_KSWAPD, GFP_ATOMIC)
+from models.policy import for_bundle as host_facts
+from models.scenarios import Cache
+
+DATA_CACHE = "kmalloc-2k"
+TYPES = ("Unmovable", "Movable", "Reclaimable")
+# vmstat counters compared (observed: the sum of the names with this prefix), the model's
+# counter(s), and whether the loss uses them (the others are shown, not fitted: the model's
+# reclaim and compaction daemons are coarse).
+VMSTAT = {"allocstall": ((C_ALLOCSTALL,), True), "pgalloc": ((C_PGALLOC,), True),
+          "pgsteal": ((C_PGSTEAL_KSWAPD, C_PGSTEAL_DIRECT), False),
+          "compact_stall": ((C_COMPACT_STALL,), False),
+          "compact_daemon_wake": ((C_KCOMPACTD_WAKE,), False),
+          "pageoutrun": ((C_PAGEOUTRUN,), False)}
+
+# How far each observable may be off before it costs one unit of loss, before the seeds'
+# scatter is added (``Fitter.set_noise``): the model's coarseness. Failures scatter between
+
+
+@dataclass
+class Observations:
+    start_snapshot: str
+    start_index: int
+    times: np.ndarray            # seconds after the start snapshot, one per later snapshot
+    free_mb: np.ndarray          # [snapshot, type] free MiB (Unmovable, Movable, Reclaimable)
+    blocks: np.ndarray           # [snapshot, type] pageblocks, change since the start snapshot
+    inuse: dict                  # cache name -> objects in use at each snapshot (slabinfo)
+    inuse_base: dict             # cache name -> objects in use at the start (not the load's)
+    demand: np.ndarray | None    # cumulative send attempts since the start (ICMP OutMsgs)
+    fail_series: np.ndarray | None  # cumulative corroborated failures at each snapshot
+    vmstat: dict                 # counter -> change since the start snapshot, per snapshot
+    failures: float
+    failures_source: str
+    printed: int
+    suppressed: int
+    first_failure_s: float | None
+    window_s: float
+    caches: list
+    policy: str
+    notes: list = field(default_factory=list)
+
+
+def _free_mb(snap) -> np.ndarray:
+    out = np.zeros(3)
+    for r in snap.pagetypeinfo.free:
+        if r.type in TYPES:
+            out[TYPES.index(r.type)] += sum(c << o for o, c in enumerate(r.counts)) * 4 / 1024
+    return out
+
+
+def _blocks(snap) -> np.ndarray:
+    out = np.zeros(3)
+    for per_type in snap.pagetypeinfo.blocks.values():
+        for j, ty in enumerate(TYPES):
+            out[j] += per_type.get(ty, 0)
+    return out
+
+
+def _vm(snap, prefix: str) -> float | None:
+    if not snap.vmstat:
+        return None
+    vals = [v for k, v in snap.vmstat.items() if k == prefix or k.startswith(prefix + "_")]
+    return float(sum(vals)) if vals else None
+
+
+def observe(bundle) -> Observations:
+    snaps = [s for s in bundle.snapshots if s.pagetypeinfo is not None and s.zoneinfo]
+    if len(snaps) < 2:
+        raise ValueError(f"{bundle.path}: calibration needs at least two pagetypeinfo + zoneinfo "
+                         f"snapshots")
+    log = bundle.log
+    slub = [e for e in log.events if e["kind"] == "slub"]
+    times = [bundle.event_wall_time(e) for e in log.events]
+    times = [t for t in times if t is not None]
+    first = min(times) if times else None
+    start = 0
+    if first is not None:
+        for i, s in enumerate(snaps):
+            if s.time <= first:
+                start = i
+    # Prefer a start before the load came (send counters still at their first value): the
+    # model then sees the onset, not just the tail of it.
+    if snaps[0].net_snmp and "Icmp" in snaps[0].net_snmp:
+        base = snaps[0].net_snmp["Icmp"].get("OutMsgs", 0)
+        quiet = [i for i, s in enumerate(snaps[: start + 1])
+                 if s.net_snmp and s.net_snmp.get("Icmp", {}).get("OutMsgs", 0) == base]
+        if quiet:
+            start = quiet[-1]
+    s0 = snaps[start]
+    later = snaps[start + 1:] if start + 1 < len(snaps) else snaps[start:]
+    rel = np.array([(s.time - s0.time).total_seconds() for s in later])
+    free = np.array([_free_mb(s) for s in later])
+    blocks = np.array([_blocks(s) for s in later]) - _blocks(s0)[None, :]
+    notes = []
+    # The head cache: skbuff_head_cache when it failed, else the cache that failed most.
+    freq: dict = {}
+    for e in slub:
+        freq[e["cache"]] = freq.get(e["cache"], 0) + 1
+    order = sorted(freq, key=lambda c: (c != "skbuff_head_cache", -freq[c]))
+    slub = sorted(slub, key=lambda e: order.index(e["cache"]))
+    cache_name = order[0] if order else None
+    inuse, inuse_base = {}, {}
+    for name in (cache_name or "skbuff_head_cache", DATA_CACHE):
+        if name and all(s.slabinfo and name in s.slabinfo for s in [s0, *later]):
+            inuse[name] = np.array([s.slabinfo[name]["active_objs"] for s in later], dtype=float)
+            inuse_base[name] = float(s0.slabinfo[name]["active_objs"])
+    if cache_name and cache_name not in inuse:
+        notes.append(f"no slabinfo for {cache_name}: objects in use not fitted")
+    vm = {}
+    for name in VMSTAT:
+        v0 = _vm(s0, name)
+        vals = [_vm(s, name) for s in later]
+        if v0 is not None and all(v is not None for v in vals):
+            vm[name] = np.array(vals) - v0
+    demand = None
+    if s0.net_snmp and all(s.net_snmp and "Icmp" in s.net_snmp for s in later):
+        base = s0.net_snmp.get("Icmp", {}).get("OutMsgs", 0)
+        demand = np.array([s.net_snmp["Icmp"]["OutMsgs"] - base for s in later], dtype=float)
+    fails, src, fail_series = None, None, None
+    if s0.net_snmp and all(s.net_snmp and "Icmp" in s.net_snmp for s in later):
+        base = s0.net_snmp.get("Icmp", {}).get("OutErrors", 0)
+        fail_series = np.array([s.net_snmp["Icmp"]["OutErrors"] - base for s in later], dtype=float)
+    if s0.net_snmp and later[-1].net_snmp and "Icmp" in later[-1].net_snmp:
+        fails = float(max(s.net_snmp["Icmp"]["OutErrors"] for s in later if s.net_snmp)
+                      - s0.net_snmp["Icmp"]["OutErrors"])
+        src = "Icmp OutErrors (corroborated)"
+    if not fails:
+        summ = log.summary()
+        fails = float(summ["slub_failures_estimated"] or summ["page_alloc_failures_estimated"])
+        src = "printed + suppressed reports (a lower bound)"
+        notes.append("no corroborating counter: fitted to the log's lower bound")
+    caches = []
+    seen = set()
+    for e in slub:
+        if e["cache"] in seen:
+            continue
+        seen.add(e["cache"])
+        caches.append(Cache(e["cache"], e["buffer_size"] or 256, e["default_order"] or 0,
+                            e["min_order"] or 0, gfp=GFP_ATOMIC))
+    if not caches and fails and src.startswith("Icmp") and "skbuff_head_cache" in inuse:
+        # failures the counters saw but the log did not (data buffers fail silently)
+        caches.append(Cache("skbuff_head_cache", 256, 0, 0, gfp=GFP_ATOMIC))
+        notes.append("no SLUB report: the network caches assumed from the ICMP counters")
+    facts = host_facts(bundle)
+    ff = (first - s0.time).total_seconds() if first is not None else None
+    sup = log.summary()["suppressed"].get("slab_out_of_memory", 0)
+    return Observations(s0.name, bundle.snapshots.index(s0), rel, free, blocks, inuse,
+                        inuse_base, demand, fail_series, vm,
+                        fails, src, len(slub), sup, ff, float(rel[-1]) if len(rel) else 0.0,
+                        caches, facts.policy_name, notes)

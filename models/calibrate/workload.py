@@ -1,0 +1,156 @@
+"""The workload the fit describes, and where its search starts.
+
+The workload is network objects: the failing cache allocated atomically (what the send
+counters count) at ``net_rate`` between ``net_start_s`` and ``net_stop_s``; a share of them
+(``net_hold_frac``) stays queued until the load stops, the rest live ``net_obj_life_s``; the same
+cache allocated in process context (``kernel_share`` of the rate, GFP_KERNEL); and a 2 KiB data
+buffer per object (``data_share``, kmalloc-2k, atomic with __GFP_NOWARN: its failures are silent,
+as ``kmalloc_reserve`` asks).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from models.calibrate.observe import DATA_CACHE, Observations
+from models.engine import GFP_ATOMIC, GFP_KERNEL, GFP_NOMEMALLOC, GFP_NOWARN
+from models.scenarios import Cache, Scenario, _p
+
+KERNEL_SHARE = 1.0  # process-context allocations per atomic one (fixed, see default_start)
+
+
+def scenario_for(bundle, obs: Observations, params: dict, spec) -> Scenario:
+    head = (list(obs.caches) or [Cache("skbuff_head_cache", 256, 0, 0)])[0]
+    # net_rate is the atomic objects' rate (what the send counters count); the process-context
+    # share and the data buffers come on top of it
+    caches = [Cache(head.name, head.object_size, head.default_order, head.min_order,
+                    GFP_ATOMIC, 1.0)]
+    share = params.get("kernel_share", 0.0)
+    data = params.get("data_share", 0.0)
+    kernel = head.name + "#kernel"
+    if share > 0:
+        # the same cache allocated in process context (GFP_KERNEL, sharing the atomic rows'
+        # slabs): the slowpath's last retry drops NOFRAGMENT for it, so it converts the blocks
+        # whose pages the atomic allocations then find
+        caches.append(Cache(kernel, head.object_size, head.default_order, head.min_order,
+                            GFP_KERNEL, share))
+    if data > 0:
+        # the data buffer of each object (kmalloc-2k, order-3 slabs), allocated in the head's
+        # context; kmalloc_reserve adds __GFP_NOWARN|__GFP_NOMEMALLOC, so its failures are silent
+        quiet = GFP_NOWARN | GFP_NOMEMALLOC
+        caches.append(Cache(DATA_CACHE, 2048, 3, 0, GFP_ATOMIC | quiet, data, parent=head.name))
+        if share > 0:
+            caches.append(Cache(DATA_CACHE + "#kernel", 2048, 3, 0, GFP_KERNEL | quiet, data,
+                                parent=kernel))
+    p = _p(kswapd_rate=0.0, kcompactd_rate=0.0)
+    p.update({k: v for k, v in params.items() if k not in ("kernel_share", "data_share")})
+    return Scenario("calibrated", f"fitted to {bundle.host}", spec, p, caches, {},
+                    hours=(obs.window_s + 0.05) / 3600, dt=0.005 if obs.window_s < 600 else 0.01,
+                    snap_every_s=0.0, kernel_release={})
+
+
+
+
+def send_window(obs: Observations) -> dict | None:
+    """The load's rate and window from the send counters alone (no simulation): attempts rise
+    at ``rate`` between ``start`` and ``stop``. Intervals wholly inside the load give the rate
+    (their attempts over their time);
+    the first and last rising intervals then place its edges. ``determined`` says whether the
+    counters pin all three (three or more rising intervals)."""
+    if obs.demand is None or obs.demand[-1] <= 0:
+        return None
+    t = np.concatenate([[0.0], obs.times])
+    d = np.concatenate([[0.0], obs.demand])
+    rising = [i for i in range(1, len(t)) if d[i] > d[i - 1]]
+    a, b = rising[0], rising[-1]
+    inner = [i for i in rising if a < i < b]
+    determined = len(inner) > 0 and inner == list(range(a + 1, b))
+    if determined:
+        rate = sum(d[i] - d[i - 1] for i in inner) / sum(t[i] - t[i - 1] for i in inner)
+        start = max(t[a] - (d[a] - d[a - 1]) / rate, t[a - 1])
+        stop = min(t[b - 1] + (d[b] - d[b - 1]) / rate, t[b])
+    else:
+        # too few snapshots inside the load: assume it began with the first rising interval
+        start = t[a - 1]
+        rate = (d[a] - d[a - 1]) / (t[a] - t[a - 1])
+        stop = min(t[b - 1] + (d[b] - d[b - 1]) / rate, t[b]) if b > a else t[b]
+    return {"net_rate": float(rate), "net_start_s": float(start), "net_stop_s": float(stop),
+            "determined": bool(determined)}
+
+
+def _level_slope(obs: Observations, name: str, t_on: float, t_off: float):
+    """Objects in use above the start's, during the load, as level + slope x (t - t_on). The
+    first point inside the load is left out when three or more are there (the loose objects'
+    ramp)."""
+    k = [i for i, x in enumerate(obs.times) if t_on < x <= t_off]
+    if len(k) >= 3:
+        k = k[1:]
+    if len(k) < 2:
+        return None
+    y = obs.inuse[name][k] - obs.inuse_base.get(name, 0.0)
+    slope, level = np.polyfit(obs.times[k] - t_on, y, 1)
+    return max(level, 0.0), max(slope, 0.0)
+
+
+def _moments(obs: Observations, rate: float, t_on: float, t_off: float) -> dict:
+    """Start values from objects in use alone: the held objects grow at rate x hold, the loose
+    ones stand at rate x (1 - hold) x life; the data cache holds data_share of each, and the
+    head cache adds the process-context objects (rate x kernel_share x life)."""
+    head = obs.caches[0].name
+    if head not in obs.inuse:
+        return {}
+    hs = _level_slope(obs, head, t_on, t_off)
+    if hs is None:
+        return {}
+    lv_h, sl_h = hs
+    ok = rate
+    if obs.demand is not None and obs.demand[-1] > 0:
+        ok = rate * max(1.0 - obs.failures / obs.demand[-1], 0.05)  # successes only are held
+    out = {"net_hold_frac": float(np.clip(sl_h / ok, 0.01, 0.95))}
+    ds = 0.8
+    lv_loose = lv_h
+    if DATA_CACHE in obs.inuse:
+        d = _level_slope(obs, DATA_CACHE, t_on, t_off)
+        if d is not None and sl_h > 0:
+            ds = float(np.clip(d[1] / sl_h, 0.05, 1.0))
+            lv_loose = d[0] / ds
+    # the loose objects: the atomic ones that were not held, and the process-context ones
+    life = float(np.clip(lv_loose / (ok * (1 - out["net_hold_frac"]) + rate * KERNEL_SHARE),
+                         0.02, 60.0))
+    out.update(data_share=ds, net_obj_life_s=life)
+    return out
+
+
+def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
+    """Which parameters to fit for what the bundle shows, and where to start. Returns the names
+    to fit, the start point, and the parameters measured directly (not fitted): the send window
+    when the send counters pin it."""
+    if not obs.caches:
+        return ["atomic_high_rate"], {"atomic_high_rate": 100.0}, {}
+    names = ["net_obj_life_s", "net_hold_frac", "data_share", "reclaim_stall_s"]
+    win = send_window(obs)
+    measured = {}
+    if win is None:
+        rate = max(obs.failures / max(obs.window_s, 1.0), 1000.0)
+        win = {"net_rate": rate, "net_start_s": 0.0, "net_stop_s": obs.window_s}
+        names += ["net_rate", "net_start_s", "net_stop_s"]
+    elif win["determined"]:
+        measured = {k: win[k] for k in ("net_rate", "net_start_s", "net_stop_s")}
+    else:
+        # the counters tie rate and stop to the start (Fitter._tie); one rising interval
+        # leaves the stop free too
+        names += ["net_start_s"]
+        rising = [i for i in range(1, len(obs.demand)) if obs.demand[i] > obs.demand[i - 1]]
+        if obs.demand[0] > 0:
+            rising.insert(0, 0)
+        if len(rising) == 1:
+            names.append("net_stop_s")
+    rate, t_on, t_off = win["net_rate"], win["net_start_s"], win["net_stop_s"]
+    # kernel_share is not fitted: objects in use see it only multiplied by the lifetime, and
+    # the pageblocks converted follow the memory held, not who converted them. One process-
+    # context allocation per atomic one is what a request/reply load (ping, RPC) makes.
+    measured["kernel_share"] = KERNEL_SHARE
+    p = {"net_rate": rate, "net_start_s": t_on, "net_stop_s": t_off, "kernel_share": KERNEL_SHARE,
+         "data_share": 0.8, "net_hold_frac": 0.2, "net_obj_life_s": 2.0,
+         "reclaim_stall_s": 0.02}
+    p.update(_moments(obs, rate, t_on, t_off))
+    return names, p, measured
