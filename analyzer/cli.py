@@ -258,6 +258,10 @@ def triage(
     plots: Annotated[Optional[Path], typer.Option(help="Also write the plots (PNG and SVG) here.")] = None,
     fixed_in: Annotated[Optional[list[str]], typer.Option("--fixed-in", help="A kernel release "
                         "(prefix) known to carry the fix; repeatable.")] = None,
+    calibrate: Annotated[float, typer.Option("--calibrate", help="Also fit the model to the "
+                         "bundle for this many seconds (0 to 3600; 0: no) and report its "
+                         "estimate of the failures, with an interval, beside the log's lower "
+                         "bound.")] = 0.0,
 ):
     """Per-host report: which allocations failed, how many really, and why.
 
@@ -274,9 +278,13 @@ def triage(
     from analyzer import report as rp
     from analyzer.plots import plots as draw_plots
     from parsers.bundle import load
+    if not (math.isfinite(calibrate) and 0 <= calibrate <= 3600):
+        raise ValueError(f"--calibrate {calibrate:g}: give the seconds to fit, 0 to 3600")
     with load(path) as b:
         _check_fixed_in(fixed_in)
         doc = attribute(b, fixed_in)
+        if calibrate:
+            doc["failures"]["model"] = _model_estimate(b, calibrate)
         images = {}
         if fmt in (ReportFormat.html, ReportFormat.markdown) or plots is not None:
             outdir = plots
@@ -295,6 +303,20 @@ def triage(
         err(doc["verdict"])
     if not doc["log"]["found"]:
         raise typer.Exit(NO_LOG_EXIT)
+
+
+def _model_estimate(bundle, budget: float) -> dict:
+    """The calibrated model's failures over the bundle's window, or why there are none."""
+    from models.calibrate import calibrate as fit
+    err(f"fitting the model to {bundle.host} (budget {budget:,.0f} s)")
+    try:
+        res = fit(bundle, budget_s=budget)
+    except ValueError as e:
+        return {"value": None, "why": str(e)}
+    est = dict(res["estimated_failures"])
+    est.update(evaluations=res["evaluations"], window_s=res["window_s"],
+               start_snapshot=res["start_snapshot"])
+    return est
 
 
 def _triage_doc(doc):

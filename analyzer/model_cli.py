@@ -160,7 +160,14 @@ def _fit_summary(res: dict) -> str:
         lines.append(f"  {r['observable']}: observed {r['observed']:,.0f}, "
                      f"simulated {r['simulated']:,.0f}{rel}")
     lines.append("  parameters: " + _params_text(res["params"]))
+    if res.get("estimated_failures"):
+        lines.append("  " + estimate_text(res["estimated_failures"]))
     return "\n".join(lines)
+
+
+def estimate_text(est: dict) -> str:
+    return (f"estimated failures: {est['value']:,} ({est['low']:,}-{est['high']:,}); "
+            f"basis: {est['basis']}")
 
 
 def _params_text(params: dict) -> str:
@@ -179,7 +186,12 @@ def _budget_warnings(res: dict) -> list[str]:
                    f"{n} fitted parameters; a fit needs about {need:,} or more: give a larger "
                    f"--budget or --evals {need}")
     f = res["fit"][0] if res.get("fit") else None
-    if f and f.get("rel_error") is not None and abs(f["rel_error"]) > 0.5:
+    est = res.get("estimated_failures")
+    if est and res.get("corroborated_failures") is None and est["value"] < est["log_floor"]:
+        out.append(f"warning: the fitted model gives {est['value']:,} failures, fewer than the "
+                   f"{est['log_floor']:,.0f} the log's reports already count: it does not "
+                   f"reproduce this host's log, so the estimate and what-ifs mean little")
+    if f and f["in_loss"] and f.get("rel_error") is not None and abs(f["rel_error"]) > 0.5:
         out.append(f"warning: the fitted model gives {f['simulated']:,.0f} failures against "
                    f"{f['observed']:,.0f} observed ({f['rel_error']:+.0%}): it does not "
                    f"reproduce this host, so what-ifs from this fit mean little")
@@ -306,6 +318,7 @@ def calibrate(
     else:
         emit(rows_text(res["fit"], fmt), output)
         err("params: " + _params_text(res["params"]))
+        err(estimate_text(res["estimated_failures"]))
     for w in _budget_warnings(res):
         err(w)
 

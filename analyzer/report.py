@@ -121,8 +121,14 @@ def count_rows(doc) -> list[tuple[str, str, str]]:
                      f"{c['counter']} between snapshots {c['from']} and {c['to']}"
                      + (f" ({duration(c['window_s'])})" if c.get("window_s") else "")
                      + "; beside the log's count, never added to it"))
-    if f.get("model") is not None:
-        rows.append((C.LABELS["model"], f"{f['model']:,.0f}", C.DEFINITIONS["model"]))
+    m = f.get("model")
+    if m is not None:
+        if m.get("value") is None:
+            rows.append((C.LABELS["model"], "none", f"the model could not be fitted: {m['why']}"))
+        else:
+            rows.append((C.LABELS["model"], f"{m['value']:,} ({m['low']:,}–{m['high']:,})",
+                         f"{C.DEFINITIONS['model']} ({duration(m['window_s'])} from snapshot "
+                         f"{m['start_snapshot']}), with its interval; {m['basis']}"))
     rows.append(("rate", rate_text(f["rate"]), "estimated failures per hour"))
     sat = saturation_text(f.get("saturation") or {})
     if sat:

@@ -132,7 +132,13 @@ def calibrated_check(before, after_policy: str, after_hours: float, budget_s: fl
     fit = calibrate(before, budget_s=budget_s)
     w = whatif(before, fit["params"], after_policy, seeds=range(1, 6))
     scale = after_hours * 3600 / max(w["window_s"], 1e-9)
-    return {"fitted": fit["params"], "fit_failures_rel_error": fit["fit"][0]["rel_error"],
+    est = fit["estimated_failures"]
+    # the share of the real failures the before window's log let out: a prediction of real
+    # failures is compared with an after log's count through it
+    shown = min(1.0, est["log_floor"] / est["value"]) if est["value"] else None
+    return {"fitted": fit["params"], "fit_failures_rel_error": fit["fit"][0]["rel_error"]
+            if fit["fit"][0]["in_loss"] else None,
+            "before_estimated_failures": est, "log_share_shown": shown,
             "after_policy": after_policy,
             "predicted_failures_per_hour": w["failures"]["mean"] / max(w["window_s"], 1e-9) * 3600,
             "predicted_p95_per_hour": w["failures"]["p95"] / max(w["window_s"], 1e-9) * 3600,
@@ -215,13 +221,20 @@ def validate(before, after, fixed_in=None, calibrated_budget: float | None = Non
         try:
             cal = calibrated_check(before, after_policy, t2, calibrated_budget)
             lo, hi = poisson_ci(n2, t2) if t2 else (0, 0)
-            pred = cal["predicted_failures_per_hour"]
-            agree = (pred <= (hi or 0) * 1.0 + 1e-9 and cal["predicted_p95_per_hour"] >= (lo or 0))
-            reasons.append(f"calibrated model check: fitted to the before window (failures within "
-                           f"{abs(cal['fit_failures_rel_error'] or 0):.0%}), replayed under "
-                           f"{after_policy}: {num(pred * t2)} model-estimated failures in the "
-                           f"after window, {n2:,} observed: "
-                           f"{'agrees' if agree else 'disagrees'}")
+            share = cal["log_share_shown"] if cal["log_share_shown"] is not None else 1.0
+            pred = cal["predicted_failures_per_hour"] * share
+            agree = (pred <= (hi or 0) * 1.0 + 1e-9
+                     and cal["predicted_p95_per_hour"] * share >= (lo or 0))
+            est = cal["before_estimated_failures"]
+            fitq = (f"failures within {abs(cal['fit_failures_rel_error']):.0%} of the counter"
+                    if cal["fit_failures_rel_error"] is not None else "no failure counter")
+            reasons.append(f"calibrated model check: fitted to the before window ({fitq}), it "
+                           f"estimates {est['value']:,} failures there ({est['low']:,}-"
+                           f"{est['high']:,}) where the log counts {est['log_floor']:,.0f}; "
+                           f"replayed under {after_policy}: "
+                           f"{num(cal['predicted_failures_per_hour'] * t2)} model-estimated "
+                           f"failures in the after window, ≈{num(pred * t2)} of them the log "
+                           f"would count, {n2:,} counted: {'agrees' if agree else 'disagrees'}")
             cal["agrees"] = bool(agree)
         except ValueError as e:
             reasons.append(f"calibrated model check not possible: {e}")

@@ -29,9 +29,9 @@ VMSTAT = {"allocstall": ((C_ALLOCSTALL,), True), "pgalloc": ((C_PGALLOC,), True)
           "compact_daemon_wake": ((C_KCOMPACTD_WAKE,), False),
           "pageoutrun": ((C_PAGEOUTRUN,), False)}
 
-# How far each observable may be off before it costs one unit of loss, before the seeds'
-# scatter is added (``Fitter.set_noise``): the model's coarseness. Failures scatter between
-
+# The rate-limited report functions whose printed and suppressed counts the log carries
+REPORT_FUNCS = ("slab_out_of_memory", "warn_alloc")
+_REPORT_KIND = {"slub": "slab_out_of_memory", "page_alloc": "warn_alloc"}
 
 @dataclass
 class Observations:
@@ -47,6 +47,10 @@ class Observations:
     vmstat: dict                 # counter -> change since the start snapshot, per snapshot
     failures: float
     failures_source: str
+    corroborated: bool           # failures counted by the host (Icmp OutErrors), not the log
+    lower_bound: float           # the log's printed + suppressed reports
+    reports: dict                # function -> cumulative printed + suppressed reports by each
+                                 # snapshot (the log's shape, as the rate limits let it out)
     printed: int
     suppressed: int
     first_failure_s: float | None
@@ -94,14 +98,11 @@ def observe(bundle) -> Observations:
         for i, s in enumerate(snaps):
             if s.time <= first:
                 start = i
-    # Prefer a start before the load came (send counters still at their first value): the
-    # model then sees the onset, not just the tail of it.
-    if snaps[0].net_snmp and "Icmp" in snaps[0].net_snmp:
-        base = snaps[0].net_snmp["Icmp"].get("OutMsgs", 0)
-        quiet = [i for i, s in enumerate(snaps[: start + 1])
-                 if s.net_snmp and s.net_snmp.get("Icmp", {}).get("OutMsgs", 0) == base]
-        if quiet:
-            start = quiet[-1]
+    # Prefer a start before the load came (send counters, else the failing cache's objects in
+    # use, still at their first value): the model then sees the onset, not just its tail.
+    quiet = _quiet_until(snaps[: start + 1], slub)
+    if quiet is not None:
+        start = quiet
     s0 = snaps[start]
     later = snaps[start + 1:] if start + 1 < len(snaps) else snaps[start:]
     rel = np.array([(s.time - s0.time).total_seconds() for s in later])
@@ -140,11 +141,15 @@ def observe(bundle) -> Observations:
         fails = float(max(s.net_snmp["Icmp"]["OutErrors"] for s in later if s.net_snmp)
                       - s0.net_snmp["Icmp"]["OutErrors"])
         src = "Icmp OutErrors (corroborated)"
+    summ = log.summary()
+    lower = float(summ["slub_failures_estimated"] or summ["page_alloc_failures_estimated"])
+    corroborated = bool(fails)
     if not fails:
-        summ = log.summary()
-        fails = float(summ["slub_failures_estimated"] or summ["page_alloc_failures_estimated"])
+        fails = lower
         src = "printed + suppressed reports (a lower bound)"
-        notes.append("no corroborating counter: fitted to the log's lower bound")
+        notes.append("no failure counter: fitted to the log's printed and suppressed reports "
+                     "over time; the failures are the model's estimate")
+    reports = _report_series(bundle, s0, rel)
     caches = []
     seen = set()
     for e in slub:
@@ -162,5 +167,48 @@ def observe(bundle) -> Observations:
     sup = log.summary()["suppressed"].get("slab_out_of_memory", 0)
     return Observations(s0.name, bundle.snapshots.index(s0), rel, free, blocks, inuse,
                         inuse_base, demand, fail_series, vm,
-                        fails, src, len(slub), sup, ff, float(rel[-1]) if len(rel) else 0.0,
+                        fails, src, corroborated, lower, reports, len(slub), sup, ff, float(rel[-1]) if len(rel) else 0.0,
                         caches, facts.policy_name, notes)
+
+
+def _head_cache(slub: list) -> str:
+    names = {e["cache"] for e in slub if e.get("cache")}
+    return "skbuff_head_cache" if "skbuff_head_cache" in names or not names else sorted(
+        names, key=lambda c: -sum(1 for e in slub if e["cache"] == c))[0]
+
+
+def _quiet_until(snaps: list, slub: list) -> int | None:
+    """The last snapshot at which the load had not yet begun: the send counters (Icmp OutMsgs)
+    still at their first value, else the failing cache's objects in use (slabinfo) still within
+    5 % (at least 64 objects) of theirs. None when neither is in every snapshot."""
+    if all(s.net_snmp and "Icmp" in s.net_snmp for s in snaps):
+        base = snaps[0].net_snmp["Icmp"].get("OutMsgs", 0)
+        quiet = [i for i, s in enumerate(snaps) if s.net_snmp["Icmp"].get("OutMsgs", 0) == base]
+        return quiet[-1] if quiet else None
+    name = _head_cache(slub)
+    if all(s.slabinfo and name in s.slabinfo for s in snaps):
+        base = snaps[0].slabinfo[name]["active_objs"]
+        quiet = [i for i, s in enumerate(snaps)
+                 if abs(s.slabinfo[name]["active_objs"] - base) <= max(64, 0.05 * base)]
+        return quiet[-1] if quiet else None
+    return None
+
+
+def _report_series(bundle, s0, rel: np.ndarray) -> dict:
+    """Per rate-limited function, the reports the log let out (printed, plus the counts of
+    ``callbacks suppressed`` lines) by each snapshot time, counted from the start snapshot."""
+    log = bundle.log
+    out = {}
+    for func in REPORT_FUNCS:
+        times = [bundle.event_wall_time(e) for e in log.events
+                 if _REPORT_KIND.get(e["kind"]) == func]
+        stamps = [(t - s0.time).total_seconds() for t in times if t is not None]
+        sup = [((bundle.event_wall_time(x) - s0.time).total_seconds(), x["count"])
+               for x in log.suppressions
+               if x["func"] in (func, func + "_failed") and bundle.event_wall_time(x) is not None]
+        if not stamps and not sup:
+            continue
+        series = np.array([sum(1 for t in stamps if 0 <= t <= r) + sum(n for t, n in sup if 0 <= t <= r)
+                           for r in rel], dtype=float)
+        out[func] = series
+    return out

@@ -18,6 +18,7 @@ from models.calibrate.observe import TYPES, VMSTAT, Observations, observe
 from models.calibrate.workload import default_start
 
 PROFILE_STEPS = 4
+REGIME_GRID = ("reclaim_stall_s", "kernel_share")
 
 
 class _OutOfTime(Exception):
@@ -52,7 +53,7 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
     # The evaluations the budget buys, after what the end needs (the stall refit over more
     # seeds, the check over fresh seeds, the profile); ``evals`` fixes the count instead,
     # which makes the result independent of machine speed.
-    tail = 3 * 9 + 8 / len(seeds) + 2 * PROFILE_STEPS * len(x0) + 4
+    tail = 3 * 9 + 8 / len(seeds) + 2 * PROFILE_STEPS * len(x0) + 4 + 2 * len(x0)
     left_s = budget_s - (time.perf_counter() - t0)
     max_evals = evals or max(int(left_s / max(per_eval, 1e-3) - tail), 4 * len(x0))
     # evaluations cost more in some regions than at the start: without --evals the search
@@ -76,6 +77,17 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
             progress(time.perf_counter() - t0, budget_s)
         return f
     try:
+        if REGIME_GRID[0] in names and REGIME_GRID[1] in names and max_evals >= 40:
+            # Without a failure counter the reports are zero over much of the space (a
+            # plateau no line search leaves): try a coarse grid of the two parameters that
+            # set who fails, the reported heads or the silent data buffers, first.
+            i, j = names.index(REGIME_GRID[0]), names.index(REGIME_GRID[1])
+            base = best["x"].copy()
+            for a in (0.05, 0.2, 0.6, 1.5):
+                for b in (0.05, 0.2, 0.5, 1.0):
+                    x = base.copy()
+                    x[[i, j]] = fit.encode({**p0, REGIME_GRID[0]: a, REGIME_GRID[1]: b})[[i, j]]
+                    tracked(x)
         order = sorted(range(len(x0)), key=lambda i: names[i] != "reclaim_stall_s")
         for width in (2.0, 1.0, 0.5):
             if width == 1.0:
@@ -137,8 +149,7 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
     unc = {}
     f_best = fit.objective(best["x"])
     for i, n in enumerate(names):
-        step = 0.05 if n not in LINEAR else (0.02 if not n.endswith("_s") else
-                                             max(0.2, obs.window_s * 0.01))
+        step = _profile_step(n, obs.window_s)
         ends = []
         for direction in (-1, 1):
             end = None
@@ -150,11 +161,16 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
                     break
             ends.append(end)
         unc[n] = {"value": params[n], "low": ends[0], "high": ends[1]}
+    est = estimate(fit, params, best["x"], unc, sims, check_seeds[:2])
     fitrows = _fit_table(obs, sims)
     series = _series(obs, sims)
     wall = time.perf_counter() - t0
     return {"host": bundle.host, "policy": obs.policy, "start_snapshot": obs.start_snapshot,
             "window_s": obs.window_s, "failures_source": obs.failures_source,
+            "estimated_failures": est,
+            "log_reports": {"printed": obs.printed, "suppressed": obs.suppressed,
+                            "lower_bound": obs.lower_bound},
+            "corroborated_failures": obs.failures if obs.corroborated else None,
             "params": params, "fitted": names, "measured": sorted(measured),
             "uncertainty": unc,
             "uncertainty_note": "low/high: where the loss has risen by one tolerance unit along "
@@ -198,7 +214,15 @@ def _fit_table(obs: Observations, sims: list[dict]) -> list[dict]:
                      "simulated_min": round(float(np.min(vals)), 2),
                      "simulated_max": round(float(np.max(vals)), 2),
                      "rel_error": round((m - o) / o, 4) if o else None, "in_loss": fitted})
-    row(f"failures ({obs.failures_source})", obs.failures, [s["failures"] for s in sims])
+    if obs.corroborated:
+        row(f"failures ({obs.failures_source})", obs.failures, [s["failures"] for s in sims])
+    else:
+        # the model's failures against the log's floor: not fitted, shown so the gap is seen
+        row("failures (the log's printed + suppressed: a floor)", obs.lower_bound,
+            [s["failures"] for s in sims], False)
+    for func, v in obs.reports.items():
+        row(f"{func} reports let out (printed + suppressed)", v[-1],
+            [s["reports"][func][-1] for s in sims], not obs.corroborated)
     row("SLUB reports printed", obs.printed, [s["printed"] for s in sims])
     row("slab_out_of_memory suppressed", obs.suppressed, [s["suppressed"] for s in sims], False)
     if obs.first_failure_s is not None:
@@ -223,3 +247,47 @@ def _fit_table(obs: Observations, sims: list[dict]) -> list[dict]:
         if obs.fail_series is not None:
             row(f"failures by +{t:.0f} s", obs.fail_series[k], [s["fail_series"][k] for s in sims])
     return rows
+
+
+def estimate(fit: Fitter, params: dict, x: np.ndarray, unc: dict, sims: list[dict],
+             seeds) -> dict:
+    """The fitted model's failed allocations over the window, with an interval that holds both
+    the seeds' spread (5-95 % of the check runs) and the fit's uncertainty (the model rerun at
+    each end of every parameter's profile; an end the profile never reached is taken at the
+    farthest point it tried, so an unpinned parameter widens the interval)."""
+    obs = fit.obs
+    vals = [s["failures"] for s in sims]
+    lo_v, hi_v = float(np.percentile(vals, 5)), float(np.percentile(vals, 95))
+    lo_b, hi_b = fit.encoded_bounds()
+    ends = []
+    for i, n in enumerate(fit.names):
+        for direction, key in ((-1, "low"), (1, "high")):
+            end = unc.get(n, {}).get(key)
+            xe = x.copy()
+            if end is not None:
+                xe[i] = fit.encode({**params, n: end})[i]
+            else:
+                step = _profile_step(n, obs.window_s)
+                far = PROFILE_STEPS * (1 + PROFILE_STEPS) / 2
+                xe[i] = np.clip(x[i] + direction * step * far, lo_b[i], hi_b[i])
+            p = fit.params(xe)
+            ends.append(float(np.mean([fit.observables(fit.run(p, s))["failures"]
+                                       for s in seeds])))
+    if ends:
+        lo_v, hi_v = min(lo_v, min(ends)), max(hi_v, max(ends))
+    if obs.corroborated:
+        basis = (f"the model fitted to the host's failure counter ({obs.failures_source}) and "
+                 f"its snapshots")
+    elif obs.reports:
+        basis = ("the model fitted to the log's printed and suppressed reports over time ("
+                 + ", ".join(obs.reports) + ") and the snapshots; no failure counter")
+    else:
+        basis = "the model fitted to the snapshots alone: no failure counter, no reports"
+    return {"value": round(float(np.mean(vals))), "low": round(lo_v), "high": round(hi_v),
+            "basis": basis, "seeds": len(vals), "profile_runs": len(ends) * len(seeds),
+            "log_floor": obs.lower_bound}
+
+
+def _profile_step(name: str, window_s: float) -> float:
+    return 0.05 if name not in LINEAR else (0.02 if not name.endswith("_s") else
+                                            max(0.2, window_s * 0.01))

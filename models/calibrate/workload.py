@@ -120,6 +120,25 @@ def _moments(obs: Observations, rate: float, t_on: float, t_off: float) -> dict:
     return out
 
 
+def _window_without_counters(obs: Observations, hold: float = 0.2) -> dict:
+    """A start for the send window when no counter gives it: the load runs from the start
+    snapshot to the snapshot where the failing cache's objects in use peaked, and they grow
+    at rate x (held share), taken at the default held share; the rate is never below what the
+    log's own reports already show."""
+    head = obs.caches[0].name if obs.caches else None
+    stop, grown = obs.window_s, 0.0
+    if head in obs.inuse and len(obs.times):
+        v = obs.inuse[head]
+        k = int(np.argmax(v))
+        stop = float(obs.times[k])
+        ls = _level_slope(obs, head, 0.0, stop)
+        slope = ls[1] if ls else (v[k] - obs.inuse_base.get(head, 0.0)) / max(stop, 1e-3)
+        grown = max(slope, 0.0) / hold
+    floor = obs.lower_bound / max(stop, 1.0)
+    return {"net_rate": float(max(grown, floor, 1000.0)), "net_start_s": 0.0,
+            "net_stop_s": stop}
+
+
 def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
     """Which parameters to fit for what the bundle shows, and where to start. Returns the names
     to fit, the start point, and the parameters measured directly (not fitted): the send window
@@ -130,8 +149,7 @@ def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
     win = send_window(obs)
     measured = {}
     if win is None:
-        rate = max(obs.failures / max(obs.window_s, 1.0), 1000.0)
-        win = {"net_rate": rate, "net_start_s": 0.0, "net_stop_s": obs.window_s}
+        win = _window_without_counters(obs)
         names += ["net_rate", "net_start_s", "net_stop_s"]
     elif win["determined"]:
         measured = {k: win[k] for k in ("net_rate", "net_start_s", "net_stop_s")}
@@ -148,7 +166,13 @@ def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
     # kernel_share is not fitted: objects in use see it only multiplied by the lifetime, and
     # the pageblocks converted follow the memory held, not who converted them. One process-
     # context allocation per atomic one is what a request/reply load (ping, RPC) makes.
-    measured["kernel_share"] = KERNEL_SHARE
+    # Without a failure counter the log's reports must carry the fit, and who refills the
+    # failing cache's free objects (the process-context share) sets how many of the failures
+    # are the reported head objects rather than the silent data buffers: fitted then.
+    if obs.corroborated or not obs.reports:
+        measured["kernel_share"] = KERNEL_SHARE
+    else:
+        names.append("kernel_share")
     p = {"net_rate": rate, "net_start_s": t_on, "net_stop_s": t_off, "kernel_share": KERNEL_SHARE,
          "data_share": 0.8, "net_hold_frac": 0.2, "net_obj_life_s": 2.0,
          "reclaim_stall_s": 0.02}

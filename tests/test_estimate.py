@@ -1,0 +1,102 @@
+"""The failures a host really had, estimated from its log and snapshots when no counter saw
+them: the real lab runs with their network counters removed."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from analyzer import report
+from analyzer.cli import app
+from models.calibrate import default_start, observe
+from parsers.bundle import load
+from tests.conftest import LAB1, SAMPLES, need
+
+LAB_RUN = SAMPLES / "lab-6.16.3-defrag1-mmtriage-lab"
+
+
+def hidden(src, dst):
+    """A copy of a lab bundle without its network counters (only the log and /proc left)."""
+    shutil.copytree(need(src), dst)
+    for f in dst.glob("snapshots/*/net_*"):
+        f.unlink()
+    meta = json.loads((dst / "meta.json").read_text())
+    meta.pop("ground_truth", None)
+    (dst / "meta.json").write_text(json.dumps(meta))
+    return dst
+
+
+@pytest.mark.parametrize("src", [LAB1, LAB_RUN], ids=["corpus", "mmtriage-lab"])
+def test_without_counters_the_start_and_the_log_shape_come_from_slabinfo_and_the_log(src, tmp_path):
+    with load(need(src)) as b:
+        full = observe(b)
+        log = b.log.summary()
+    with load(hidden(src, tmp_path / "h")) as b:
+        o = observe(b)
+    assert full.corroborated and not o.corroborated
+    # the load's onset found from the failing cache's objects in use, as from the send counter
+    assert o.start_snapshot == full.start_snapshot
+    assert o.lower_bound == full.lower_bound == log["slub_failures_estimated"]
+    # every SLUB report and suppressed count of the log falls in the window, in time order
+    slub = o.reports["slab_out_of_memory"]
+    assert np.all(np.diff(slub) >= 0)
+    assert slub[-1] == log["slub_reports"] + log["suppressed"].get("slab_out_of_memory", 0)
+    assert o.reports["warn_alloc"][-1] == (log["page_alloc_reports"]
+                                           + log["suppressed"].get("warn_alloc", 0))
+    names, start, measured = default_start(o)
+    # no counter pins the load: its rate and window are fitted, from a start taken from how
+    # fast objects in use grew, and the process-context share with them
+    assert {"net_rate", "net_start_s", "net_stop_s", "kernel_share"} <= set(names)
+    assert start["net_rate"] >= o.lower_bound / o.window_s
+    assert 0 < start["net_stop_s"] <= o.window_s
+
+
+def test_calibrate_reports_an_estimate_with_its_interval_and_basis(tmp_path):
+    h = hidden(LAB_RUN, tmp_path / "h")
+    r = CliRunner().invoke(app, ["model", "calibrate", str(h), "--evals", "12", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    est = doc["estimated_failures"]
+    assert est["low"] <= est["value"] <= est["high"]
+    assert "no failure counter" in est["basis"] and "printed and suppressed" in est["basis"]
+    assert doc["corroborated_failures"] is None
+    assert doc["log_reports"]["lower_bound"] == est["log_floor"] > 0
+    rows = {x["observable"]: x for x in doc["fit"]}
+    # the log's floor is shown, not fitted; the reports let out over time are fitted
+    assert not rows["failures (the log's printed + suppressed: a floor)"]["in_loss"]
+    assert rows["slab_out_of_memory reports let out (printed + suppressed)"]["in_loss"]
+    assert "failures_over_time" not in doc["loss_terms_check"]
+    assert any(k.startswith("reports slab_out_of_memory") for k in doc["loss_terms_check"])
+
+
+def test_with_counters_the_estimate_is_fitted_to_them():
+    r = CliRunner().invoke(app, ["model", "calibrate", str(need(LAB1)), "--evals", "12",
+                                 "-f", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["corroborated_failures"] == 293260
+    assert "Icmp OutErrors" in doc["estimated_failures"]["basis"]
+    assert "failures" in doc["loss_terms_check"]
+
+
+def test_triage_shows_the_model_estimate_beside_the_lower_bound(tmp_path):
+    h = hidden(LAB_RUN, tmp_path / "h")
+    r = CliRunner().invoke(app, ["triage", str(h), "-f", "json", "--calibrate", "3"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    f = doc["failures"]
+    m = f["model"]
+    assert m["low"] <= m["value"] <= m["high"] and m["basis"] and m["evaluations"] > 0
+    assert f["estimated"] == m["log_floor"]
+    rows = {name: (value, why) for name, value, why in report.count_rows(doc)}
+    assert rows["model estimate"][0] == f"{m['value']:,} ({m['low']:,}–{m['high']:,})"
+    assert "no failure counter" in rows["model estimate"][1]
+    assert rows["estimated (lower bound)"][0] == f"{f['estimated']:,}"
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "4000"])
+def test_triage_calibrate_refuses_bad_seconds(bad):
+    r = CliRunner().invoke(app, ["triage", str(need(LAB1)), "--calibrate", bad])
+    assert r.exit_code == 1
+    assert "--calibrate" in r.output and "Traceback" not in r.output
