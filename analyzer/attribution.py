@@ -98,6 +98,16 @@ def _zones_for(obs: Observed, gfp: int, order: int) -> np.ndarray:
     return zs
 
 
+def _slowpath_flags(gfp: int, order: int, policy: int, can_direct: bool) -> int:
+    """The alloc_flags of the slowpath's last attempt, as the engine's retry rules leave them:
+    a request that reclaimed retries without NOFRAGMENT when the fallback was not prevented; one
+    that cannot reclaim keeps it at the bailout unless the 2026 fix retries without it."""
+    flags = E.gfp_to_alloc_flags(gfp, order, policy)
+    if (E.fallback_retries(flags, policy) if can_direct else E.bailout_retries(gfp, flags, policy)):
+        flags &= ~E.ALLOC_NOFRAGMENT
+    return flags
+
+
 def _decide(obs: Observed, order: int, gfp: int, policy: int, can_direct: bool):
     """classify + counterfactuals. Returns (cause code, dict of would-succeed by policy)."""
     zs = _zones_for(obs, gfp, order)
@@ -109,17 +119,11 @@ def _decide(obs: Observed, order: int, gfp: int, policy: int, can_direct: bool):
         nzl = nz
         zl[:nz] = np.arange(nz)
     pbo = obs.pageblock_order
-    flags = E.gfp_to_alloc_flags(gfp, order, policy)
-    if can_direct:
-        flags &= ~E.ALLOC_NOFRAGMENT  # the "failed to prevent the fallback" retry clears it
+    flags = _slowpath_flags(gfp, order, policy, can_direct)
     cause = E.classify_failure(zs, obs.nr_free, obs.lowmem, order, gfp, flags, 0, pbo, zl, nzl)
     would = {}
     for pol in (E.DEFRAG, E.DEFRAG_FIXED, E.LEGACY):
-        f = E.gfp_to_alloc_flags(gfp, order, pol)
-        if pol == E.DEFRAG_FIXED and (gfp & E.GFP_KSWAPD_RECLAIM) and not can_direct:
-            f &= ~E.ALLOC_NOFRAGMENT
-        if can_direct:
-            f &= ~E.ALLOC_NOFRAGMENT
+        f = _slowpath_flags(gfp, order, pol, can_direct)
         z, mode, so, smt, ok, _ = E.plan_request(zs, obs.nr_free, obs.lowmem, order, gfp, f,
                                                  0, pbo, pol, zl, nzl)
         would[E.POLICY_NAMES[pol]] = bool(z >= 0)

@@ -8,15 +8,11 @@ before (cannot direct-reclaim, wake kswapd, unmovable), whatever cause they get 
 """
 from __future__ import annotations
 
-
-import numpy as np
 from scipy import stats
 
-from analyzer.attribution import attribute
+from analyzer.attribution import attribute, snapshot_state
 from analyzer.counts import poisson_ci, rate as rate_of
-from analyzer.observe import from_snapshot
 from analyzer.output import num
-from models import engine as E
 
 P_FIXED = 0.01         # significance for "the rate went down"
 RESIDUAL_SHARE = 0.05  # after rate at most 5 % of before
@@ -55,25 +51,8 @@ def _load_deltas(bundle) -> list[float | None]:
 def exposure(bundle, doc: dict) -> dict:
     """Share of snapshot intervals in the risky state with load, plus what the failures saw."""
     snaps = bundle.snapshots
-    frag = []
-    for s in snaps:
-        obs = from_snapshot(s)
-        if obs is None:
-            frag.append(None)
-            continue
-        gfp = E.GFP_ATOMIC | E.GFP_COMP
-        flags = E.gfp_to_alloc_flags(gfp, 0, E.DEFRAG)
-        risky = False
-        for i in range(obs.zs.shape[0]):
-            if obs.zs[i, E.Z_TYPE] < E.ZONE_DMA32:
-                continue
-            blocks = int(obs.zs[i, E.Z_FREE_BLOCKS]) >> obs.pageblock_order
-            other = int(sum((obs.nr_free[i, :, m] * (1 << np.arange(obs.orders))).sum()
-                            for m in (E.MOVABLE, E.RECLAIMABLE)))
-            mark = int(E.wmark_pages(obs.zs, i, E.ALLOC_WMARK_HIGH))
-            if blocks == 0 and other > mark:
-                risky = True
-        frag.append(risky)
+    # the same state test triage's exposure uses (attribution.snapshot_state)
+    frag = [None if st is None else st["risky"] for st in map(snapshot_state, snaps)]
     loads = _load_deltas(bundle)
     intervals = []
     for k, ld in enumerate(loads):
