@@ -187,8 +187,8 @@ def _budget_warnings(res: dict) -> list[str]:
                    f"--budget or --evals {need}")
     f = res["fit"][0] if res.get("fit") else None
     est = res.get("estimated_failures")
-    if est and res.get("corroborated_failures") is None and est["value"] < est["log_floor"]:
-        out.append(f"warning: the fitted model gives {est['value']:,} failures, fewer than the "
+    if est and res.get("corroborated_failures") is None and est["model_value"] < est["log_floor"]:
+        out.append(f"warning: the fitted model gives {est['model_value']:,} failures, fewer than the "
                    f"{est['log_floor']:,.0f} the log's reports already count: it does not "
                    f"reproduce this host's log, so the estimate and what-ifs mean little")
     if f and f["in_loss"] and f.get("rel_error") is not None and abs(f["rel_error"]) > 0.5:

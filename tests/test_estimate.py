@@ -62,6 +62,11 @@ def test_calibrate_reports_an_estimate_with_its_interval_and_basis(tmp_path):
     assert "no failure counter" in est["basis"] and "printed and suppressed" in est["basis"]
     assert doc["corroborated_failures"] is None
     assert doc["log_reports"]["lower_bound"] == est["log_floor"] > 0
+    # never below what the log already counts; the model's own figure is kept beside it
+    assert est["low"] >= est["log_floor"]
+    assert est["value"] == max(est["model_value"], est["log_floor"])
+    if est["model_value"] < est["log_floor"]:
+        assert "raised to the log's floor" in est["basis"]
     rows = {x["observable"]: x for x in doc["fit"]}
     # the log's floor is shown, not fitted; the reports let out over time are fitted
     assert not rows["failures (the log's printed + suppressed: a floor)"]["in_loss"]

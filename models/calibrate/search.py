@@ -283,9 +283,16 @@ def estimate(fit: Fitter, params: dict, x: np.ndarray, unc: dict, sims: list[dic
                  + ", ".join(obs.reports) + ") and the snapshots; no failure counter")
     else:
         basis = "the model fitted to the snapshots alone: no failure counter, no reports"
-    return {"value": round(float(np.mean(vals))), "low": round(lo_v), "high": round(hi_v),
-            "basis": basis, "seeds": len(vals), "profile_runs": len(ends) * len(seeds),
-            "log_floor": obs.lower_bound}
+    value = float(np.mean(vals))
+    floor = obs.lower_bound
+    if value < floor:
+        # every report the log let out was a failure: the count is at least that, whatever the
+        # model says; the gap is kept so that it is seen
+        basis += (f"; the model gave {value:,.0f}, fewer than the log's {floor:,.0f}, so the "
+                  f"estimate is raised to the log's floor")
+    return {"value": round(max(value, floor)), "low": round(max(lo_v, floor)),
+            "high": round(max(hi_v, floor)), "basis": basis, "model_value": round(value),
+            "seeds": len(vals), "profile_runs": len(ends) * len(seeds), "log_floor": floor}
 
 
 def _profile_step(name: str, window_s: float) -> float:
