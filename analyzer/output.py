@@ -120,17 +120,32 @@ def stream_json(parts, output: Path | None = None) -> None:
     _write_pieces(itertools.chain(parts, ["\n"]), output, "w")
 
 
-def json_array(items, indent: str = "  ") -> "Iterator[str]":
-    """A JSON array with one compact item per line (the C encoder; no indent walk)."""
-    enc = json.JSONEncoder(default=_default, ensure_ascii=False, allow_nan=False)
+BATCH = 2048  # array items per piece: few large writes, a bounded piece whatever the array
+
+
+def json_array(items, indent: str = "  ", raw: type | None = None) -> "Iterator[str]":
+    """A JSON array with one compact item per line (the C encoder; no indent walk), yielded
+    in pieces of up to ``BATCH`` items. An item of type ``raw`` is already its JSON text."""
+    enc = json.JSONEncoder(default=_default, ensure_ascii=False, allow_nan=False).encode
+    sep = ",\n" + indent
+    lead = "\n" + indent
+    batch: list = []
     first = True
     yield "["
     for it in items:
-        try:
-            text = enc.encode(it)
-        except ValueError:
-            text = enc.encode(_clean(it))
-        yield ("\n" if first else ",\n") + indent + text
+        if raw is not None and type(it) is raw:
+            batch.append(it)
+        else:
+            try:
+                batch.append(enc(it))
+            except ValueError:
+                batch.append(enc(_clean(it)))
+        if len(batch) >= BATCH:
+            yield (lead if first else sep) + sep.join(batch)
+            first = False
+            batch = []
+    if batch:
+        yield (lead if first else sep) + sep.join(batch)
         first = False
     yield "\n]" if not first else "]"
 

@@ -22,6 +22,7 @@ import binascii
 import contextlib
 import functools
 import gc
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -110,6 +111,17 @@ ZONE_KEYS = {"free": "free_kb", "boost": "boost_kb", "min": "min_kb", "low": "lo
              "mlocked": "mlocked_kb"}
 
 
+class RawJson(str):
+    """A record already rendered as the JSON the ``parse`` command writes for it (see
+    ``parse_log(raw_json=True)``): the fast path's SLUB reports and suppression lines, which
+    then never exist as dicts."""
+    __slots__ = ()
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_KR_NULL = ', "kernel_release": null, "node_requested": '
+
+
 @dataclass
 class ParseResult:
     """What one or more logs said. ``events`` are dicts in product.md §4's shape."""
@@ -139,7 +151,8 @@ class ParseResult:
 
     @property
     def partial_records(self) -> int:
-        return sum(1 for e in self.events if e["partial"])
+        # RawJson records (the fast path's) are never partial
+        return sum(1 for e in self.events if type(e) is not RawJson and e["partial"])
 
     def summary(self) -> dict:
         sup = self.suppressed
@@ -293,8 +306,10 @@ def _event(kind: str, source: str, line: int, time_s, wall, caller) -> dict:
 class LogParser:
     """Streaming assembler for one log. ``feed_line`` takes a physical line; ``finish`` closes."""
 
-    def __init__(self, source: str, kernel_hint: str | None = None, year: int | None = None):
+    def __init__(self, source: str, kernel_hint: str | None = None, year: int | None = None,
+                 raw_json: bool = False):
         self.source = source
+        self.raw_json = raw_json    # the fast path's records as RawJson, not dicts
         self.res = ParseResult(sources=[source])
         self.framer = Framer(year)
         self.kernel_hint = kernel_hint
@@ -306,7 +321,8 @@ class LogParser:
         self.prev_text: str | None = None
         self.prev_ctx = None
         self.n = 0                  # logical lines seen: staleness is counted in these
-        self.fast_gfp: dict = {}
+        self.fast_bodies: dict = {}  # a fast SLUB report's gfp and cache lines -> what they say
+        self.raw_null_kr = False    # RawJson records were rendered before the release was known
         self.boots_seen = 0
         self.cut = False            # the last line stopped mid-field: the next may be its rest
         self.line_no = 0
@@ -785,7 +801,14 @@ class LogParser:
         for rec in list({id(r): r for r in list(self.open.values()) + list(self.slubs.values())
                          + [self.last] if r is not None}.values()):
             self._close(rec)
-        for ev in self.res.events:
+        events = self.res.events
+        kr = self.res.kernel_release
+        for i, ev in enumerate(events):
+            if type(ev) is RawJson:
+                if self.raw_null_kr and kr is not None and _KR_NULL in ev:
+                    events[i] = RawJson(ev.replace(_KR_NULL, ', "kernel_release": '
+                                                   + _JSON(kr) + ', "node_requested": ', 1))
+                continue
             if ev.get("kernel_release") is None:
                 ev["kernel_release"] = self.res.kernel_release
             for z in ev["zones"]:
@@ -825,61 +848,139 @@ _FAST_NODE = re.compile(rb"node (\d+): slabs: (\d+), objs: (\d+), free: (\d+)")
 # A record line the fast regex did not take (odd spacing, wrapped): the slow path reads it all.
 _FAST_LEFT = re.compile(rb"\[\s*\d+\.\d+\][^\n]{0,40}?(?:node|cache|\*\*)|[^\[\n]")
 _FAST_SUPP = re.compile(rb"\[\s*(\d+\.\d+)\] (\w+): (\d+) callbacks suppressed\n")
+_FAST_STAMP_MAX = 24   # digits of a stamp the fast path reads; a longer one is the slow path's
+
+
+
+
+def _fast_body(parser: LogParser, g):
+    """What a fast SLUB report's gfp and cache lines say, decided once per distinct pair of
+    lines: (dict items, their JSON text), or None when a value is one the slow path must see
+    (out of range, a decode that disagrees with the names, an undecodable mask)."""
+    try:
+        mask = int(g[4], 16)
+        names = [n for n in g[5].decode("utf-8", "replace").split("|") if n] if g[5] else []
+        if mask > MAX_GFP:
+            return None
+        kernel = parser.kernel_hint
+        dec = _decode_cached(mask, tuple(names), kernel,
+                             None if kernel else (None if g[5] is not None else "L0"))
+    except ValueError:
+        return None
+    if dec.mismatch:
+        return None
+    sizes = [int(x) for x in g[7:11]]
+    if not (sizes[0] <= MAX_COUNT and sizes[1] <= MAX_COUNT and sizes[2] <= MAX_ORDER
+            and sizes[3] <= MAX_ORDER):
+        return None
+    items = {"gfp_mask": mask, "gfp_text": f"{mask:#x}" + (f"({'|'.join(names)})" if names else ""),
+             "gfp_flags": sorted(dec.flags), "gfp_layout": dec.layout, "order": None,
+             "migratetype": dec.migratetype, "cache": g[6].decode("utf-8", "replace"),
+             "object_size": sizes[0], "buffer_size": sizes[1], "default_order": sizes[2],
+             "min_order": sizes[3]}
+    return items, _JSON(items)[1:-1]
+
+
+_NODE_JSON = '{"node": %d, "slabs": %d, "objs": %d, "free": %d}'
+
+
+def _fast_nodes(raw: bytes):
+    """The node lines of a fast SLUB report as (node, slabs, objs, free) tuples, or None when a
+    value is out of range (decided on digit counts: 15 digits stay below MAX_COUNT)."""
+    found = _FAST_NODE.findall(raw) if raw else []
+    for a, b, c, d in found:
+        if len(a) > 5 or int(a) > 1 << 16 or len(b) > 15 or len(c) > 15 or len(d) > 15:
+            return None
+    return found
 
 
 def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
     """Raw-dmesg SLUB reports and suppression lines, the bulk of a failure-dense log, matched
     whole by one regex each, as many in a row as there are. Returns (new pos, lines consumed),
-    or None to take the slow path."""
+    or None to take the slow path. A report with any value the slow path would flag is left to
+    the slow path, so what is taken here is always whole and in range."""
     if chunk[pos:pos + 1] != b"[":
         return None
     res = parser.res
     events = res.events
     supp = res.suppressed
+    suppressions = res.suppressions
     source = parser.source
-    cache = parser.fast_gfp
+    bodies = parser.fast_bodies
+    raw = parser.raw_json
+    if raw:
+        src_json = _JSON(source)
+        kr_json = _JSON(res.kernel_release)
+        head = '{"kind": "slub", "source": ' + src_json + ', "line": '
+        tail = ', "comm": null, "zones": [], "partial": false, "missing": [], "kernel_release": ' \
+            + kr_json + ', "node_requested": '
+        if res.kernel_release is None:
+            parser.raw_null_kr = True
     used = 0
     slub_match = _FAST_SLUB.match
     supp_match = _FAST_SUPP.match
+    left_match = _FAST_LEFT.match
+    n_chunk = len(chunk)
     while True:
         m = slub_match(chunk, pos)
-        if m and (m.end() >= len(chunk) or _FAST_LEFT.match(chunk, m.end())):
-            m = None  # its node lines may be in the next chunk or odd: the slow path reads it
-        if m:
+        if m is not None:
+            end = m.end()
+            g = m.groups()
+            key = (g[4], g[5], g[6], g[7], g[8], g[9], g[10], parser.kernel_hint)
+            body = bodies.get(key)
+            if body is None:
+                if len(bodies) >= 4096:
+                    bodies.clear()
+                body = bodies[key] = _fast_body(parser, g) or False
+            nodes = _fast_nodes(g[11])
+            node_req = int(g[3])
+            if (end >= n_chunk or left_match(chunk, end) or not body or nodes is None
+                    or not -1 <= node_req <= 1 << 16 or len(g[0]) > _FAST_STAMP_MAX):
+                # node lines perhaps in the next chunk, odd, or out of range: the slow path
+                m = None
+        if m is not None:
             if parser.slubs:
                 for rec in list(parser.slubs.values()):
                     parser._close(rec)
-            g = m.groups()
-            key = (g[4], g[5], parser.kernel_hint)
-            dec = cache.get(key)
-            if dec is None:
-                tmp: dict = {"gfp_mask": None, "gfp_text": None, "gfp_flags": [],
-                             "gfp_layout": None, "migratetype": None}
-                names = [n for n in g[5].decode("utf-8", "replace").split("|") if n] if g[5] else []
-                parser._set_gfp(tmp, int(g[4], 16), names, None if g[5] is not None else "L0")
-                dec = cache[key] = (tmp["gfp_mask"], tmp["gfp_text"], tmp["gfp_flags"],
-                                    tmp["gfp_layout"], tmp["migratetype"])
-            nodes_raw = g[11]
-            node_list = [{"node": int(a), "slabs": int(b), "objs": int(c), "free": int(d)}
-                         for a, b, c, d in _FAST_NODE.findall(nodes_raw)] if nodes_raw else []
-            ev = {"kind": "slub", "source": source, "line": line_no + used + 1,
-                  "time_s": float(g[0]), "time_wall": None, "caller": None,
-                  "gfp_mask": dec[0], "gfp_text": dec[1], "gfp_flags": dec[2],
-                  "gfp_layout": dec[3], "order": None, "migratetype": dec[4],
-                  "cache": g[6].decode("utf-8", "replace"), "object_size": int(g[7]),
-                  "buffer_size": int(g[8]), "default_order": int(g[9]), "min_order": int(g[10]),
-                  "nodes": node_list, "comm": None, "zones": [], "partial": False, "missing": [],
-                  "kernel_release": None, "node_requested": int(g[3])}
-            if g[1] is not None:
-                ev["cpu"], ev["cpu_node"] = int(g[1]), int(g[2])
-            check_ranges(ev)
+            line = line_no + used + 1
+            if raw:
+                if len(nodes) == 1:
+                    a, b, c, d = nodes[0]
+                    nodes_json = "[" + _NODE_JSON % (int(a), int(b), int(c), int(d)) + "]"
+                else:
+                    nodes_json = "[" + ", ".join(
+                        _NODE_JSON % (int(a), int(b), int(c), int(d)) for a, b, c, d in nodes) + "]"
+                if g[1] is not None:
+                    text = ('%s%d, "time_s": %r, "time_wall": null, "caller": null, %s, "nodes": %s'
+                            '%s%d, "cpu": %d, "cpu_node": %d}') % (
+                        head, line, float(g[0]), body[1], nodes_json, tail, node_req, int(g[1]),
+                        int(g[2]))
+                else:
+                    text = ('%s%d, "time_s": %r, "time_wall": null, "caller": null, %s, "nodes": %s'
+                            '%s%d}') % (head, line, float(g[0]), body[1], nodes_json, tail, node_req)
+                events.append(RawJson(text))
+            else:
+                ev = {"kind": "slub", "source": source, "line": line,
+                      "time_s": float(g[0]), "time_wall": None, "caller": None}
+                ev.update(body[0])
+                ev["gfp_flags"] = list(ev["gfp_flags"])
+                ev["nodes"] = [{"node": int(a), "slabs": int(b), "objs": int(c), "free": int(d)}
+                               for a, b, c, d in nodes]
+                ev["comm"] = None
+                ev["zones"] = []
+                ev["partial"] = False
+                ev["missing"] = []
+                ev["kernel_release"] = None
+                ev["node_requested"] = node_req
+                if g[1] is not None:
+                    ev["cpu"], ev["cpu_node"] = int(g[1]), int(g[2])
+                events.append(ev)
             res.slub_reports += 1
-            events.append(ev)
-            used += 2 + len(node_list)
-            pos = m.end()
+            used += 2 + len(nodes)
+            pos = end
             continue
         m = supp_match(chunk, pos)
-        if m:
+        if m and len(m.group(1)) <= _FAST_STAMP_MAX:
             func, n = m.group(2).decode(), int(m.group(3))
             if n > MAX_COUNT:
                 res.malformed_lines += 1
@@ -887,7 +988,13 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
                 pos = m.end()
                 continue
             supp[func] = supp.get(func, 0) + n
-            res.suppressions.append({"func": func, "count": n, "line": line_no + used + 1,
+            line = line_no + used + 1
+            if raw:
+                suppressions.append(RawJson(
+                    '{"func": %s, "count": %d, "line": %d, "time_s": %r, "time_wall": null, '
+                    '"source": %s}' % (_JSON(func), n, line, float(m.group(1)), src_json)))
+            else:
+                suppressions.append({"func": func, "count": n, "line": line,
                                      "time_s": float(m.group(1)), "time_wall": None,
                                      "source": source})
             used += 1
@@ -987,11 +1094,15 @@ def _numbered(chunks: Iterable[bytes], lines_read):
 
 
 def parse_log(path: str | Path, *, source: str | None = None, kernel_hint: str | None = None,
-              year: int | None = None) -> ParseResult:
-    """Parse one kernel log file (any format, any compression; ``-`` is stdin)."""
+              year: int | None = None, raw_json: bool = False) -> ParseResult:
+    """Parse one kernel log file (any format, any compression; ``-`` is stdin).
+
+    ``raw_json``: records the fast path takes whole (most of a failure-dense log) are kept as
+    :class:`RawJson`, their text in the ``parse`` command's JSON, instead of dicts; for a
+    caller that only writes them out."""
     with _no_gc():
         try:
-            return _parse_log(path, source, kernel_hint, year)
+            return _parse_log(path, source, kernel_hint, year, raw_json)
         except Exception as e:
             # a bug of ours: the command line names where it happened
             if not isinstance(e, ParseError) and not hasattr(e, "mmtriage_where"):
@@ -1011,9 +1122,9 @@ def _no_gc():
             gc.enable()
 
 
-def _parse_log(path, source, kernel_hint, year) -> ParseResult:
+def _parse_log(path, source, kernel_hint, year, raw_json=False) -> ParseResult:
     src = source or str(path)
-    parser = LogParser(src, kernel_hint, year)
+    parser = LogParser(src, kernel_hint, year, raw_json)
     stream = open_binary(path)  # opened once: stdin cannot be read twice
     try:
         head = head_of(stream, path)
