@@ -125,7 +125,7 @@ def parse(
         mmtriage parse /var/log/kern.log.1.gz --format table
         mmtriage parse sample_logs/lab-6.16.3-defrag1 -f csv -o out/records.csv
     """
-    # JSON only writes the records out: the fast path's come already rendered (RawJson)
+    # JSON only writes the records out: the fast path's come already rendered
     res = _parse_paths(paths, raw_json=fmt == Format.json)
     events = res.events
     if fmt == Format.json:
@@ -150,12 +150,12 @@ def parse(
 
 
 def _parse_doc(res):
-    from parsers.dmesg import RawJson
-    yield '{\n "summary": ' + dumps(res.summary(), None) + ',\n "events": '
-    yield from json_array(res.events, raw=RawJson)
-    yield ',\n "suppressions": '
-    yield from json_array(res.suppressions, raw=RawJson)
-    yield "\n}"
+    # bytes throughout: the fast path's records are UTF-8 JSON already (parse_log raw_json)
+    yield ('{\n "summary": ' + dumps(res.summary(), None) + ',\n "events": ').encode()
+    yield from json_array(res.events, raw=bytes)
+    yield b',\n "suppressions": '
+    yield from json_array(res.suppressions, raw=bytes)
+    yield b"\n}"
 
 
 @app.command()

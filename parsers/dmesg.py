@@ -111,15 +111,14 @@ ZONE_KEYS = {"free": "free_kb", "boost": "boost_kb", "min": "min_kb", "low": "lo
              "mlocked": "mlocked_kb"}
 
 
-class RawJson(str):
-    """A record already rendered as the JSON the ``parse`` command writes for it (see
-    ``parse_log(raw_json=True)``): the fast path's SLUB reports and suppression lines, which
-    then never exist as dicts."""
-    __slots__ = ()
+# A record already rendered as the UTF-8 JSON the ``parse`` command writes for it (see
+# ``parse_log(raw_json=True)``): the fast path's SLUB reports and suppression lines, which then
+# never exist as dicts. Dict records are never bytes.
+RawJson = bytes
 
 
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
-_KR_NULL = ', "kernel_release": null, "node_requested": '
+_KR_NULL = b', "kernel_release": null, "node_requested": '
 
 
 @dataclass
@@ -806,8 +805,8 @@ class LogParser:
         for i, ev in enumerate(events):
             if type(ev) is RawJson:
                 if self.raw_null_kr and kr is not None and _KR_NULL in ev:
-                    events[i] = RawJson(ev.replace(_KR_NULL, ', "kernel_release": '
-                                                   + _JSON(kr) + ', "node_requested": ', 1))
+                    events[i] = ev.replace(_KR_NULL, b', "kernel_release": ' + _JSON(kr).encode()
+                                           + b', "node_requested": ', 1)
                 continue
             if ev.get("kernel_release") is None:
                 ev["kernel_release"] = self.res.kernel_release
@@ -838,19 +837,41 @@ def _edge_times(parser: LogParser, chunk: bytes, first: bool) -> None:
             return
 
 
+# Numbers the fast path copies into JSON as they are written are canonical (no leading zeros)
+# and bounded, so that the copy is the number and in range (15 digits stay below MAX_COUNT); a
+# stamp has at most 9 + 6 digits, so that its text is the shortest repr of its float. Anything
+# else is left to the slow path, which reads and flags it.
+_N = rb"(0|[1-9]\d{0,14})"
+_NC = rb"(?:0|[1-9]\d{0,14})"
+_STAMP = rb"((?:0|[1-9]\d{0,8})\.\d{1,6})"
+_FAST_NODE_LINE = rb"\[\s*\d+\.\d+\]   node %s: slabs: %s, objs: %s, free: %s(?:\n|\Z)"
 _FAST_SLUB = re.compile(
-    rb"\[\s*(\d+\.\d+)\] SLUB: Unable to allocate memory on (?:CPU (\d+) \(of node (-?\d+)\) on )?"
-    rb"node (-?\d+)(?:, gfp=| \(gfp=)(0x[0-9a-fA-F]+)(?:\(([^)\n]*)\))?\)?\n"
+    rb"\[\s*" + _STAMP + rb"\] SLUB: Unable to allocate memory on "
+    rb"(?:CPU " + _N + rb" \(of node (0|-?[1-9]\d{0,14})\) on )?"
+    rb"node (-1|0|[1-9]\d{0,4})(?:, gfp=| \(gfp=)(0x[0-9a-fA-F]+)(?:\(([^)\n]*)\))?\)?\n"
     rb"\[\s*\d+\.\d+\]   cache: ([^\n]+?), object size: (\d+), buffer size: (\d+), "
     rb"default order: (\d+), min order: (\d+)\n"
-    rb"((?:\[\s*\d+\.\d+\]   node \d+: slabs: \d+, objs: \d+, free: \d+(?:\n|\Z))*)")
+    # the first node line's numbers, then the other node lines whole
+    rb"(?:" + _FAST_NODE_LINE % (rb"(0|[1-9]\d{0,4})", _N, _N, _N)
+    + rb"((?:" + _FAST_NODE_LINE % (rb"(?:0|[1-9]\d{0,4})", _NC, _NC, _NC)
+    + rb")*))?")
 _FAST_NODE = re.compile(rb"node (\d+): slabs: (\d+), objs: (\d+), free: (\d+)")
 # A record line the fast regex did not take (odd spacing, wrapped): the slow path reads it all.
 _FAST_LEFT = re.compile(rb"\[\s*\d+\.\d+\][^\n]{0,40}?(?:node|cache|\*\*)|[^\[\n]")
-_FAST_SUPP = re.compile(rb"\[\s*(\d+\.\d+)\] (\w+): (\d+) callbacks suppressed\n")
-_FAST_STAMP_MAX = 24   # digits of a stamp the fast path reads; a longer one is the slow path's
+_FAST_SUPP = re.compile(rb"\[\s*" + _STAMP + rb"\] (\w+): (\d+) callbacks suppressed\n")
+_NODE_JSON = b'{"node": %s, "slabs": %s, "objs": %s, "free": %s}'
+_SLUB_JSON = b'%s%d, "time_s": %s, "time_wall": null, "caller": null, %s, "nodes": [%s]%s%s}'
+_SLUB_CPU_JSON = (b'%s%d, "time_s": %s, "time_wall": null, "caller": null, %s, "nodes": [%s]%s%s, '
+                  b'"cpu": %s, "cpu_node": %s}')
+_SUPP_JSON = b'{"func": "%s", "count": %d, "line": %d, "time_s": %s, "time_wall": null, "source": %s}'
 
 
+def _stamp_json(t: bytes) -> bytes:
+    """A stamp as ``_STAMP`` takes it -> the JSON of its float (what ``repr`` writes)."""
+    if t[:2] == b"0.":
+        return repr(float(t)).encode()  # below 1e-4 repr switches to an exponent
+    s = t.rstrip(b"0")
+    return s + b"0" if s[-1:] == b"." else s
 
 
 def _fast_body(parser: LogParser, g):
@@ -878,20 +899,21 @@ def _fast_body(parser: LogParser, g):
              "migratetype": dec.migratetype, "cache": g[6].decode("utf-8", "replace"),
              "object_size": sizes[0], "buffer_size": sizes[1], "default_order": sizes[2],
              "min_order": sizes[3]}
-    return items, _JSON(items)[1:-1]
+    return items, _JSON(items)[1:-1].encode()
 
 
-_NODE_JSON = '{"node": %d, "slabs": %d, "objs": %d, "free": %d}'
-
-
-def _fast_nodes(raw: bytes):
-    """The node lines of a fast SLUB report as (node, slabs, objs, free) tuples, or None when a
-    value is out of range (decided on digit counts: 15 digits stay below MAX_COUNT)."""
-    found = _FAST_NODE.findall(raw) if raw else []
-    for a, b, c, d in found:
-        if len(a) > 5 or int(a) > 1 << 16 or len(b) > 15 or len(c) > 15 or len(d) > 15:
+def _fast_nodes(g) -> list | None:
+    """The node lines of a fast SLUB report as (node, slabs, objs, free) canonical digit
+    strings, or None when a node number is out of range."""
+    if g[11] is None:
+        return []
+    nodes = [(g[11], g[12], g[13], g[14])]
+    if g[15]:
+        nodes += _FAST_NODE.findall(g[15])
+    for n in nodes:
+        if len(n[0]) == 5 and int(n[0]) > 1 << 16:
             return None
-    return found
+    return nodes
 
 
 def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
@@ -906,14 +928,14 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
     supp = res.suppressed
     suppressions = res.suppressions
     source = parser.source
-    bodies = parser.fast_bodies
+    bodies = parser.fast_bodies.setdefault(parser.kernel_hint, {})
     raw = parser.raw_json
     if raw:
-        src_json = _JSON(source)
-        kr_json = _JSON(res.kernel_release)
-        head = '{"kind": "slub", "source": ' + src_json + ', "line": '
-        tail = ', "comm": null, "zones": [], "partial": false, "missing": [], "kernel_release": ' \
-            + kr_json + ', "node_requested": '
+        src_json = _JSON(source).encode()
+        head = b'{"kind": "slub", "source": ' + src_json + b', "line": '
+        tail = (b', "comm": null, "zones": [], "partial": false, "missing": [], '
+                b'"kernel_release": ' + _JSON(res.kernel_release).encode()
+                + b', "node_requested": ')
         if res.kernel_release is None:
             parser.raw_null_kr = True
     used = 0
@@ -921,45 +943,57 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
     supp_match = _FAST_SUPP.match
     left_match = _FAST_LEFT.match
     n_chunk = len(chunk)
+    nxt = slub_match(chunk, pos)
     while True:
-        m = slub_match(chunk, pos)
+        m = nxt
+        nxt = None
         if m is not None:
             end = m.end()
             g = m.groups()
-            key = (g[4], g[5], g[6], g[7], g[8], g[9], g[10], parser.kernel_hint)
+            key = g[4:11]
             body = bodies.get(key)
             if body is None:
                 if len(bodies) >= 4096:
                     bodies.clear()
                 body = bodies[key] = _fast_body(parser, g) or False
-            nodes = _fast_nodes(g[11])
-            node_req = int(g[3])
-            if (end >= n_chunk or left_match(chunk, end) or not body or nodes is None
-                    or not -1 <= node_req <= 1 << 16 or len(g[0]) > _FAST_STAMP_MAX):
-                # node lines perhaps in the next chunk, odd, or out of range: the slow path
+            # one node line of a small node number (the common case) needs no more look
+            single = g[15] == b"" and g[11] is not None and len(g[11]) < 5
+            nodes = None if single else _fast_nodes(g)
+            if not body or end >= n_chunk or (nodes is None and not single):
                 m = None
+            else:
+                # the next line starts another report, or it must not be one of this one's
+                # (odd spacing, wrapped): else the slow path reads it all
+                nxt = slub_match(chunk, end)
+                if nxt is None and left_match(chunk, end):
+                    m = None
         if m is not None:
             if parser.slubs:
                 for rec in list(parser.slubs.values()):
                     parser._close(rec)
             line = line_no + used + 1
             if raw:
-                if len(nodes) == 1:
-                    a, b, c, d = nodes[0]
-                    nodes_json = "[" + _NODE_JSON % (int(a), int(b), int(c), int(d)) + "]"
+                if single:
+                    nodes_json = _NODE_JSON % (g[11], g[12], g[13], g[14])
+                    used += 3
                 else:
-                    nodes_json = "[" + ", ".join(
-                        _NODE_JSON % (int(a), int(b), int(c), int(d)) for a, b, c, d in nodes) + "]"
+                    nodes_json = b", ".join([_NODE_JSON % n for n in nodes])
+                    used += 2 + len(nodes)
+                t = g[0]
+                if t[:2] == b"0.":
+                    t = _stamp_json(t)
+                else:
+                    t = t.rstrip(b"0")
+                    if t[-1:] == b".":
+                        t += b"0"
                 if g[1] is not None:
-                    text = ('%s%d, "time_s": %r, "time_wall": null, "caller": null, %s, "nodes": %s'
-                            '%s%d, "cpu": %d, "cpu_node": %d}') % (
-                        head, line, float(g[0]), body[1], nodes_json, tail, node_req, int(g[1]),
-                        int(g[2]))
+                    events.append(_SLUB_CPU_JSON % (head, line, t, body[1], nodes_json, tail,
+                                                    g[3], g[1], g[2]))
                 else:
-                    text = ('%s%d, "time_s": %r, "time_wall": null, "caller": null, %s, "nodes": %s'
-                            '%s%d}') % (head, line, float(g[0]), body[1], nodes_json, tail, node_req)
-                events.append(RawJson(text))
+                    events.append(_SLUB_JSON % (head, line, t, body[1], nodes_json, tail, g[3]))
             else:
+                if single:
+                    nodes = [(g[11], g[12], g[13], g[14])]
                 ev = {"kind": "slub", "source": source, "line": line,
                       "time_s": float(g[0]), "time_wall": None, "caller": None}
                 ev.update(body[0])
@@ -971,34 +1005,34 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
                 ev["partial"] = False
                 ev["missing"] = []
                 ev["kernel_release"] = None
-                ev["node_requested"] = node_req
+                ev["node_requested"] = int(g[3])
                 if g[1] is not None:
                     ev["cpu"], ev["cpu_node"] = int(g[1]), int(g[2])
                 events.append(ev)
+                used += 2 + len(nodes)
             res.slub_reports += 1
-            used += 2 + len(nodes)
             pos = end
             continue
         m = supp_match(chunk, pos)
-        if m and len(m.group(1)) <= _FAST_STAMP_MAX:
-            func, n = m.group(2).decode(), int(m.group(3))
+        if m:
+            n = int(m.group(3))
+            used += 1
+            pos = m.end()
+            nxt = slub_match(chunk, pos)
             if n > MAX_COUNT:
                 res.malformed_lines += 1
-                used += 1
-                pos = m.end()
                 continue
+            func = m.group(2).decode()
             supp[func] = supp.get(func, 0) + n
-            line = line_no + used + 1
+            line = line_no + used
             if raw:
-                suppressions.append(RawJson(
-                    '{"func": %s, "count": %d, "line": %d, "time_s": %r, "time_wall": null, '
-                    '"source": %s}' % (_JSON(func), n, line, float(m.group(1)), src_json)))
+                # \w in a bytes pattern is ASCII letters, digits and _: nothing to escape
+                suppressions.append(_SUPP_JSON % (m.group(2), n, line, _stamp_json(m.group(1)),
+                                                  src_json))
             else:
                 suppressions.append({"func": func, "count": n, "line": line,
                                      "time_s": float(m.group(1)), "time_wall": None,
                                      "source": source})
-            used += 1
-            pos = m.end()
             continue
         break
     if not used:
@@ -1098,7 +1132,7 @@ def parse_log(path: str | Path, *, source: str | None = None, kernel_hint: str |
     """Parse one kernel log file (any format, any compression; ``-`` is stdin).
 
     ``raw_json``: records the fast path takes whole (most of a failure-dense log) are kept as
-    :class:`RawJson`, their text in the ``parse`` command's JSON, instead of dicts; for a
+    ``RawJson`` (bytes), their text in the ``parse`` command's JSON, instead of dicts; for a
     caller that only writes them out."""
     with _no_gc():
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
+# numpy and numba are imported on first use: a small log never pays for them
 
 # (trigger word, offset of its anchor pair): the pair chosen for being rare in kernel text.
 ANCHORS = {b"allocat": 3, b"suppressed": 2, b"Mem-": 2, b"invoked oom-killer": 10,
@@ -18,6 +18,7 @@ SPLIT_MIN = 1 << 20       # a block this large is scanned as two halves, one per
 
 
 def _tables(words):
+    import numpy as np
     assert len(words) <= 8  # one bit each in a byte-wide table (64 KiB: it stays in cache)
     table = np.zeros(1 << 16, np.uint8)
     width = max(len(w) for w in words)
@@ -101,6 +102,7 @@ class Candidates:
     The block's two halves are scanned on two threads (the kernel releases the GIL)."""
 
     def __init__(self, block: bytes, words):
+        import numpy as np
         self.block = block
         self.buf = np.frombuffer(block, np.uint8)
         key = tuple(words)
@@ -112,6 +114,7 @@ class Candidates:
         self._fill(0)
 
     def _fill(self, start: int) -> None:
+        import numpy as np
         kernel = _compile()
         n = len(self.buf)
         mid = self.block.find(b"\n", max(start, n // 2)) + 1 if n >= SPLIT_MIN else 0
