@@ -959,7 +959,8 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
             # one node line of a small node number (the common case) needs no more look
             single = g[15] == b"" and g[11] is not None and len(g[11]) < 5
             nodes = None if single else _fast_nodes(g)
-            if not body or end >= n_chunk or (nodes is None and not single):
+            if (not body or end >= n_chunk or (nodes is None and not single)
+                    or (len(g[3]) == 5 and int(g[3]) > 1 << 16)):
                 m = None
             else:
                 # the next line starts another report, or it must not be one of this one's
