@@ -1054,8 +1054,9 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
     for chunk in _numbered(chunks, lambda: line_no):
         if last_chunk is None:
             _edge_times(parser, chunk, True)
-        # the log's last 64 KiB, whatever the chunk sizes, for its last stamp
-        last_chunk = chunk if len(chunk) >= 65536 or last_chunk is None else \
+        # the log's last 64 KiB, whatever the chunk sizes, for its last stamp (a copy: the
+        # chunk's buffer may be filled anew with the next)
+        last_chunk = bytes(chunk[-65536:]) if len(chunk) >= 65536 or last_chunk is None else \
             (last_chunk + chunk)[-65536:]
         pos, n = 0, len(chunk)
         find = chunk.find
@@ -1110,6 +1111,7 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
             line_no += 1
             parser.feed_line(chunk[pos:end].decode("utf-8", "replace"), line_no)
             pos = end + 1
+        cands = None  # its views of the chunk go before the next chunk is read into it
     parser.res.lines = line_no
     if last_chunk is not None:
         _edge_times(parser, last_chunk, False)
@@ -1172,9 +1174,9 @@ def _parse_log(path, source, kernel_hint, year, raw_json=False) -> ParseResult:
         _feed_export(parser, data)
         parser.res.formats[src] = "journal-export"
     elif _indexable(path, head):
-        _scan(parser, iter_chunks(path, INDEXED_CHUNK, stream=stream), indexed=True)
+        _scan(parser, iter_chunks(path, INDEXED_CHUNK, stream=stream, reuse=True), indexed=True)
     else:
-        _scan(parser, iter_chunks(path, stream=stream))
+        _scan(parser, iter_chunks(path, stream=stream, reuse=True))
     return parser.finish()
 
 

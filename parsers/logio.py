@@ -131,16 +131,6 @@ def quoted_printable(data: bytes) -> bool:
     return b"=3D" in head and head.count(b"=\n") + head.count(b"=\r\n") >= 2
 
 
-def _read_after(stream, rest: bytes, chunk: int) -> bytearray:
-    """``rest`` and then up to ``chunk`` bytes more, read straight into one buffer: the chunk
-    is copied once, from the file, and never again to join it to the rest of a line."""
-    buf = bytearray(len(rest) + chunk)
-    buf[:len(rest)] = rest
-    n = stream.readinto(memoryview(buf)[len(rest):]) or 0
-    del buf[len(rest) + n:]
-    return buf
-
-
 @contextlib.contextmanager
 def decompress_errors(path):
     """Decompression errors (a truncated gzip, a corrupt xz, zstd's own) as a ParseError naming
@@ -163,25 +153,57 @@ def head_of(stream, path, n: int = 64) -> bytes:
         return stream.peek(n)[:n] if hasattr(stream, "peek") else b""
 
 
-def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None) -> Iterator[bytes | bytearray]:
+def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None,
+                reuse: bool = False) -> Iterator[bytes | bytearray]:
     """Chunks that each end at a line boundary (the last one may not), from ``path`` or from a
     ``stream`` already opened on it (closed at the end). Decompression errors become a
-    ParseError naming the file; so does a line too long to be a log's, or binary data."""
+    ParseError naming the file; so does a line too long to be a log's, or binary data.
+
+    ``reuse``: every chunk is the same buffer, filled anew in place (a fresh buffer per chunk
+    costs the kernel zeroing and mapping it, more than the reading): a chunk is good only
+    until the next is asked for, and views of it must be gone by then."""
     stream = stream if stream is not None else open_binary(path)
     rest = b""
     cr = qp = None
     skipped = 0  # bytes of the current over-long line that were dropped
+    raw = bytearray(0)
     try:
         while True:
-            with decompress_errors(path):
-                buf = _read_after(stream, rest, chunk)
-            if len(buf) == len(rest):
+            r = len(rest)
+            if not reuse:
+                raw = bytearray(r + chunk)
+            elif len(raw) < r + chunk:
+                try:  # grown back in place: what was cut off the last chunk, a few bytes
+                    raw.extend(bytes(r + chunk - len(raw)))
+                except BufferError:  # a view of the last chunk is still held
+                    raw = bytearray(r + chunk)
+            with memoryview(raw) as mv:
+                mv[:r] = rest
+                with decompress_errors(path):
+                    n = stream.readinto(mv[r:r + chunk]) or 0
+                total = r + n
+                if cr is None and n:
+                    head = bytes(mv[:min(total, 1 << 20)])  # all that either looks at
+                    cr = cr_only(head)
+                    qp = quoted_printable(head)
+                if n and not cr and not qp:
+                    cut = raw.rfind(b"\n", 0, total)
+                    if cut >= 0:
+                        rest = bytes(mv[cut + 1:total])
+                buf = None if n and not cr and not qp and cut >= 0 else bytearray(mv[:total])
+            if n == 0:
                 if rest:
                     yield binascii.a2b_qp(rest) if qp else rest
                 return
-            if cr is None:
-                cr = cr_only(buf)
-                qp = quoted_printable(buf)
+            if buf is None:
+                skipped = 0
+                del raw[cut + 1:]
+                yield raw
+                if len(rest) > MAX_LINE:
+                    skipped += len(rest) - MAX_LINE
+                    _check_line(path, rest[:MAX_LINE], skipped)
+                    rest = rest[:MAX_LINE]
+                continue
             if cr:
                 buf = buf.replace(b"\r", b"\n")
             cut = buf.rfind(b"\n")
