@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import binascii
 import bz2
+import collections
 import contextlib
 import gzip
 import io
@@ -68,45 +69,60 @@ class _ZstdFrames(io.RawIOBase):
         self._new = zstandard.ZstdDecompressor().decompressobj
         self._d = self._new()
         self._in_frame = False
-        self._out = bytearray()
-        self._pending = b""
+        self._out: collections.deque = collections.deque()  # decoded pieces not yet read
+        self._off = 0      # bytes of the first piece already read
+        self._pending = memoryview(b"")
         self._piece = self.PIECE_MIN
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
+        """Decoded bytes copied straight into ``b`` (no joined buffer in between)."""
+        with memoryview(b) as mv, mv.cast("B") as dst:
+            want, got = len(dst), 0
+            out = self._out
+            while got < want:
+                if not out:
+                    if not self._feed():
+                        break
+                    continue
+                first = out[0]
+                k = min(len(first) - self._off, want - got)
+                dst[got:got + k] = memoryview(first)[self._off:self._off + k] if k < len(first) else first
+                got += k
+                self._off += k
+                if self._off == len(first):
+                    out.popleft()
+                    self._off = 0
+            return got
 
     def read(self, n: int = -1) -> bytes:
-        want = CHUNK if n is None or n < 0 else n
-        while len(self._out) < want and self._feed():
-            pass
-        data = bytes(self._out[:want])
-        del self._out[:want]
-        return data
+        buf = bytearray(CHUNK if n is None or n < 0 else n)
+        del buf[self.readinto(buf):]
+        return bytes(buf)
 
     def _feed(self) -> bool:
         """Decode one more piece of input; False at the end of the input."""
         if not self._pending:
-            self._pending = self._raw.read(self.PIECE_MAX)
+            self._pending = memoryview(self._raw.read(self.PIECE_MAX))
             if not self._pending:
                 if self._in_frame:
                     raise EOFError("compressed file ended before the end of a zstd frame")
                 return False
         piece, self._pending = self._pending[:self._piece], self._pending[self._piece:]
-        before = len(self._out)
+        grew = 0
         while piece:
             self._in_frame = True
-            self._out += self._d.decompress(piece)
+            data = self._d.decompress(piece)
+            if data:
+                self._out.append(data)
+                grew += len(data)
             if not self._d.eof:
                 break
             self._in_frame = False
             piece = self._d.unused_data
             self._d = self._new()
-        grew = len(self._out) - before
         if grew < self.OUT_PER_PIECE // 4:
             self._piece = min(self._piece * 2, self.PIECE_MAX)
         elif grew > self.OUT_PER_PIECE:
