@@ -151,7 +151,8 @@ def parse(
 
 def _parse_doc(res):
     # bytes throughout: the fast path's records are UTF-8 JSON already (parse_log raw_json)
-    yield ('{\n "summary": ' + dumps(res.summary(), None) + ',\n "events": ').encode()
+    yield ('{\n "summary": ' + dumps(res.summary(), None) + ',\n "events": ').encode(
+        "utf-8", "surrogateescape")
     yield from json_array(res.events, raw=bytes)
     yield b',\n "suppressions": '
     yield from json_array(res.suppressions, raw=bytes)

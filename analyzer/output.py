@@ -119,15 +119,15 @@ def stream_json(parts, output: Path | None = None) -> None:
             if type(piece) is not bytes:
                 out.write(piece)
             elif buf is None:
-                out.write(piece.decode())
+                out.write(piece.decode("utf-8", "surrogateescape"))
             else:
                 out.flush()
                 buf.write(piece)
         out.write("\n")
         out.flush()
         return
-    _write_pieces((p if type(p) is bytes else p.encode() for p in itertools.chain(parts, ["\n"])),
-                  output, "wb")
+    _write_pieces((p if type(p) is bytes else p.encode("utf-8", "surrogateescape")
+                   for p in itertools.chain(parts, ["\n"])), output, "wb")
 
 
 BATCH = 2048  # array items per piece: few large writes, a bounded piece whatever the array
@@ -154,7 +154,8 @@ def json_array(items, indent: str = "  ", raw: type | None = None) -> "Iterator[
                 text = enc(it)
             except ValueError:
                 text = enc(_clean(it))
-            batch.append(text.encode() if binary else text)
+            # a non-UTF-8 file name keeps its bytes, as stdout's surrogateescape writes them
+            batch.append(text.encode("utf-8", "surrogateescape") if binary else text)
         if len(batch) >= BATCH:
             yield (lead if first else sep) + sep.join(batch)
             first = False

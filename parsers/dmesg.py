@@ -121,6 +121,11 @@ _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 _KR_NULL = b', "kernel_release": null, "node_requested": '
 
 
+def _utf8(text: str) -> bytes:
+    # a file name that is not UTF-8 keeps its bytes, as stdout's surrogateescape writes them
+    return text.encode("utf-8", "surrogateescape")
+
+
 @dataclass
 class ParseResult:
     """What one or more logs said. ``events`` are dicts in product.md §4's shape."""
@@ -805,7 +810,7 @@ class LogParser:
         for i, ev in enumerate(events):
             if type(ev) is RawJson:
                 if self.raw_null_kr and kr is not None and _KR_NULL in ev:
-                    events[i] = ev.replace(_KR_NULL, b', "kernel_release": ' + _JSON(kr).encode()
+                    events[i] = ev.replace(_KR_NULL, b', "kernel_release": ' + _utf8(_JSON(kr))
                                            + b', "node_requested": ', 1)
                 continue
             if ev.get("kernel_release") is None:
@@ -899,7 +904,7 @@ def _fast_body(parser: LogParser, g):
              "migratetype": dec.migratetype, "cache": g[6].decode("utf-8", "replace"),
              "object_size": sizes[0], "buffer_size": sizes[1], "default_order": sizes[2],
              "min_order": sizes[3]}
-    return items, _JSON(items)[1:-1].encode()
+    return items, _utf8(_JSON(items)[1:-1])
 
 
 def _fast_nodes(g) -> list | None:
@@ -931,10 +936,10 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
     bodies = parser.fast_bodies.setdefault(parser.kernel_hint, {})
     raw = parser.raw_json
     if raw:
-        src_json = _JSON(source).encode()
+        src_json = _utf8(_JSON(source))
         head = b'{"kind": "slub", "source": ' + src_json + b', "line": '
         tail = (b', "comm": null, "zones": [], "partial": false, "missing": [], '
-                b'"kernel_release": ' + _JSON(res.kernel_release).encode()
+                b'"kernel_release": ' + _utf8(_JSON(res.kernel_release))
                 + b', "node_requested": ')
         if res.kernel_release is None:
             parser.raw_null_kr = True

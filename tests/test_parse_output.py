@@ -122,3 +122,18 @@ def test_a_release_named_first_is_in_the_fast_records(tmp_path):
     raw = check(path, 4 << 20)
     assert all(isinstance(e, bytes) for e in raw.events)
     assert [e["kernel_release"] for e in records(raw)[1]] == ["5.15.0-x"] * 2
+
+
+def test_a_file_name_that_is_not_utf8_keeps_its_bytes(tmp_path):
+    """The name is written as stdout's surrogateescape writes it, on both paths."""
+    import os
+    path = tmp_path / os.fsdecode(b"kern\xff.log")
+    path.write_bytes((slub(" 1000.000000") + slub(" 1000.100000") + "[ 1000.2] eth0: up\n").encode())
+    raw = parse_log_of(path, raw=True)
+    assert any(isinstance(e, bytes) for e in raw.events)
+    assert doc(raw) == doc(parse_log_of(path)) and b"kern\xff.log" in doc(raw)
+
+
+def parse_log_of(path, raw=False):
+    from parsers.dmesg import parse_log
+    return parse_log(path, raw_json=raw)
