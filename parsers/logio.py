@@ -188,10 +188,14 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None,
             r = len(rest)
             if not reuse:
                 raw = bytearray(r + chunk)
-            elif len(raw) < r + chunk:
-                try:  # grown back in place: what was cut off the last chunk, a few bytes
-                    raw.extend(bytes(r + chunk - len(raw)))
-                except BufferError:  # a view of the last chunk is still held
+            else:
+                try:  # sized in place: what was cut off the last chunk, a few bytes
+                    raw.append(0)  # any resize fails while a view of the last chunk is held
+                    if len(raw) > r + chunk:
+                        del raw[r + chunk:]
+                    else:
+                        raw.extend(bytes(r + chunk - len(raw)))
+                except BufferError:
                     raw = bytearray(r + chunk)
             with memoryview(raw) as mv:
                 mv[:r] = rest

@@ -137,3 +137,18 @@ def test_a_file_name_that_is_not_utf8_keeps_its_bytes(tmp_path):
 def parse_log_of(path, raw=False):
     from parsers.dmesg import parse_log
     return parse_log(path, raw_json=raw)
+
+
+@pytest.mark.parametrize("chunk", [64, 4096, 1 << 20])
+def test_a_reused_chunk_buffer_reads_as_fresh_ones_do(chunk):
+    """``iter_chunks(reuse=True)`` fills one buffer anew; a view still held on the last chunk
+    (the scan's numpy view, if it were kept) makes it take a new buffer rather than fail."""
+    import numpy as np
+    path = SAMPLES / "lab-6.16.3-defrag1" / "dmesg"
+    fresh = [bytes(c) for c in iter_chunks(path, chunk)]
+    assert [bytes(c) for c in iter_chunks(path, chunk, reuse=True)] == fresh
+    held, got = [], []
+    for c in iter_chunks(path, chunk, reuse=True):
+        held.append(np.frombuffer(c, np.uint8))
+        got.append(bytes(c))
+    assert got == fresh and b"".join(fresh) == path.read_bytes()
