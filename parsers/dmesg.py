@@ -868,7 +868,8 @@ _NODE_JSON = b'{"node": %s, "slabs": %s, "objs": %s, "free": %s}'
 _SLUB_JSON = b'%s%d, "time_s": %s, "time_wall": null, "caller": null, %s, "nodes": [%s]%s%s}'
 _SLUB_CPU_JSON = (b'%s%d, "time_s": %s, "time_wall": null, "caller": null, %s, "nodes": [%s]%s%s, '
                   b'"cpu": %s, "cpu_node": %s}')
-_SUPP_JSON = b'{"func": "%s", "count": %d, "line": %d, "time_s": %s, "time_wall": null, "source": %s}'
+_SUPP_JSON = (b'{"func": "%s", "count": %d, "line": %d, "time_s": %s, "time_wall": null, '
+              b'"source": %s}')
 
 
 def _stamp_json(t: bytes) -> bytes:

@@ -89,7 +89,8 @@ class _ZstdFrames(io.RawIOBase):
                     continue
                 first = out[0]
                 k = min(len(first) - self._off, want - got)
-                dst[got:got + k] = memoryview(first)[self._off:self._off + k] if k < len(first) else first
+                dst[got:got + k] = (memoryview(first)[self._off:self._off + k]
+                                    if k < len(first) else first)
                 got += k
                 self._off += k
                 if self._off == len(first):
