@@ -98,13 +98,13 @@ def _check_fixed_in(fixed_in: list[str] | None) -> None:
             raise ValueError("--fixed-in '': an empty release prefix would match every kernel")
 
 
-def _parse_paths(paths: list[str]):
+def _parse_paths(paths: list[str], raw_json: bool = False):
     from parsers.bundle import load
     from parsers.dmesg import ParseResult
     total = ParseResult()
     total.sources = []
     for p in paths:
-        with load(p) as b:
+        with load(p, raw_json=raw_json) as b:
             total.merge(b.log)
     return total
 
@@ -125,7 +125,8 @@ def parse(
         mmtriage parse /var/log/kern.log.1.gz --format table
         mmtriage parse sample_logs/lab-6.16.3-defrag1 -f csv -o out/records.csv
     """
-    res = _parse_paths(paths)
+    # JSON only writes the records out: the fast path's come already rendered
+    res = _parse_paths(paths, raw_json=fmt == Format.json)
     events = res.events
     if fmt == Format.json:
         stream_json(_parse_doc(res), output)
@@ -149,11 +150,13 @@ def parse(
 
 
 def _parse_doc(res):
-    yield '{\n "summary": ' + dumps(res.summary(), None) + ',\n "events": '
-    yield from json_array(res.events)
-    yield ',\n "suppressions": '
-    yield from json_array(res.suppressions)
-    yield "\n}"
+    # bytes throughout: the fast path's records are UTF-8 JSON already (parse_log raw_json)
+    yield ('{\n "summary": ' + dumps(res.summary(), None) + ',\n "events": ').encode(
+        "utf-8", "surrogateescape")
+    yield from json_array(res.events, raw=bytes)
+    yield b',\n "suppressions": '
+    yield from json_array(res.suppressions, raw=bytes)
+    yield b"\n}"
 
 
 @app.command()

@@ -110,29 +110,61 @@ def _write_pieces(pieces, path: str | Path, mode: str) -> None:
 
 
 def stream_json(parts, output: Path | None = None) -> None:
-    """Write a JSON document given as an iterable of text pieces, without building it whole."""
+    """Write a JSON document given as an iterable of text pieces (str, or UTF-8 bytes), without
+    building it whole."""
     if output is None:
+        out = sys.stdout
+        buf = getattr(out, "buffer", None)  # a StringIO stand-in has none
         for piece in parts:
-            sys.stdout.write(piece)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+            if type(piece) is not bytes:
+                out.write(piece)
+            elif buf is None:
+                out.write(piece.decode("utf-8", "surrogateescape"))
+            else:
+                out.flush()
+                buf.write(piece)
+        out.write("\n")
+        out.flush()
         return
-    _write_pieces(itertools.chain(parts, ["\n"]), output, "w")
+    _write_pieces((p if type(p) is bytes else p.encode("utf-8", "surrogateescape")
+                   for p in itertools.chain(parts, ["\n"])), output, "wb")
 
 
-def json_array(items, indent: str = "  ") -> "Iterator[str]":
-    """A JSON array with one compact item per line (the C encoder; no indent walk)."""
-    enc = json.JSONEncoder(default=_default, ensure_ascii=False, allow_nan=False)
+BATCH = 2048  # array items per piece: few large writes, a bounded piece whatever the array
+
+
+def json_array(items, indent: str = "  ", raw: type | None = None) -> "Iterator[str | bytes]":
+    """A JSON array with one compact item per line (the C encoder; no indent walk), yielded
+    in pieces of up to ``BATCH`` items. With ``raw=bytes``, an item that is bytes is already its
+    UTF-8 JSON text, and the pieces are bytes."""
+    enc = json.JSONEncoder(default=_default, ensure_ascii=False, allow_nan=False).encode
+    binary = raw is bytes
+    sep = ",\n" + indent
+    lead = "\n" + indent
+    if binary:
+        sep, lead = sep.encode(), lead.encode()
+    batch: list = []
     first = True
-    yield "["
+    yield b"[" if binary else "["
     for it in items:
-        try:
-            text = enc.encode(it)
-        except ValueError:
-            text = enc.encode(_clean(it))
-        yield ("\n" if first else ",\n") + indent + text
+        if binary and type(it) is bytes:
+            batch.append(it)
+        else:
+            try:
+                text = enc(it)
+            except ValueError:
+                text = enc(_clean(it))
+            # a non-UTF-8 file name keeps its bytes, as stdout's surrogateescape writes them
+            batch.append(text.encode("utf-8", "surrogateescape") if binary else text)
+        if len(batch) >= BATCH:
+            yield (lead if first else sep) + sep.join(batch)
+            first = False
+            batch = []
+    if batch:
+        yield (lead if first else sep) + sep.join(batch)
         first = False
-    yield "\n]" if not first else "]"
+    end = "\n]" if not first else "]"
+    yield end.encode() if binary else end
 
 
 def emit(text: str, output: Path | None = None) -> None:

@@ -3,6 +3,8 @@
 parse: a 1 GiB log of ordinary kernel lines with failure reports scattered through it, timed
 against `grep -c 'Unable to allocate'` on the same file in the same run, with peak RSS; and a
 failure-dense log of 100,000 SLUB reports plus their suppressed lines (reports/s).
+`--baseline DIR` times another checkout's `mmtriage parse` (e.g. main's) on the same inputs in
+the same run, and says whether its JSON is byte for byte the same.
 All inputs are synthetic and generated under .bench/ (not committed).
 """
 from __future__ import annotations
@@ -86,6 +88,29 @@ def timed(cmd: list[str] | str) -> tuple[float, int, bytes]:
     return time.perf_counter() - t0, ru.ru_maxrss * 1024, out
 
 
+BASELINE: Path | None = None
+
+
+def parse_cmd(path: Path) -> list[str]:
+    return [sys.executable, "-m", "analyzer.cli", "parse", str(path), "--format", "json"]
+
+
+def baseline(path: Path, ours_t: float, ours_out: bytes, unit: str = "", count: int = 0) -> None:
+    """The same command from the --baseline checkout, run now (its modules first on the path)."""
+    if BASELINE is None:
+        return
+    env = dict(os.environ, PYTHONPATH=str(BASELINE))
+    t0 = time.perf_counter()
+    p = subprocess.Popen(parse_cmd(path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         cwd=BASELINE, env=env)
+    out = p.stdout.read()
+    _, _, ru = os.wait4(p.pid, 0)
+    b_t = time.perf_counter() - t0
+    rate = f"  {count / b_t:8.0f} {unit}" if unit else ""
+    print(f"  baseline {BASELINE.name:<9} {b_t:7.2f} s{rate}  peak RSS {ru.ru_maxrss / 1024:.0f} MiB  "
+          f"(ours {b_t / ours_t:.2f}x faster; output {'identical' if out == ours_out else 'DIFFERS'})")
+
+
 def summary_of(out: bytes) -> dict:
     import json
     return json.loads(out)["summary"]
@@ -98,20 +123,19 @@ def bench_parse(mb: int) -> None:
     size = big.stat().st_size
     os.system(f"cat {big} > /dev/null")  # warm the page cache for both contenders
     g_t, _, g_out = timed(["grep", "-c", "Unable to allocate", str(big)])
-    p_t, p_rss, p_out = timed([sys.executable, "-m", "analyzer.cli", "parse", str(big),
-                               "--format", "json"])
+    p_t, p_rss, p_out = timed(parse_cmd(big))
     s = summary_of(p_out)
     print(f"parse  ordinary log: {size / 1e6:.0f} MB; grep counted {int(g_out)} reports, "
           f"mmtriage {s['slub_reports']} SLUB reports in {s['lines']:,} lines")
     print(f"  grep -c            {g_t:7.2f} s  {size / 1e6 / g_t:8.0f} MB/s")
     print(f"  mmtriage parse     {p_t:7.2f} s  {size / 1e6 / p_t:8.0f} MB/s  "
           f"ratio {p_t / g_t:.2f}x grep  peak RSS {p_rss / 2**20:.0f} MiB")
+    baseline(big, p_t, p_out)
     bench_compressed(big, size)
     dense = BENCH / "dense-100k.log"
     make_dense(dense, 100_000)
     g_t, _, _ = timed(["grep", "-c", "Unable to allocate", str(dense)])
-    p_t, p_rss, _ = timed([sys.executable, "-m", "analyzer.cli", "parse", str(dense),
-                           "--format", "json"])
+    p_t, p_rss, p_out = timed(parse_cmd(dense))
     t0 = time.perf_counter()
     sys.path.insert(0, str(ROOT))
     from parsers.dmesg import parse_log
@@ -122,6 +146,7 @@ def bench_parse(mb: int) -> None:
     print(f"  library parse_log  {lib_t:7.2f} s  {res.slub_reports / lib_t:8.0f} reports/s")
     print(f"  CLI with JSON out  {p_t:7.2f} s  {res.slub_reports / p_t:8.0f} reports/s  "
           f"peak RSS {p_rss / 2**20:.0f} MiB  (grep -c {g_t:.2f} s)")
+    baseline(dense, p_t, p_out, "reports/s", res.slub_reports)
 
 
 def bench_compressed(big: Path, size: int) -> None:
@@ -135,21 +160,25 @@ def bench_compressed(big: Path, size: int) -> None:
                 continue
         cat = {"gz": "zcat", "zst": "zstdcat"}[ext]
         g_t, _, g_out = timed(f"{cat} {comp} | grep -c 'Unable to allocate'")
-        p_t, p_rss, p_out = timed([sys.executable, "-m", "analyzer.cli", "parse", str(comp),
-                                   "--format", "json"])
+        p_t, p_rss, p_out = timed(parse_cmd(comp))
         s = summary_of(p_out)
         print(f"  .{ext:<4} {cat} | grep -c {g_t:6.2f} s ({int(g_out)})   mmtriage {p_t:6.2f} s "
               f"{size / 1e6 / p_t:6.0f} MB/s decompressed ({s['slub_reports']})  "
               f"ratio {p_t / g_t:.2f}x  peak RSS {p_rss / 2**20:.0f} MiB")
+        baseline(comp, p_t, p_out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", choices=["parse", "model"], default=None)
     ap.add_argument("--mb", type=int, default=int(os.environ.get("BENCH_MB", 1024)))
+    ap.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                    help="parse: also time this checkout's mmtriage (e.g. /work/main) in the same run")
     ap.add_argument("--quick", action="store_true",
                     help="model: the allocator figures and 10 simulated minutes per policy")
     a = ap.parse_args()
+    global BASELINE
+    BASELINE = a.baseline.resolve() if a.baseline else None
     if a.only in (None, "parse"):
         bench_parse(a.mb)
     if a.only in (None, "model"):

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from parsers import (buddyinfo, meminfo, netdev, pagetypeinfo, slabinfo, snmp, softnet, vmstat,
                      zoneinfo)
-from parsers.dmesg import ParseResult, parse_log
+from parsers.dmesg import ParseResult, RawJson, parse_log
 from parsers.errors import BundleError, ParseError
 from parsers.logio import open_binary
 
@@ -468,11 +468,12 @@ def _load_snapshot(d: Path, t: datetime, sos: bool = False) -> Snapshot:
     return snap
 
 
-def load(path: str | Path, *, parse_logs: bool = True) -> Bundle:
-    """Open a bundle, a tarball of one, an sosreport, or a single log file."""
+def load(path: str | Path, *, parse_logs: bool = True, raw_json: bool = False) -> Bundle:
+    """Open a bundle, a tarball of one, an sosreport, or a single log file. ``raw_json``: see
+    :func:`parsers.dmesg.parse_log` (for a caller that only writes the records out)."""
     p = Path(path)
     if str(path) == "-":
-        return _single_log(str(path), parse_logs)
+        return _single_log(str(path), parse_logs, raw_json)
     try:
         mode = p.stat().st_mode
     except FileNotFoundError:
@@ -485,13 +486,13 @@ def load(path: str | Path, *, parse_logs: bool = True) -> Bundle:
         raise BundleError(str(path), 0, "not a regular file or a directory (give a stream "
                                         "on stdin as '-')")
     if stat.S_ISDIR(mode):
-        return _load_dir(str(path), p, None, parse_logs)
+        return _load_dir(str(path), p, None, parse_logs, raw_json)
     if not is_tarball(p):
-        return _single_log(str(path), parse_logs)
+        return _single_log(str(path), parse_logs, raw_json)
     tmp = _make_tmp()
     try:  # BaseException: Ctrl-C and SIGTERM (SystemExit) remove the extraction too
         _safe_extract(p, Path(tmp))
-        return _load_dir(str(path), _find_root(Path(tmp)), tmp, parse_logs)
+        return _load_dir(str(path), _find_root(Path(tmp)), tmp, parse_logs, raw_json)
     except ParseError as err:
         _remove_tmp(tmp)
         if err.path.startswith(tmp + os.sep):
@@ -509,8 +510,8 @@ def load(path: str | Path, *, parse_logs: bool = True) -> Bundle:
         raise
 
 
-def _single_log(path: str, parse_logs: bool) -> Bundle:
-    res = parse_log(path) if parse_logs else ParseResult()
+def _single_log(path: str, parse_logs: bool, raw_json: bool = False) -> Bundle:
+    res = parse_log(path, raw_json=raw_json) if parse_logs else ParseResult()
     kr = {"value": res.kernel_release, "source": "log"} if res.kernel_release else \
         {"value": _record_release(res), "source": "log (CPU: line)"} if _record_release(res) else \
         {"value": "unknown", "source": "unknown"}
@@ -520,7 +521,7 @@ def _single_log(path: str, parse_logs: bool) -> Bundle:
 
 def _record_release(res: ParseResult) -> str | None:
     for ev in res.events:
-        if ev.get("kernel_release"):
+        if type(ev) is not RawJson and ev.get("kernel_release"):
             return ev["kernel_release"]
     return None
 
@@ -621,7 +622,7 @@ def _json_type(v) -> str:
             int: "an integer", float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
 
 
-def _load_dir(path: str, root: Path, tmp, parse_logs: bool) -> Bundle:
+def _load_dir(path: str, root: Path, tmp, parse_logs: bool, raw_json: bool = False) -> Bundle:
     notes: list[str] = []
     mp = root / "meta.json"
     meta = load_meta(mp) if mp.exists() else {}
@@ -647,7 +648,7 @@ def _load_dir(path: str, root: Path, tmp, parse_logs: bool) -> Bundle:
     if parse_logs:
         for lp in logs:
             rel = str(lp.relative_to(root))
-            r = parse_log(lp, source=rel, kernel_hint=release_hint, year=year)
+            r = parse_log(lp, source=rel, kernel_hint=release_hint, year=year, raw_json=raw_json)
             res.merge(r)
     # Kernel release and defrag_mode: meta.json, else files, else the log, else unknown.
     if meta.get("kernel_release"):

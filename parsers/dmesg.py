@@ -22,6 +22,7 @@ import binascii
 import contextlib
 import functools
 import gc
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -110,6 +111,21 @@ ZONE_KEYS = {"free": "free_kb", "boost": "boost_kb", "min": "min_kb", "low": "lo
              "mlocked": "mlocked_kb"}
 
 
+# A record already rendered as the UTF-8 JSON the ``parse`` command writes for it (see
+# ``parse_log(raw_json=True)``): the fast path's SLUB reports and suppression lines, which then
+# never exist as dicts. Dict records are never bytes.
+RawJson = bytes
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_KR_NULL = b', "kernel_release": null, "node_requested": '
+
+
+def _utf8(text: str) -> bytes:
+    # a file name that is not UTF-8 keeps its bytes, as stdout's surrogateescape writes them
+    return text.encode("utf-8", "surrogateescape")
+
+
 @dataclass
 class ParseResult:
     """What one or more logs said. ``events`` are dicts in product.md §4's shape."""
@@ -139,7 +155,8 @@ class ParseResult:
 
     @property
     def partial_records(self) -> int:
-        return sum(1 for e in self.events if e["partial"])
+        # RawJson records (the fast path's) are never partial
+        return sum(1 for e in self.events if type(e) is not RawJson and e["partial"])
 
     def summary(self) -> dict:
         sup = self.suppressed
@@ -293,8 +310,10 @@ def _event(kind: str, source: str, line: int, time_s, wall, caller) -> dict:
 class LogParser:
     """Streaming assembler for one log. ``feed_line`` takes a physical line; ``finish`` closes."""
 
-    def __init__(self, source: str, kernel_hint: str | None = None, year: int | None = None):
+    def __init__(self, source: str, kernel_hint: str | None = None, year: int | None = None,
+                 raw_json: bool = False):
         self.source = source
+        self.raw_json = raw_json    # the fast path's records as RawJson, not dicts
         self.res = ParseResult(sources=[source])
         self.framer = Framer(year)
         self.kernel_hint = kernel_hint
@@ -306,7 +325,8 @@ class LogParser:
         self.prev_text: str | None = None
         self.prev_ctx = None
         self.n = 0                  # logical lines seen: staleness is counted in these
-        self.fast_gfp: dict = {}
+        self.fast_bodies: dict = {}  # a fast SLUB report's gfp and cache lines -> what they say
+        self.raw_null_kr = False    # RawJson records were rendered before the release was known
         self.boots_seen = 0
         self.cut = False            # the last line stopped mid-field: the next may be its rest
         self.line_no = 0
@@ -785,7 +805,14 @@ class LogParser:
         for rec in list({id(r): r for r in list(self.open.values()) + list(self.slubs.values())
                          + [self.last] if r is not None}.values()):
             self._close(rec)
-        for ev in self.res.events:
+        events = self.res.events
+        kr = self.res.kernel_release
+        for i, ev in enumerate(events):
+            if type(ev) is RawJson:
+                if self.raw_null_kr and kr is not None and _KR_NULL in ev:
+                    events[i] = ev.replace(_KR_NULL, b', "kernel_release": ' + _utf8(_JSON(kr))
+                                           + b', "node_requested": ', 1)
+                continue
             if ev.get("kernel_release") is None:
                 ev["kernel_release"] = self.res.kernel_release
             for z in ev["zones"]:
@@ -815,83 +842,204 @@ def _edge_times(parser: LogParser, chunk: bytes, first: bool) -> None:
             return
 
 
+# Numbers the fast path copies into JSON as they are written are canonical (no leading zeros)
+# and bounded, so that the copy is the number and in range (15 digits stay below MAX_COUNT); a
+# stamp has at most 9 + 6 digits, so that its text is the shortest repr of its float. Anything
+# else is left to the slow path, which reads and flags it.
+_N = rb"(0|[1-9]\d{0,14})"
+_NC = rb"(?:0|[1-9]\d{0,14})"
+_STAMP = rb"((?:0|[1-9]\d{0,8})\.\d{1,6})"
+_FAST_NODE_LINE = rb"\[\s*\d+\.\d+\]   node %s: slabs: %s, objs: %s, free: %s(?:\n|\Z)"
 _FAST_SLUB = re.compile(
-    rb"\[\s*(\d+\.\d+)\] SLUB: Unable to allocate memory on (?:CPU (\d+) \(of node (-?\d+)\) on )?"
-    rb"node (-?\d+)(?:, gfp=| \(gfp=)(0x[0-9a-fA-F]+)(?:\(([^)\n]*)\))?\)?\n"
+    rb"\[\s*" + _STAMP + rb"\] SLUB: Unable to allocate memory on "
+    rb"(?:CPU " + _N + rb" \(of node (0|-?[1-9]\d{0,14})\) on )?"
+    rb"node (-1|0|[1-9]\d{0,4})(?:, gfp=| \(gfp=)(0x[0-9a-fA-F]+)(?:\(([^)\n]*)\))?\)?\n"
     rb"\[\s*\d+\.\d+\]   cache: ([^\n]+?), object size: (\d+), buffer size: (\d+), "
     rb"default order: (\d+), min order: (\d+)\n"
-    rb"((?:\[\s*\d+\.\d+\]   node \d+: slabs: \d+, objs: \d+, free: \d+(?:\n|\Z))*)")
+    # the first node line's numbers, then the other node lines whole
+    rb"(?:" + _FAST_NODE_LINE % (rb"(0|[1-9]\d{0,4})", _N, _N, _N)
+    + rb"((?:" + _FAST_NODE_LINE % (rb"(?:0|[1-9]\d{0,4})", _NC, _NC, _NC)
+    + rb")*))?")
 _FAST_NODE = re.compile(rb"node (\d+): slabs: (\d+), objs: (\d+), free: (\d+)")
 # A record line the fast regex did not take (odd spacing, wrapped): the slow path reads it all.
 _FAST_LEFT = re.compile(rb"\[\s*\d+\.\d+\][^\n]{0,40}?(?:node|cache|\*\*)|[^\[\n]")
-_FAST_SUPP = re.compile(rb"\[\s*(\d+\.\d+)\] (\w+): (\d+) callbacks suppressed\n")
+_FAST_SUPP = re.compile(rb"\[\s*" + _STAMP + rb"\] (\w+): (\d+) callbacks suppressed\n")
+_NODE_JSON = b'{"node": %s, "slabs": %s, "objs": %s, "free": %s}'
+_SLUB_JSON = b'%s%d, "time_s": %s, "time_wall": null, "caller": null, %s, "nodes": [%s]%s%s}'
+_SLUB_CPU_JSON = (b'%s%d, "time_s": %s, "time_wall": null, "caller": null, %s, "nodes": [%s]%s%s, '
+                  b'"cpu": %s, "cpu_node": %s}')
+_SUPP_JSON = (b'{"func": "%s", "count": %d, "line": %d, "time_s": %s, "time_wall": null, '
+              b'"source": %s}')
+
+
+def _stamp_json(t: bytes) -> bytes:
+    """A stamp as ``_STAMP`` takes it -> the JSON of its float (what ``repr`` writes)."""
+    if t[:2] == b"0.":
+        return repr(float(t)).encode()  # below 1e-4 repr switches to an exponent
+    s = t.rstrip(b"0")
+    return s + b"0" if s[-1:] == b"." else s
+
+
+def _fast_body(parser: LogParser, g):
+    """What a fast SLUB report's gfp and cache lines say, decided once per distinct pair of
+    lines: (dict items, their JSON text), or None when a value is one the slow path must see
+    (out of range, a decode that disagrees with the names, an undecodable mask)."""
+    try:
+        mask = int(g[4], 16)
+        names = [n for n in g[5].decode("utf-8", "replace").split("|") if n] if g[5] else []
+        if mask > MAX_GFP:
+            return None
+        kernel = parser.kernel_hint
+        dec = _decode_cached(mask, tuple(names), kernel,
+                             None if kernel else (None if g[5] is not None else "L0"))
+    except ValueError:
+        return None
+    if dec.mismatch:
+        return None
+    sizes = [int(x) for x in g[7:11]]
+    if not (sizes[0] <= MAX_COUNT and sizes[1] <= MAX_COUNT and sizes[2] <= MAX_ORDER
+            and sizes[3] <= MAX_ORDER):
+        return None
+    items = {"gfp_mask": mask, "gfp_text": f"{mask:#x}" + (f"({'|'.join(names)})" if names else ""),
+             "gfp_flags": sorted(dec.flags), "gfp_layout": dec.layout, "order": None,
+             "migratetype": dec.migratetype, "cache": g[6].decode("utf-8", "replace"),
+             "object_size": sizes[0], "buffer_size": sizes[1], "default_order": sizes[2],
+             "min_order": sizes[3]}
+    return items, _utf8(_JSON(items)[1:-1])
+
+
+def _fast_nodes(g) -> list | None:
+    """The node lines of a fast SLUB report as (node, slabs, objs, free) canonical digit
+    strings, or None when a node number is out of range."""
+    if g[11] is None:
+        return []
+    nodes = [(g[11], g[12], g[13], g[14])]
+    if g[15]:
+        nodes += _FAST_NODE.findall(g[15])
+    for n in nodes:
+        if len(n[0]) == 5 and int(n[0]) > 1 << 16:
+            return None
+    return nodes
 
 
 def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
     """Raw-dmesg SLUB reports and suppression lines, the bulk of a failure-dense log, matched
     whole by one regex each, as many in a row as there are. Returns (new pos, lines consumed),
-    or None to take the slow path."""
+    or None to take the slow path. A report with any value the slow path would flag is left to
+    the slow path, so what is taken here is always whole and in range."""
     if chunk[pos:pos + 1] != b"[":
         return None
     res = parser.res
     events = res.events
     supp = res.suppressed
+    suppressions = res.suppressions
     source = parser.source
-    cache = parser.fast_gfp
+    bodies = parser.fast_bodies.setdefault(parser.kernel_hint, {})
+    raw = parser.raw_json
+    if raw:
+        src_json = _utf8(_JSON(source))
+        head = b'{"kind": "slub", "source": ' + src_json + b', "line": '
+        tail = (b', "comm": null, "zones": [], "partial": false, "missing": [], '
+                b'"kernel_release": ' + _utf8(_JSON(res.kernel_release))
+                + b', "node_requested": ')
+        if res.kernel_release is None:
+            parser.raw_null_kr = True
     used = 0
     slub_match = _FAST_SLUB.match
     supp_match = _FAST_SUPP.match
+    left_match = _FAST_LEFT.match
+    n_chunk = len(chunk)
+    nxt = slub_match(chunk, pos)
     while True:
-        m = slub_match(chunk, pos)
-        if m and (m.end() >= len(chunk) or _FAST_LEFT.match(chunk, m.end())):
-            m = None  # its node lines may be in the next chunk or odd: the slow path reads it
-        if m:
+        m = nxt
+        nxt = None
+        if m is not None:
+            end = m.end()
+            g = m.groups()
+            key = g[4:11]
+            body = bodies.get(key)
+            if body is None:
+                if len(bodies) >= 4096:
+                    bodies.clear()
+                body = bodies[key] = _fast_body(parser, g) or False
+            # one node line of a small node number (the common case) needs no more look
+            single = g[15] == b"" and g[11] is not None and len(g[11]) < 5
+            nodes = None if single else _fast_nodes(g)
+            if (not body or end >= n_chunk or (nodes is None and not single)
+                    or (len(g[3]) == 5 and int(g[3]) > 1 << 16)):
+                m = None
+            else:
+                # the next line starts another report, or it must not be one of this one's
+                # (odd spacing, wrapped): else the slow path reads it all
+                nxt = slub_match(chunk, end)
+                if nxt is None and left_match(chunk, end):
+                    m = None
+        if m is not None:
             if parser.slubs:
                 for rec in list(parser.slubs.values()):
                     parser._close(rec)
-            g = m.groups()
-            key = (g[4], g[5], parser.kernel_hint)
-            dec = cache.get(key)
-            if dec is None:
-                tmp: dict = {"gfp_mask": None, "gfp_text": None, "gfp_flags": [],
-                             "gfp_layout": None, "migratetype": None}
-                names = [n for n in g[5].decode("utf-8", "replace").split("|") if n] if g[5] else []
-                parser._set_gfp(tmp, int(g[4], 16), names, None if g[5] is not None else "L0")
-                dec = cache[key] = (tmp["gfp_mask"], tmp["gfp_text"], tmp["gfp_flags"],
-                                    tmp["gfp_layout"], tmp["migratetype"])
-            nodes_raw = g[11]
-            node_list = [{"node": int(a), "slabs": int(b), "objs": int(c), "free": int(d)}
-                         for a, b, c, d in _FAST_NODE.findall(nodes_raw)] if nodes_raw else []
-            ev = {"kind": "slub", "source": source, "line": line_no + used + 1,
-                  "time_s": float(g[0]), "time_wall": None, "caller": None,
-                  "gfp_mask": dec[0], "gfp_text": dec[1], "gfp_flags": dec[2],
-                  "gfp_layout": dec[3], "order": None, "migratetype": dec[4],
-                  "cache": g[6].decode("utf-8", "replace"), "object_size": int(g[7]),
-                  "buffer_size": int(g[8]), "default_order": int(g[9]), "min_order": int(g[10]),
-                  "nodes": node_list, "comm": None, "zones": [], "partial": False, "missing": [],
-                  "kernel_release": None, "node_requested": int(g[3])}
-            if g[1] is not None:
-                ev["cpu"], ev["cpu_node"] = int(g[1]), int(g[2])
-            check_ranges(ev)
+            line = line_no + used + 1
+            if raw:
+                if single:
+                    nodes_json = _NODE_JSON % (g[11], g[12], g[13], g[14])
+                    used += 3
+                else:
+                    nodes_json = b", ".join([_NODE_JSON % n for n in nodes])
+                    used += 2 + len(nodes)
+                t = g[0]
+                if t[:2] == b"0.":
+                    t = _stamp_json(t)
+                else:
+                    t = t.rstrip(b"0")
+                    if t[-1:] == b".":
+                        t += b"0"
+                if g[1] is not None:
+                    events.append(_SLUB_CPU_JSON % (head, line, t, body[1], nodes_json, tail,
+                                                    g[3], g[1], g[2]))
+                else:
+                    events.append(_SLUB_JSON % (head, line, t, body[1], nodes_json, tail, g[3]))
+            else:
+                if single:
+                    nodes = [(g[11], g[12], g[13], g[14])]
+                ev = {"kind": "slub", "source": source, "line": line,
+                      "time_s": float(g[0]), "time_wall": None, "caller": None}
+                ev.update(body[0])
+                ev["gfp_flags"] = list(ev["gfp_flags"])
+                ev["nodes"] = [{"node": int(a), "slabs": int(b), "objs": int(c), "free": int(d)}
+                               for a, b, c, d in nodes]
+                ev["comm"] = None
+                ev["zones"] = []
+                ev["partial"] = False
+                ev["missing"] = []
+                ev["kernel_release"] = None
+                ev["node_requested"] = int(g[3])
+                if g[1] is not None:
+                    ev["cpu"], ev["cpu_node"] = int(g[1]), int(g[2])
+                events.append(ev)
+                used += 2 + len(nodes)
             res.slub_reports += 1
-            events.append(ev)
-            used += 2 + len(node_list)
-            pos = m.end()
+            pos = end
             continue
         m = supp_match(chunk, pos)
         if m:
-            func, n = m.group(2).decode(), int(m.group(3))
-            if n > MAX_COUNT:
-                res.malformed_lines += 1
-                used += 1
-                pos = m.end()
-                continue
-            supp[func] = supp.get(func, 0) + n
-            res.suppressions.append({"func": func, "count": n, "line": line_no + used + 1,
-                                     "time_s": float(m.group(1)), "time_wall": None,
-                                     "source": source})
+            n = int(m.group(3))
             used += 1
             pos = m.end()
+            nxt = slub_match(chunk, pos)
+            if n > MAX_COUNT:
+                res.malformed_lines += 1
+                continue
+            func = m.group(2).decode()
+            supp[func] = supp.get(func, 0) + n
+            line = line_no + used
+            if raw:
+                # \w in a bytes pattern is ASCII letters, digits and _: nothing to escape
+                suppressions.append(_SUPP_JSON % (m.group(2), n, line, _stamp_json(m.group(1)),
+                                                  src_json))
+            else:
+                suppressions.append({"func": func, "count": n, "line": line,
+                                     "time_s": float(m.group(1)), "time_wall": None,
+                                     "source": source})
             continue
         break
     if not used:
@@ -912,8 +1060,9 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
     for chunk in _numbered(chunks, lambda: line_no):
         if last_chunk is None:
             _edge_times(parser, chunk, True)
-        # the log's last 64 KiB, whatever the chunk sizes, for its last stamp
-        last_chunk = chunk if len(chunk) >= 65536 or last_chunk is None else \
+        # the log's last 64 KiB, whatever the chunk sizes, for its last stamp (a copy: the
+        # chunk's buffer may be filled anew with the next)
+        last_chunk = bytes(chunk[-65536:]) if len(chunk) >= 65536 or last_chunk is None else \
             (last_chunk + chunk)[-65536:]
         pos, n = 0, len(chunk)
         find = chunk.find
@@ -968,6 +1117,7 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
             line_no += 1
             parser.feed_line(chunk[pos:end].decode("utf-8", "replace"), line_no)
             pos = end + 1
+        cands = None  # its views of the chunk go before the next chunk is read into it
     parser.res.lines = line_no
     if last_chunk is not None:
         _edge_times(parser, last_chunk, False)
@@ -987,11 +1137,15 @@ def _numbered(chunks: Iterable[bytes], lines_read):
 
 
 def parse_log(path: str | Path, *, source: str | None = None, kernel_hint: str | None = None,
-              year: int | None = None) -> ParseResult:
-    """Parse one kernel log file (any format, any compression; ``-`` is stdin)."""
+              year: int | None = None, raw_json: bool = False) -> ParseResult:
+    """Parse one kernel log file (any format, any compression; ``-`` is stdin).
+
+    ``raw_json``: records the fast path takes whole (most of a failure-dense log) are kept as
+    ``RawJson`` (bytes), their text in the ``parse`` command's JSON, instead of dicts; for a
+    caller that only writes them out."""
     with _no_gc():
         try:
-            return _parse_log(path, source, kernel_hint, year)
+            return _parse_log(path, source, kernel_hint, year, raw_json)
         except Exception as e:
             # a bug of ours: the command line names where it happened
             if not isinstance(e, ParseError) and not hasattr(e, "mmtriage_where"):
@@ -1011,9 +1165,9 @@ def _no_gc():
             gc.enable()
 
 
-def _parse_log(path, source, kernel_hint, year) -> ParseResult:
+def _parse_log(path, source, kernel_hint, year, raw_json=False) -> ParseResult:
     src = source or str(path)
-    parser = LogParser(src, kernel_hint, year)
+    parser = LogParser(src, kernel_hint, year, raw_json)
     stream = open_binary(path)  # opened once: stdin cannot be read twice
     try:
         head = head_of(stream, path)
@@ -1026,9 +1180,9 @@ def _parse_log(path, source, kernel_hint, year) -> ParseResult:
         _feed_export(parser, data)
         parser.res.formats[src] = "journal-export"
     elif _indexable(path, head):
-        _scan(parser, iter_chunks(path, INDEXED_CHUNK, stream=stream), indexed=True)
+        _scan(parser, iter_chunks(path, INDEXED_CHUNK, stream=stream, reuse=True), indexed=True)
     else:
-        _scan(parser, iter_chunks(path, stream=stream))
+        _scan(parser, iter_chunks(path, stream=stream, reuse=True))
     return parser.finish()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import binascii
 import bz2
+import collections
 import contextlib
 import gzip
 import io
@@ -68,45 +69,61 @@ class _ZstdFrames(io.RawIOBase):
         self._new = zstandard.ZstdDecompressor().decompressobj
         self._d = self._new()
         self._in_frame = False
-        self._out = bytearray()
-        self._pending = b""
+        self._out: collections.deque = collections.deque()  # decoded pieces not yet read
+        self._off = 0      # bytes of the first piece already read
+        self._pending = memoryview(b"")
         self._piece = self.PIECE_MIN
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
+        """Decoded bytes copied straight into ``b`` (no joined buffer in between)."""
+        with memoryview(b) as mv, mv.cast("B") as dst:
+            want, got = len(dst), 0
+            out = self._out
+            while got < want:
+                if not out:
+                    if not self._feed():
+                        break
+                    continue
+                first = out[0]
+                k = min(len(first) - self._off, want - got)
+                dst[got:got + k] = (memoryview(first)[self._off:self._off + k]
+                                    if k < len(first) else first)
+                got += k
+                self._off += k
+                if self._off == len(first):
+                    out.popleft()
+                    self._off = 0
+            return got
 
     def read(self, n: int = -1) -> bytes:
-        want = CHUNK if n is None or n < 0 else n
-        while len(self._out) < want and self._feed():
-            pass
-        data = bytes(self._out[:want])
-        del self._out[:want]
-        return data
+        buf = bytearray(CHUNK if n is None or n < 0 else n)
+        del buf[self.readinto(buf):]
+        return bytes(buf)
 
     def _feed(self) -> bool:
         """Decode one more piece of input; False at the end of the input."""
         if not self._pending:
-            self._pending = self._raw.read(self.PIECE_MAX)
+            self._pending = memoryview(self._raw.read(self.PIECE_MAX))
             if not self._pending:
                 if self._in_frame:
                     raise EOFError("compressed file ended before the end of a zstd frame")
                 return False
         piece, self._pending = self._pending[:self._piece], self._pending[self._piece:]
-        before = len(self._out)
+        grew = 0
         while piece:
             self._in_frame = True
-            self._out += self._d.decompress(piece)
+            data = self._d.decompress(piece)
+            if data:
+                self._out.append(data)
+                grew += len(data)
             if not self._d.eof:
                 break
             self._in_frame = False
             piece = self._d.unused_data
             self._d = self._new()
-        grew = len(self._out) - before
         if grew < self.OUT_PER_PIECE // 4:
             self._piece = min(self._piece * 2, self.PIECE_MAX)
         elif grew > self.OUT_PER_PIECE:
@@ -131,16 +148,6 @@ def quoted_printable(data: bytes) -> bool:
     return b"=3D" in head and head.count(b"=\n") + head.count(b"=\r\n") >= 2
 
 
-def _read_after(stream, rest: bytes, chunk: int) -> bytearray:
-    """``rest`` and then up to ``chunk`` bytes more, read straight into one buffer: the chunk
-    is copied once, from the file, and never again to join it to the rest of a line."""
-    buf = bytearray(len(rest) + chunk)
-    buf[:len(rest)] = rest
-    n = stream.readinto(memoryview(buf)[len(rest):]) or 0
-    del buf[len(rest) + n:]
-    return buf
-
-
 @contextlib.contextmanager
 def decompress_errors(path):
     """Decompression errors (a truncated gzip, a corrupt xz, zstd's own) as a ParseError naming
@@ -163,25 +170,61 @@ def head_of(stream, path, n: int = 64) -> bytes:
         return stream.peek(n)[:n] if hasattr(stream, "peek") else b""
 
 
-def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None) -> Iterator[bytes | bytearray]:
+def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None,
+                reuse: bool = False) -> Iterator[bytes | bytearray]:
     """Chunks that each end at a line boundary (the last one may not), from ``path`` or from a
     ``stream`` already opened on it (closed at the end). Decompression errors become a
-    ParseError naming the file; so does a line too long to be a log's, or binary data."""
+    ParseError naming the file; so does a line too long to be a log's, or binary data.
+
+    ``reuse``: every chunk is the same buffer, filled anew in place (a fresh buffer per chunk
+    costs the kernel zeroing and mapping it, more than the reading): a chunk is good only
+    until the next is asked for, and views of it must be gone by then."""
     stream = stream if stream is not None else open_binary(path)
     rest = b""
     cr = qp = None
     skipped = 0  # bytes of the current over-long line that were dropped
+    raw = bytearray(0)
     try:
         while True:
-            with decompress_errors(path):
-                buf = _read_after(stream, rest, chunk)
-            if len(buf) == len(rest):
+            r = len(rest)
+            if not reuse:
+                raw = bytearray(r + chunk)
+            else:
+                try:  # sized in place: what was cut off the last chunk, a few bytes
+                    raw.append(0)  # any resize fails while a view of the last chunk is held
+                    if len(raw) > r + chunk:
+                        del raw[r + chunk:]
+                    else:
+                        raw.extend(bytes(r + chunk - len(raw)))
+                except BufferError:
+                    raw = bytearray(r + chunk)
+            with memoryview(raw) as mv:
+                mv[:r] = rest
+                with decompress_errors(path):
+                    n = stream.readinto(mv[r:r + chunk]) or 0
+                total = r + n
+                if cr is None and n:
+                    head = bytes(mv[:min(total, 1 << 20)])  # all that either looks at
+                    cr = cr_only(head)
+                    qp = quoted_printable(head)
+                if n and not cr and not qp:
+                    cut = raw.rfind(b"\n", 0, total)
+                    if cut >= 0:
+                        rest = bytes(mv[cut + 1:total])
+                buf = None if n and not cr and not qp and cut >= 0 else bytearray(mv[:total])
+            if n == 0:
                 if rest:
                     yield binascii.a2b_qp(rest) if qp else rest
                 return
-            if cr is None:
-                cr = cr_only(buf)
-                qp = quoted_printable(buf)
+            if buf is None:
+                skipped = 0
+                del raw[cut + 1:]
+                yield raw
+                if len(rest) > MAX_LINE:
+                    skipped += len(rest) - MAX_LINE
+                    _check_line(path, rest[:MAX_LINE], skipped)
+                    rest = rest[:MAX_LINE]
+                continue
             if cr:
                 buf = buf.replace(b"\r", b"\n")
             cut = buf.rfind(b"\n")

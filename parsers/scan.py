@@ -1,95 +1,58 @@
 """Finding the lines of a large log that can start or feed a record, in one pass at memory speed.
 
-Every trigger word of the parser is looked for at once: a table of two-byte anchors (one rare
-pair of bytes per word) marks the places worth a look, where the whole word is compared, and the
-same pass counts lines. Compiled by numba, used for large plain files only (the import and, on
-first use, the compilation cost more than a small file takes to read)."""
+Every trigger word of the parser is looked for at once. Every third byte position, the pair of
+bytes there is looked up in a table of the pairs that start each word's three chosen windows
+(a word of at least four bytes always has one of them at such a position), then the next pair in
+a second table; only then is the whole word compared. Lines are counted 64 KiB at a time, a loop
+the compiler turns into vector code, while those bytes are still in cache. Compiled by numba,
+used for large plain files only (the import and, on first use, the compilation cost more than a
+small file takes to read)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
+# numpy and numba are imported on first use: a small log never pays for them
 
-# (trigger word, offset of its anchor pair): the pair chosen for being rare in kernel text.
-ANCHORS = {b"allocat": 3, b"suppressed": 2, b"Mem-": 2, b"invoked oom-killer": 10,
-           b"messages dropped": 11, b"Linux version": 0, b"Unable": 0, b"failure": 3}
+STRIDE = 3
+# (trigger word, offset of the first of its STRIDE windows of two bytes): the windows chosen
+# for holding pairs rare in kernel text (counted on the sample logs)
+ANCHORS = {b"allocat": 0, b"suppressed": 0, b"Mem-": 0, b"invoked oom-killer": 10,
+           b"messages dropped": 2, b"Linux version": 2, b"Unable": 0, b"failure": 1}
 MAX_CANDIDATES = 1 << 16  # per block; a block with more is scanned again from where it stopped
 SPLIT_MIN = 1 << 20       # a block this large is scanned as two halves, one per thread
+COUNT_SPAN = 1 << 16      # lines are counted this many bytes at a time, behind the look-ups
 
 
 def _tables(words):
-    assert len(words) <= 8  # one bit each in a byte-wide table (64 KiB: it stays in cache)
-    table = np.zeros(1 << 16, np.uint8)
+    """(pair table, next-pair table, words, their lengths, their window offsets). Bit
+    ``4 * j + k`` of a table entry: word j's window k."""
+    import numpy as np
+    assert len(words) <= 8 and STRIDE <= 4  # 4 bits a word in 32
+    first = np.zeros(1 << 16, np.uint32)
+    second = np.zeros(1 << 16, np.uint32)
     width = max(len(w) for w in words)
     pats = np.zeros((len(words), width), np.uint8)
     lens = np.zeros(len(words), np.int64)
-    anch = np.zeros(len(words), np.int64)
+    offs = np.zeros(len(words), np.int64)
     for j, w in enumerate(words):
         a = ANCHORS[w]
+        assert a + STRIDE + 1 <= len(w)  # every window inside the word
         pats[j, :len(w)] = np.frombuffer(w, np.uint8)
-        lens[j], anch[j] = len(w), a
-        table[(w[a] << 8) | w[a + 1]] |= 1 << j
-    return table, pats, lens, anch
-
-
-_kernel = None
+        lens[j], offs[j] = len(w), a
+        for k in range(STRIDE):
+            o = a + k
+            bit = np.uint32(1 << (4 * j + k))
+            first[w[o] | (w[o + 1] << 8)] |= bit
+            if o + 4 <= len(w):
+                second[w[o + 2] | (w[o + 3] << 8)] |= bit
+            else:
+                second |= bit  # the word ends within the next pair: no second look
+    return first, second, pats, lens, offs
 
 
 def _compile():
-    global _kernel
-    if _kernel is not None:
-        return _kernel
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
-    def candidates(buf, start, table, pats, lens, anch, out_back, out_at, out_line):
-        """From byte ``start``: for each line holding a trigger word, the start of the line
-        before it (a wrapped head may be there), its own start, and the newlines before the
-        former. Returns (lines counted, candidates, where it stopped)."""
-        n = buf.shape[0]
-        line = 0
-        line_start = 0
-        prev_start = 0
-        k = 0
-        prev = 0
-        i = start
-        # the line counts are from the block's start: count up to ``start`` first
-        for q in range(start):
-            if buf[q] == 10:
-                line += 1
-                prev_start = line_start
-                line_start = q + 1
-        while i < n:
-            b = buf[i]
-            m = table[(prev << 8) | b]
-            if m != 0 and (k == 0 or out_at[k - 1] != line_start):
-                for j in range(pats.shape[0]):
-                    if m & (1 << j):
-                        s = i - 1 - anch[j]
-                        if s >= line_start and s + lens[j] <= n:
-                            same = True
-                            for q in range(lens[j]):
-                                if buf[s + q] != pats[j, q]:
-                                    same = False
-                                    break
-                            if same:
-                                if k == out_back.shape[0]:
-                                    return line, k, i
-                                back = prev_start if line > 0 else line_start
-                                out_back[k] = back
-                                out_at[k] = line_start
-                                out_line[k] = line - 1 if line > 0 else line
-                                k += 1
-                                break
-            if b == 10:
-                line += 1
-                prev_start = line_start
-                line_start = i + 1
-            prev = b
-            i += 1
-        return line, k, n
-
-    _kernel = candidates
+    """The compiled scan (numba's import and its cached machine code: first use only)."""
+    from parsers._scan_kernel import candidates
     return candidates
 
 
@@ -101,6 +64,7 @@ class Candidates:
     The block's two halves are scanned on two threads (the kernel releases the GIL)."""
 
     def __init__(self, block: bytes, words):
+        import numpy as np
         self.block = block
         self.buf = np.frombuffer(block, np.uint8)
         key = tuple(words)
@@ -112,6 +76,7 @@ class Candidates:
         self._fill(0)
 
     def _fill(self, start: int) -> None:
+        import numpy as np
         kernel = _compile()
         n = len(self.buf)
         mid = self.block.find(b"\n", max(start, n // 2)) + 1 if n >= SPLIT_MIN else 0

@@ -32,3 +32,30 @@ def test_more_candidates_than_room(monkeypatch):
     monkeypatch.setattr(scan, "MAX_CANDIDATES", 3)
     path = LAB1 / "dmesg"
     assert parsed(path, True, 1 << 20) == parsed(path, False, 1 << 20)
+
+
+def brute(block, words):
+    """(back, at, newlines before back) of every line holding a word, by plain search."""
+    out, starts = [], [0] + [i + 1 for i, b in enumerate(block) if b == 10]
+    for n, s in enumerate(starts):
+        e = block.find(b"\n", s)
+        line = block[s:e if e >= 0 else len(block)]
+        if s < len(block) and any(w in line for w in words):
+            out.append((starts[n - 1] if n else s, s, n - 1 if n else 0))
+    return out
+
+
+@pytest.mark.parametrize("lead", range(7))
+def test_every_word_at_every_alignment_and_at_the_ends(lead):
+    """The look-ups are every third byte: each word is found whatever its position modulo three,
+    first in the block, last in it with no newline after, and beside another on one line."""
+    from parsers.dmesg import TRIGGERS
+    filler = b"x" * lead
+    for w in TRIGGERS:
+        for block in (filler + w, filler + w + b"\n", b"a\n" + filler + w,
+                      b"one\n" + filler + w + b" two " + w + b"\nthree\n" + filler + w[:-1] + b"\n",
+                      (b"kernel: eth0 up\n" * 5 + filler + w + b" x\n") * 3):
+            c = scan.Candidates(block, TRIGGERS)
+            got = list(zip(c.back.tolist(), c.at.tolist(), c.lines.tolist()))
+            assert got == brute(block, TRIGGERS), (w, block)
+            assert c.total_lines == block.count(b"\n")
