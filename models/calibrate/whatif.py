@@ -220,14 +220,13 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b > 0 else None
 
 
-def _check_host(setting: dict, spec) -> None:
+def _check_host(setting: dict, spec, option: str = "--min-free-kbytes ") -> None:
     """Host-dependent bounds: a min watermark of half the lowmem puts the high one at 3/4."""
     mfk = setting.get("min_free_kbytes")
     cap = _lowmem(spec) * (spec.page_size // 1024) // 2
     if mfk is not None and mfk > cap:
-        raise ValueError(f"--min-free-kbytes {mfk}: at most {cap} on this host (half its "
-                         f"{2 * cap} kB of lowmem; above it the high watermark passes 3/4 of "
-                         f"memory)")
+        raise ValueError(f"{option}{mfk}: at most {cap} on this host (half its {2 * cap} kB "
+                         f"of lowmem; above it the high watermark passes 3/4 of memory)")
 
 
 class _Session:
@@ -326,8 +325,9 @@ def sweep(bundle, fitted: dict, name: str, values: list, setting: dict | None = 
         if why:
             raise ValueError(why)
     s = _Session(bundle, fitted, policy, seeds, progress, runs_per_seed=len(values) + 1)
-    for v in values:  # every point's host bounds before the first run
-        _check_host({**setting, name: v}, s.fit.base.spec)
+    _check_host(setting, s.fit.base.spec)  # every point's host bounds before the first run
+    for v in values:
+        _check_host({name: v}, s.fit.base.spec, f"--sweep {name}=")
     base = s.baseline()
     rows = []
     for v in values:
