@@ -17,6 +17,7 @@ app = typer.Typer(help="The kernel lab: boot a kernel build in QEMU and reproduc
 ACCELS = ("auto", "kvm", "tcg")
 MIN_MEMORY = 512      # MiB: the kernel, the initramfs and the fragmenter's 48 MiB reserve
 MAX_SECONDS = 3600
+MAX_SOCKETS = 256     # the guest's flooder opens at most this many sockets
 
 
 def _host_mib() -> int:
@@ -27,10 +28,13 @@ def _host_mib() -> int:
 
 
 def check_options(kernel: Path, memory: int, seconds: int, accel: str,
-                  out: Optional[Path], defrag_mode: int | None = None) -> None:
+                  out: Optional[Path], defrag_mode: int | None = None,
+                  sockets: int | None = None) -> None:
     """Refuse bad options before anything is built or booted: one line naming the option."""
     if defrag_mode is not None and defrag_mode not in (0, 1):
         raise ValueError(f"--defrag-mode {defrag_mode}: vm.defrag_mode is 0 or 1")
+    if sockets is not None and not 1 <= sockets <= MAX_SOCKETS:
+        raise ValueError(f"--sockets {sockets}: expected 1 to {MAX_SOCKETS}")
     # the guest fills its memory with page cache and mlocked pages: it must fit beside the host
     cap = _host_mib() // 2 or 65536
     if not MIN_MEMORY <= memory <= cap:
@@ -75,14 +79,14 @@ def parse_sysctls(values: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl=None):
+def _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl=None, sockets=16):
     from analyzer.lab import LabError, run
-    check_options(kernel, memory, seconds, accel, out, defrag_mode)
+    check_options(kernel, memory, seconds, accel, out, defrag_mode, sockets)
     sysctls = parse_sysctls(sysctl)
     check_replaceable("--out", Path(out or f"lab-{kernel.name}-defrag{defrag_mode}"))
     try:
-        return run(kernel, defrag_mode, memory, seconds, out, accel=accel, progress=err,
-                   sysctls=sysctls)
+        return run(kernel, defrag_mode, memory, seconds, out, nsock=sockets, accel=accel,
+                   progress=err, sysctls=sysctls)
     except LabError as e:
         raise ValueError(str(e)) from None
 
@@ -95,6 +99,9 @@ def run_cmd(
     memory: Annotated[int, typer.Option(help=f"Guest RAM in MiB ({MIN_MEMORY} to half this "
                                              "machine's memory).")] = 1536,
     seconds: Annotated[int, typer.Option(help=f"Length of the ICMP flood (1 to {MAX_SECONDS}).")] = 40,
+    sockets: Annotated[int, typer.Option(help=f"ICMP sockets the flood sends on and leaves "
+                                              f"unread (1 to {MAX_SOCKETS}); recorded in "
+                                              f"meta.json as workload.nsock.")] = 16,
     out: Annotated[Optional[Path], typer.Option(help="Bundle directory to write.")] = None,
     accel: Annotated[str, typer.Option(help="auto (KVM, falling back to TCG), kvm or tcg.")] = "auto",
     sysctl: Annotated[Optional[list[str]], typer.Option(
@@ -111,8 +118,9 @@ def run_cmd(
 
         mmtriage lab run --kernel .lab/kernels/vmlinuz-6.16.3+deb13-amd64 --out out/lab-6.16.3
         mmtriage lab run --kernel .lab/kernels/vmlinuz-6.16.3+deb13-amd64 --sysctl vm.min_free_kbytes=65536
+        mmtriage lab run --kernel .lab/kernels/vmlinuz-6.16.3+deb13-amd64 --sockets 64
     """
-    r = _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl)
+    r = _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl, sockets)
     v = r["verdict"]
     if fmt == Format.json:
         emit(dumps(r))

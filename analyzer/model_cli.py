@@ -333,29 +333,179 @@ def _fit_startable(b, names: list[str]) -> None:
                                    + ", ".join(sorted(start)))
 
 
+SWEEP_POINTS = (2, 50)
+
+
+def _sweep_option(text: str, given: dict) -> tuple[str, list]:
+    """--sweep NAME=A:B:N: the knob and its N values from A to B."""
+    from models.calibrate.whatif import KNOBS, knob_problem, sweep_values
+    name, eq, rng = text.partition("=")
+    name = name.strip().replace("-", "_")
+    parts = rng.split(":")
+    if not eq or len(parts) != 3:
+        raise _bad("--sweep", text, "expected NAME=A:B:N, e.g. min_free_kbytes=4096:65536:8")
+    if name not in KNOBS:
+        raise _bad("--sweep", text, f"choose NAME from {', '.join(KNOBS)}")
+    try:
+        a, b = float(parts[0]), float(parts[1])
+        n = int(parts[2])
+    except ValueError:
+        raise _bad("--sweep", text, "expected NAME=A:B:N with numbers A, B and an integer "
+                                    "N") from None
+    for v in (a, b):
+        why = knob_problem(name, v)
+        if why:
+            raise _bad("--sweep", text, why)
+    if not a < b:
+        raise _bad("--sweep", text, "expected A below B")
+    if not SWEEP_POINTS[0] <= n <= SWEEP_POINTS[1]:
+        raise _bad("--sweep", text, f"expected N from {SWEEP_POINTS[0]} to {SWEEP_POINTS[1]}")
+    if name in given:
+        raise _bad("--sweep", text, f"--{name.replace('_', '-')} is given too; sweep it or "
+                                    "set it, not both")
+    try:
+        return name, sweep_values(name, a, b, n)
+    except ValueError as e:
+        raise _bad("--sweep", text, str(e).split(": ", 1)[-1]) from None
+
+
+def _setting_options(min_free_kbytes, watermark_scale_factor, watermark_boost_factor,
+                     load_scale) -> dict:
+    from models.calibrate.whatif import KNOB_RANGES
+    out = {}
+    for name, v in (("min_free_kbytes", min_free_kbytes),
+                    ("watermark_scale_factor", watermark_scale_factor),
+                    ("watermark_boost_factor", watermark_boost_factor)):
+        if v is not None:
+            _int(f"--{name.replace('_', '-')}", v, *KNOB_RANGES[name])
+            out[name] = int(v)
+    if load_scale is not None:
+        _finite("--load-scale", load_scale, 0.0, KNOB_RANGES["load_scale"][1], lo_open=True)
+        out["load_scale"] = float(load_scale)
+    return out
+
+
+def _knob_value(name: str, v) -> str:
+    return f"{v:g}x" if name == "load_scale" else f"{v:,}"
+
+
+def _setting_text(setting: dict) -> str:
+    return ", ".join(f"{k} {_knob_value(k, v)}" for k, v in setting.items()) or "no change"
+
+
+def _setting_answer(res: dict) -> str:
+    f, b, p = res["failures"], res["baseline"]["failures"], res["price"]
+    ratio = (f"{res['ratio']:.2f}x the baseline's" if res["ratio"] is not None else
+             "the baseline has none")
+    return (f"with {_setting_text(res['setting'])} under {res['policy']}: {f['mean']:,.0f} "
+            f"failures predicted (5-95 %: {f['p5']:,.0f}-{f['p95']:,.0f}), {ratio} "
+            f"{b['mean']:,.0f} (the host's setting, same seeds); price: "
+            f"{p['blocks_converted']['mean']:.0f} pageblocks converted "
+            f"(baseline {res['baseline']['price']['blocks_converted']['mean']:.0f}), "
+            f"{p['steals']['mean']:.0f} steals, {p['free_pageblocks_left']['mean']:.0f} free "
+            f"pageblocks left")
+
+
+def _price_cols(r: dict) -> dict:
+    return {"failures_mean": r["failures"]["mean"], "failures_p5": r["failures"]["p5"],
+            "failures_p95": r["failures"]["p95"],
+            "blocks_converted": r["price"]["blocks_converted"]["mean"],
+            "claims": r["price"]["claims"]["mean"], "steals": r["price"]["steals"]["mean"],
+            "free_pageblocks_left": r["price"]["free_pageblocks_left"]["mean"]}
+
+
+def _setting_rows(res: dict) -> list[dict]:
+    host = {k: v["value"] for k, v in res["host_setting"].items()}
+    return [{"run": "baseline", "policy": res["policy"], **host, **_price_cols(res["baseline"]),
+             "ratio": 1.0 if res["baseline"]["failures"]["mean"] > 0 else None},
+            {"run": "setting", "policy": res["policy"], **res["used"], **_price_cols(res),
+             "ratio": res["ratio"]}]
+
+
+# the table's short headers (csv and ndjson keep the full names)
+_SHORT = {"min_free_kbytes": "min_free_kB", "watermark_scale_factor": "scale_f",
+          "watermark_boost_factor": "boost_f", "load_scale": "load", "failures_mean": "failures",
+          "failures_p5": "p5", "failures_p95": "p95", "blocks_converted": "converted",
+          "free_pageblocks_left": "free_blocks"}
+
+
+def _short(rows: list[dict]) -> list[dict]:
+    return [{_SHORT.get(k, k): v for k, v in r.items()} for r in rows]
+
+
+def _watermark_rows(res: dict) -> list[dict]:
+    return [{"zone": b["zone"], "managed": b["managed"],
+             "baseline min/low/high": f"{b['min']}/{b['low']}/{b['high']}",
+             "setting min/low/high": f"{s['min']}/{s['low']}/{s['high']}"}
+            for b, s in zip(res["baseline"]["watermarks"], res["watermarks"])]
+
+
+def _sweep_rows(res: dict) -> list[dict]:
+    base = res["baseline"]
+    host = res["host_setting"][res["knob"]]["value"]
+    rows = [{"run": "baseline", "value": host, **{k: v for k, v in _price_cols(base).items()
+                                                  if k != "claims"},
+             "ratio": 1.0 if base["failures"]["mean"] > 0 else None}]
+    cols = ("value", "failures_mean", "failures_p5", "failures_p95", "ratio", "blocks_converted",
+            "steals", "free_pageblocks_left")
+    rows += [{"run": "sweep", **{k: r[k] for k in cols}} for r in res["rows"]]
+    return rows
+
+
 @app.command()
 @handle_errors
 def whatif(
     bundle: Annotated[str, typer.Argument(help="The host bundle the parameters were fitted to.")],
-    policy: Annotated[str, typer.Option(help="legacy, defrag or defrag-fixed.")] = "defrag-fixed",
+    policy: Annotated[Optional[str], typer.Option(help="legacy, defrag or defrag-fixed (default: "
+                      "defrag-fixed; with a setting or --sweep, the host's own).")] = None,
     params: Annotated[Optional[Path], typer.Option(help="params.json from 'model calibrate' "
                                                          "(default: calibrate now).")] = None,
     budget: Annotated[float, typer.Option(help="Seconds to fit when no --params is given.")] = 60.0,
     seeds: Annotated[int, typer.Option(help=f"Replays (seeds) for the interval (1 to {MAX_SEEDS}).")] = 8,
+    min_free_kbytes: Annotated[Optional[int], typer.Option(
+        help="vm.min_free_kbytes to replay with (128 to half the host's lowmem); the watermarks "
+             "are recomputed as the kernel does.")] = None,
+    watermark_scale_factor: Annotated[Optional[int], typer.Option(
+        help="vm.watermark_scale_factor to replay with (1 to 3000); recomputes the "
+             "watermarks.")] = None,
+    watermark_boost_factor: Annotated[Optional[int], typer.Option(
+        help="vm.watermark_boost_factor to replay with (0 disables boosting).")] = None,
+    load_scale: Annotated[Optional[float], typer.Option(
+        help="Multiply the fitted workload's rates by this (above 0, at most 100).")] = None,
+    sweep: Annotated[Optional[str], typer.Option(
+        help="NAME=A:B:N: replay at N (2 to 50) evenly spaced values of NAME from A to B; NAME "
+             "is min_free_kbytes, watermark_scale_factor, watermark_boost_factor or "
+             "load_scale.")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="With --sweep: write the sweep's plot "
+                                                       "(PNG and SVG) here.")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.json,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the result here.")] = None,
 ):
-    """Replay the fitted workload under another policy: predicted failures and their price.
+    """Replay the fitted workload under another policy or setting: predicted failures and
+    their price.
+
+    With a setting (--min-free-kbytes, --watermark-scale-factor, --watermark-boost-factor,
+    --load-scale, alone or together) or --sweep, each result is set against a baseline: the
+    same seeds and policy with the host's own setting.
 
     Example:
 
         mmtriage model whatif sample_logs/lab-6.16.3-defrag1 --policy defrag-fixed
+        mmtriage model whatif BUNDLE --params params.json --min-free-kbytes 65536
+        mmtriage model whatif BUNDLE --params params.json --sweep watermark_scale_factor=10:500:6 --plots out
     """
     from models.calibrate import calibrate as fit, whatif as run
+    from models.calibrate.whatif import sweep as run_sweep, whatif_setting
     from parsers.bundle import load
-    _choice("--policy", policy, POLICY_NAMES)
+    if policy is not None:
+        _choice("--policy", policy, POLICY_NAMES)
     _finite("--budget", budget, 0.0, MAX_BUDGET_S, lo_open=True)
     _int("--seeds", seeds, 1, MAX_SEEDS)
+    setting = _setting_options(min_free_kbytes, watermark_scale_factor, watermark_boost_factor,
+                               load_scale)
+    swept = _sweep_option(sweep, setting) if sweep is not None else None
+    if plots is not None and swept is None:
+        raise _bad("--plots", str(plots), "draws a sweep: give --sweep too")
     p = read_params(params) if params is not None else None
     with _Progress(f"loading {bundle}") as prog, load(bundle) as b:
         if p is None:
@@ -364,8 +514,32 @@ def whatif(
             for w in _budget_warnings(fitted):
                 err(w)
             p = fitted["params"]
-        prog.phase(f"replaying the fit under {policy} ({seeds} seeds)")
-        res = run(b, p, policy, seeds=range(1, seeds + 1))
+        if swept is not None:
+            prog.phase(f"sweeping {swept[0]} over {len(swept[1])} values ({seeds} seeds each)")
+            res = run_sweep(b, p, swept[0], swept[1], setting, policy,
+                            seeds=range(1, seeds + 1), progress=prog.callback())
+        elif setting:
+            prog.phase(f"replaying the fit with {_setting_text(setting)} ({seeds} seeds)")
+            res = whatif_setting(b, p, setting, policy, seeds=range(1, seeds + 1),
+                                 progress=prog.callback())
+        else:
+            policy = policy or "defrag-fixed"
+            prog.phase(f"replaying the fit under {policy} ({seeds} seeds)")
+            res = run(b, p, policy, seeds=range(1, seeds + 1))
+    if swept is not None:
+        _emit_sweep(res, fmt, output, plots)
+        return
+    if setting:
+        res["answer"] = _setting_answer(res)
+        if fmt == Format.json:
+            emit(dumps(res), output)
+        elif fmt == Format.table:
+            emit(rows_text(_short(_setting_rows(res)), fmt, title=f"{res['host']}: what-if") +
+                 rows_text(_watermark_rows(res), fmt, title="watermarks (pages)") +
+                 res["answer"] + "\n", output)
+        else:
+            emit(rows_text(_setting_rows(res), fmt), output)
+        return
     f = res["failures"]
     res["answer"] = (f"under {policy}: {f['mean']:,.0f} failures predicted (5-95 %: "
                      f"{f['p5']:,.0f}-{f['p95']:,.0f}) against {res['observed_failures']:,.0f} "
@@ -376,3 +550,25 @@ def whatif(
         emit(dumps(res), output)
     else:
         emit(res["answer"] + "\n", output)
+
+
+def _emit_sweep(res: dict, fmt: Format, output, plots) -> None:
+    b = res["baseline"]["failures"]
+    k = res["knob"]
+    host = res["host_setting"][k]
+    res["answer"] = (f"{k} from {_knob_value(k, res['values'][0])} to "
+                     f"{_knob_value(k, res['values'][-1])} under {res['policy']}: failures "
+                     + ", ".join(f"{r['failures_mean']:,.0f}" for r in res["rows"])
+                     + f" against {b['mean']:,.0f} at the host's {_knob_value(k, host['value'])}"
+                     + (f" (with {_setting_text(res['setting'])})" if res["setting"] else ""))
+    if plots is not None:
+        from analyzer.plots import plot_sweep
+        res["plots"] = plot_sweep(res, plots)
+    if fmt == Format.json:
+        emit(dumps(res), output)
+    elif fmt == Format.table:
+        title = (f"{res['host']}: {k} swept under {res['policy']}, {res['seeds']} seeds; "
+                 f"baseline {b['mean']:,.0f} failures (5-95 %: {b['p5']:,.0f}-{b['p95']:,.0f})")
+        emit(rows_text(_short(_sweep_rows(res)), fmt, title=title), output)
+    else:
+        emit(rows_text(_sweep_rows(res), fmt), output)

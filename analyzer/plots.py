@@ -341,3 +341,69 @@ def plot_fit(result: dict, outdir) -> list:
         files.append(str(p))
     plt.close(fig)
     return files
+
+
+# What-if sweep
+
+_KNOB_LABELS = {"min_free_kbytes": "vm.min_free_kbytes (kB)",
+                "watermark_scale_factor": "vm.watermark_scale_factor",
+                "watermark_boost_factor": "vm.watermark_boost_factor",
+                "load_scale": "load (x the fitted rates)"}
+
+
+def plot_sweep(result: dict, outdir) -> list:
+    """A what-if sweep (PNG and SVG): failures (mean, 5-95 % band over seeds) and the price
+    (pageblocks converted, steals, free pageblocks left) against the knob's value, the
+    baseline (the host's setting) marked on both. Returns the files written."""
+    plt = _pyplot()
+    rows = result["rows"]
+    knob = result["knob"]
+    x = np.array([r["value"] for r in rows], dtype=float)
+    base = result["baseline"]
+    host_x = result["host_setting"][knob]["value"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 4.2))
+    mean = np.array([r["failures_mean"] for r in rows])
+    ax.fill_between(x, [r["failures_p5"] for r in rows], [r["failures_p95"] for r in rows],
+                    color="#d62728", alpha=0.18, lw=0, label="5-95 % over seeds")
+    ax.plot(x, mean, "o-", color="#d62728", label="failures (mean)")
+    bm = base["failures"]["mean"]
+    ax.axhspan(base["failures"]["p5"], base["failures"]["p95"], color="0.5", alpha=0.1, lw=0)
+    ax.axhline(bm, color="0.35", ls="--", lw=1, label=f"baseline {bm:,.0f} (host's setting)")
+    if x.min() <= host_x <= x.max():
+        ax.axvline(host_x, color="0.6", ls=":", lw=1, label=f"host's {host_x:,g}")
+    ax.set_ylim(bottom=0, top=max(float(np.max([r["failures_p95"] for r in rows])), bm, 1) * 1.12)
+    ax.set_xlabel(_KNOB_LABELS.get(knob, knob))
+    ax.set_ylabel("failures in the replayed window")
+    ax.set_title("Failures")
+    ax.legend(fontsize=8)
+    price = (("blocks_converted", "pageblocks converted", "#9467bd", "o-"),
+             ("steals", "steals", "#8c564b", "s-"),
+             ("free_pageblocks_left", "free pageblocks left", "#2ca02c", "^-"))
+    bp = base["price"]
+    for key, label, color, style in price:
+        ax2.plot(x, [r[key] for r in rows], style, color=color, label=label, ms=4)
+        ax2.axhline(bp[key]["mean"], color=color, ls="--", lw=0.8, alpha=0.7)
+    if x.min() <= host_x <= x.max():
+        ax2.axvline(host_x, color="0.6", ls=":", lw=1)
+    ax2.set_ylim(bottom=0)
+    ax2.set_xlabel(_KNOB_LABELS.get(knob, knob))
+    ax2.set_ylabel("count (mean over seeds; dashed: baseline)")
+    ax2.set_title("Price")
+    ax2.legend(fontsize=8)
+    for a in (ax, ax2):
+        _plain(a)
+        a.grid(alpha=0.25)
+    extra = f" with {', '.join(f'{k} {v:g}' for k, v in result['setting'].items())}" \
+        if result.get("setting") else ""
+    fig.suptitle(f"{result['host']}: {knob} swept under {result['policy']}{extra} "
+                 f"({result['seeds']} seeds each)", fontsize=10)
+    fig.tight_layout()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for ext in ("png", "svg"):
+        p = outdir / f"whatif_sweep_{knob}.{ext}"
+        fig.savefig(p, dpi=110)
+        files.append(str(p))
+    plt.close(fig)
+    return files

@@ -144,7 +144,8 @@ Allocator = namedtuple("Allocator", (
     "pbo",         # pageblock order
     "max_order",   # NR_PAGE_ORDERS: orders 0 .. max_order - 1
     "page_size",   # bytes
-))
+    "boost_factor",  # vm.watermark_boost_factor (boost_watermark; 0: no boosting)
+), defaults=(15000,))
 
 
 def state_words(x) -> int:

@@ -16,7 +16,7 @@ from models.engine import (ALLOC_HIGHATOMIC, ALLOC_KSWAPD, C_CLAIMED_BLOCKS, C_F
                            C_PGFREE, C_WMARK_BOOST, HIGHATOMIC, MODE_CLAIM, MODE_HIGHATOMIC,
                            MODE_STEAL, PK_ANON, PK_FREE, PK_MOVABLE, PK_THP, RECLAIMABLE,
                            Z_BOOST, Z_BOOSTED, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE,
-                           Z_HA_RESERVED, Z_START, Z_WHIGH, gfp_migratetype,
+                           Z_HA_RESERVED, Z_MANAGED, Z_START, Z_WHIGH, gfp_migratetype,
                            highatomic_reserve_ok, highatomic_unreserve_block, jit, jit_inline,
                            plan, rmqueue_smallest)
 
@@ -183,10 +183,15 @@ def relabel_block(A, z, b, new_mt):
 
 @jit
 def boost_watermark(A, z, flags):
-    """``boost_watermark``: one pageblock per fallback, capped at high * 15000 / 10000."""
-    cap = A.zs[z, Z_WHIGH] * 15000 // 10000
+    """``boost_watermark``: one pageblock per fallback, up to high x watermark_boost_factor /
+    10000 (at least a pageblock); none with the factor 0, a high watermark of 0, or a zone
+    smaller than four pageblocks."""
+    if A.boost_factor <= 0 or (4 << A.pbo) > A.zs[z, Z_MANAGED]:
+        return
+    cap = A.zs[z, Z_WHIGH] * A.boost_factor // 10000
     if cap <= 0:
         return
+    cap = max(cap, 1 << A.pbo)
     A.zs[z, Z_BOOST] = min(A.zs[z, Z_BOOST] + (1 << A.pbo), cap)
     A.counters[C_WMARK_BOOST] += 1
     if flags & ALLOC_KSWAPD:

@@ -4,7 +4,8 @@ A host is a list of zones (node, type, present and managed pages). Zones are lai
 after another in pfn order, each aligned to a max-order block; the pages a zone has but does
 not manage are allocated at its start as reserved. Watermarks and lowmem_reserve follow the
 kernel's defaults (``min_free_kbytes = sqrt(16 x lowmem kB)``, watermark_scale_factor 10,
-lowmem_reserve_ratio 256/256/32) unless given.
+lowmem_reserve_ratio 256/256/32) unless given; :func:`zone_watermarks` is the kernel's
+calculation, for any min_free_kbytes and watermark_scale_factor.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from models.engine import (BLOCK_DTYPE, COUNTER_NAMES, HIGHATOMIC, MOVABLE, MT_N
                            PK_RECLAIMABLE, PK_RESERVED, PK_THP, PK_UNMOVABLE, PK_PINNED,
                            RECLAIMABLE, UNMOVABLE, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE,
                            Z_MANAGED, Z_NODE, Z_PRESENT, Z_START, Z_TYPE, Z_WHIGH, Z_WLOW, Z_WMIN,
-                           Z_LOWMEM, ZONE_DMA, ZONE_DMA32, ZONE_NORMAL, NZT, Allocator,
-                           zonelists)
+                           Z_LOWMEM, ZONE_DMA, ZONE_DMA32, ZONE_MOVABLE, ZONE_NORMAL, NZT,
+                           Allocator, zonelists)
 from models.pages import add_free, free_pages
 from models.sim import (NPOOLS, POOL_ANON, POOL_PAGECACHE, POOL_PINNED, Pools, pool_add,
                         pool_remove_at)
@@ -45,6 +46,8 @@ class HostSpec:
     min_free_kbytes: int | None = None
     name: str = "model"
     page_size: int = 4096
+    watermark_scale_factor: int = 10
+    watermark_boost_factor: int = 15000
 
     @staticmethod
     def x86_64(mem_gib: float, nodes: int = 1, reserved_frac: float = 0.02) -> "HostSpec":
@@ -65,21 +68,51 @@ class HostSpec:
         return HostSpec(zones)
 
 
-def default_watermarks(spec: HostSpec) -> list[tuple[int, int, int]]:
-    managed = [z.managed for z in spec.zones]
-    lowmem_kb = sum(managed) * 4
-    mfk = spec.min_free_kbytes or max(128, min(262144, int(math.isqrt(lowmem_kb * 16))))
-    pages_min = mfk // 4
-    total = sum(managed)
+# The kernel's defaults for the watermark sysctls (mm/page_alloc.c).
+WATERMARK_SCALE_FACTOR = 10      # vm.watermark_scale_factor, 1 to 3000
+WATERMARK_BOOST_FACTOR = 15000   # vm.watermark_boost_factor, 0 disables boosting
+MIN_FREE_KBYTES_AUTO = (128, 262144)  # calculate_min_free_kbytes clamps its own value to this
+
+
+def kernel_min_free_kbytes(lowmem_pages: int, page_size: int = 4096) -> int:
+    """``calculate_min_free_kbytes``: int_sqrt(lowmem kB x 16), clamped to 128..262144.
+    The kernel counts lowmem (nr_free_buffer_pages) once, at boot (postcore_initcall), when
+    the zones manage fewer pages than a running host shows; so on a running host's zone
+    sizes this gives a few percent more than the host has."""
+    kb = int(lowmem_pages) * (page_size // 1024)
+    lo, hi = MIN_FREE_KBYTES_AUTO
+    return max(lo, min(hi, math.isqrt(kb * 16)))
+
+
+def zone_watermarks(managed, types, min_free_kbytes: int,
+                    watermark_scale_factor: int = WATERMARK_SCALE_FACTOR,
+                    page_size: int = 4096) -> list[tuple[int, int, int]]:
+    """``__setup_per_zone_wmarks`` for every zone of the host (all nodes): (min, low, high)
+    in pages. min_free_kbytes is shared among the lowmem zones (all but Movable) in
+    proportion to their managed pages; a Movable zone's min is managed/1024 clamped to
+    32..128; low and high each add max(share/4, managed x watermark_scale_factor / 10000),
+    share being the zone's proportional part of min_free_kbytes."""
+    managed = [int(m) for m in managed]
+    pages_min = int(min_free_kbytes) >> (page_size.bit_length() - 1 - 10)
+    lowmem = sum(m for m, t in zip(managed, types) if t != ZONE_MOVABLE)
     out = []
-    for z in spec.zones:
-        if z.wmark:
-            out.append(tuple(z.wmark))
-            continue
-        mn = pages_min * z.managed // total
-        gap = max(mn // 4, z.managed * 10 // 10000)
+    for m, t in zip(managed, types):
+        share = pages_min * m // lowmem if lowmem else 0
+        mn = min(max(m // 1024, 32), 128) if t == ZONE_MOVABLE else share
+        gap = max(share >> 2, m * int(watermark_scale_factor) // 10000)
         out.append((mn, mn + gap, mn + 2 * gap))
     return out
+
+
+def default_watermarks(spec: HostSpec) -> list[tuple[int, int, int]]:
+    """Each zone's given watermarks, or the kernel's for the spec's min_free_kbytes (default:
+    the kernel's own calculation) and watermark_scale_factor."""
+    managed = [z.managed for z in spec.zones]
+    types = [z.type for z in spec.zones]
+    lowmem = sum(m for m, t in zip(managed, types) if t != ZONE_MOVABLE)
+    mfk = spec.min_free_kbytes or kernel_min_free_kbytes(lowmem, spec.page_size)
+    wm = zone_watermarks(managed, types, mfk, spec.watermark_scale_factor, spec.page_size)
+    return [tuple(z.wmark) if z.wmark else w for z, w in zip(spec.zones, wm)]
 
 
 def lowmem_reserve(spec: HostSpec) -> np.ndarray:
@@ -164,7 +197,7 @@ class State:
         self.A = Allocator(zs, np.zeros((nz, max_order, NMT), dtype=np.int64),
                            np.full((nz, max_order, NMT), -1, dtype=np.int64), pg, blk,
                            np.zeros(NCOUNTERS, dtype=np.int64), zls, pbo, max_order,
-                           spec.page_size)
+                           spec.page_size, int(spec.watermark_boost_factor))
         self.L = Pools(np.zeros((NPOOLS, pfn), dtype=np.int32), np.zeros(NPOOLS, dtype=np.int64))
         self.W = np.full((nnodes, 2), -1, dtype=np.int64)
         _init_free(self.A)
