@@ -329,18 +329,13 @@ def plot_fit(result: dict, outdir) -> list:
         ax.set_xlabel(f"seconds after {result['start_snapshot']}")
         ax.legend(fontsize=7)
     f = result["fit"][0]
-    fig.suptitle(f"{result['host']}: failures observed {f['observed']:,.0f}, simulated "
-                 f"{f['simulated']:,.0f} ({f['rel_error']:+.1%})", fontsize=10)
-    fig.tight_layout()
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for ext in ("png", "svg"):
-        p = outdir / f"calibration_fit.{ext}"
-        fig.savefig(p, dpi=110)
-        files.append(str(p))
-    plt.close(fig)
-    return files
+    rel = f" ({f['rel_error']:+.1%})" if f.get("rel_error") is not None else ""
+    est = result.get("estimated_failures")
+    fig.suptitle(f"{result['host']}: {f['observable']}: observed {f['observed']:,.0f}, simulated "
+                 f"{f['simulated']:,.0f}{rel}"
+                 + (f"; estimated {est['value']:,} ({est['low']:,}-{est['high']:,})" if est else ""),
+                 fontsize=10)
+    return _save(fig, outdir, "calibration_fit")
 
 
 # What-if sweep
@@ -397,12 +392,18 @@ def plot_sweep(result: dict, outdir) -> list:
         if result.get("setting") else ""
     fig.suptitle(f"{result['host']}: {knob} swept under {result['policy']}{extra} "
                  f"({result['seeds']} seeds each)", fontsize=10)
+    return _save(fig, outdir, f"whatif_sweep_{knob}")
+
+
+def _save(fig, outdir, stem: str) -> list:
+    """PNG and SVG of ``fig`` under ``outdir``; returns the files written."""
+    plt = _pyplot()
     fig.tight_layout()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     files = []
     for ext in ("png", "svg"):
-        p = outdir / f"whatif_sweep_{knob}.{ext}"
+        p = outdir / f"{stem}.{ext}"
         fig.savefig(p, dpi=110)
         files.append(str(p))
     plt.close(fig)
