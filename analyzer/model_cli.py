@@ -265,10 +265,12 @@ def simulate(
 @handle_errors
 def calibrate(
     bundle: Annotated[str, typer.Argument(help="A host bundle with pagetypeinfo + zoneinfo snapshots.")],
-    budget: Annotated[float, typer.Option(help="Seconds to spend, all in (70 % on the search).")] = 60.0,
+    budget: Annotated[float, typer.Option(help="Seconds to spend on the fit, the search and "
+                      "its end (the model's one-time compile on first use not counted).")] = 60.0,
     evals: Annotated[Optional[int], typer.Option(help="Model evaluations for the search instead "
                      "of what the budget buys: the same result on any machine.")] = None,
-    seeds: Annotated[int, typer.Option(help=f"Seeds averaged per evaluation (1 to {MAX_SEEDS}).")] = 2,
+    seeds: Annotated[int, typer.Option(help=f"Seeds averaged per evaluation (1 to {MAX_SEEDS}); "
+                     "their runs share the cores.")] = 2,  # len(search.DEFAULT_SEEDS)
     seed: Annotated[int, typer.Option(help="First seed; the result is the same for the same "
                     "seed and --evals (or when the search ends within the budget).")] = 1,
     fit: Annotated[Optional[list[str]], typer.Option("--fit", help="Parameters to fit "

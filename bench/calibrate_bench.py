@@ -3,6 +3,7 @@ bundles, and parameter recovery on bundles emitted from known workloads. Prints 
 asserts nothing."""
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -34,16 +35,17 @@ WORKLOADS = {
 }
 
 
-def real(path: str) -> None:
+def real(path: str, seeds: tuple) -> None:
     with load(ROOT / path) as b:
         t0 = time.perf_counter()
-        r = calibrate(b)
+        r = calibrate(b, seeds=seeds)
         wall = time.perf_counter() - t0
         fixed = whatif(b, r["params"], "defrag-fixed", seeds=range(1, 4))
         legacy = whatif(b, r["params"], "legacy", seeds=range(1, 4))
     f = r["fit"][0]
-    print(f"calibrate {path}: {wall:.1f} s wall at the 60 s budget, {r['evaluations']} evaluations "
-          f"({r['per_evaluation_s']:.3f} s each)")
+    print(f"calibrate {path}: {wall:.1f} s wall at the 60 s budget ({r['compile_s']:.0f} s of it "
+          f"the model's first-use compile), {r['evaluations']} evaluations of {len(seeds)} seeds "
+          f"({r['per_evaluation_s']:.3f} s each); search {r['search_s']:.0f} s, end {r['end_s']:.0f} s")
     print(f"  failures observed {f['observed']:,.0f}, simulated {f['simulated']:,.0f} "
           f"({f['rel_error']:+.1%}); whatif defrag-fixed {fixed['failures']['mean']:,.0f}, "
           f"legacy {legacy['failures']['mean']:,.0f}")
@@ -55,7 +57,7 @@ def real(path: str) -> None:
     print("  params " + ", ".join(f"{k}={v:.4g}" for k, v in r["params"].items()))
 
 
-def recovery(key: tuple, truth: dict, tmp: Path) -> None:
+def recovery(key: tuple, truth: dict, tmp: Path, seeds: tuple) -> None:
     name = f"{key[0]}-every-{key[1]:g}s"
     with load(ROOT / REAL[0]) as b:
         obs = observe(b)
@@ -72,14 +74,14 @@ def recovery(key: tuple, truth: dict, tmp: Path) -> None:
         o = observe(b)
         t_start = (b.snapshots[o.start_index].time - b.snapshots[0].time).total_seconds()
         t0 = time.perf_counter()
-        r = calibrate(b, evals=400)
+        r = calibrate(b, evals=400, seeds=seeds)
         wall = time.perf_counter() - t0
     got = dict(r["params"])
     got["net_start_s"] += t_start
     got["net_stop_s"] += t_start
     errs = {k: (got[k] - v) / v for k, v in truth.items()}
     f = r["fit"][0]
-    print(f"recovery {name}: {wall:.1f} s, 400 evaluations; failures {f['observed']:,.0f} observed, "
+    print(f"recovery {name}: {wall:.1f} s, 400 evaluations of {len(seeds)} seeds; failures {f['observed']:,.0f} observed, "
           f"{f['simulated']:,.0f} simulated ({f['rel_error']:+.1%}); worst parameter "
           f"{max(errs, key=lambda k: abs(errs[k]))} {max(abs(e) for e in errs.values()):.1%}")
     for k, v in truth.items():
@@ -88,11 +90,18 @@ def recovery(key: tuple, truth: dict, tmp: Path) -> None:
 
 
 def main() -> None:
-    for path in REAL:
-        real(path)
-    with tempfile.TemporaryDirectory() as d:
-        for key, truth in WORKLOADS.items():
-            recovery(key, truth, Path(d))
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seeds", type=int, default=2, help="seeds per evaluation")
+    ap.add_argument("--only", choices=("real", "recovery"), help="one half of the benchmark")
+    a = ap.parse_args()
+    seeds = tuple(range(1, a.seeds + 1))
+    if a.only != "recovery":
+        for path in REAL:
+            real(path, seeds)
+    if a.only != "real":
+        with tempfile.TemporaryDirectory() as d:
+            for key, truth in WORKLOADS.items():
+                recovery(key, truth, Path(d), seeds)
 
 
 if __name__ == "__main__":

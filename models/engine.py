@@ -105,6 +105,9 @@ jit = njit(cache=True, _nrt=False)
 # The allocation and free fast paths are inlined into their callers (numba IR inlining): a
 # call passing the whole state costs more than the fast path itself.
 jit_inline = njit(cache=True, _nrt=False, inline="always")
+# An entry point called from Python lets go of the GIL: independent runs (seeds) share the cores
+# from threads. numba's random state is per thread, so a run seeded in its thread is the same.
+jit_entry = njit(cache=True, _nrt=False, nogil=True)
 
 # ---------------------------------------------------------------------------------------------
 # The state (one namedtuple of arrays; numba specialises on its type, so the simulator's state

@@ -33,7 +33,7 @@ from models.engine import (ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_HIGH, C_A
                            Z_BOOST, Z_BOOSTED, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_MANAGED, Z_NODE,
                            Z_START, Z_TYPE, ZONE_DMA32, bailout_retries, classify,
                            fallback_retries, fast_path_flags, gfp_migratetype, gfp_to_alloc_flags,
-                           gfp_zone, jit, jit_inline, kswapd_wake_order, pgdat_balanced,
+                           gfp_zone, jit, jit_entry, jit_inline, kswapd_wake_order, pgdat_balanced,
                            wmark_pages)
 from models.pages import (free_block, free_pages, get_page_from_freelist, take,
                           unreserve_highatomic)
@@ -932,7 +932,7 @@ def tick(S, t, node):
         kcompactd(S, nd)
 
 
-@jit
+@jit_entry
 def run(S, seed, t0, seconds):
     """Simulate ``seconds`` from ``t0``, allocations on the nodes in turn. Returns the number
     of allocator calls made."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -216,11 +218,26 @@ class Fitter:
     def loss_of(self, sims: list[dict]) -> float:
         return float(sum(self.loss_terms(sims).values()))
 
+    def run_many(self, params: dict, seeds, policy: str | None = None) -> list[dict]:
+        """The observables of one run per seed, the runs spread over the cores."""
+        return list(model_pool().map(lambda s: self.observables(self.run(params, s, policy)), seeds))
+
     def objective(self, x) -> float:
         p = self.params(x)
         self.evals += 1
-        sims = [self.observables(self.run(p, s)) for s in self.seeds]
-        return self.loss_of(sims)
+        return self.loss_of(self.run_many(p, self.seeds))
+
+
+_POOL = None
+
+
+def model_pool() -> ThreadPoolExecutor:
+    # threads, not processes: the model's loop lets go of the GIL and the state is not copied
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8)),
+                                   thread_name_prefix="model")
+    return _POOL
 
 
 def _copy_state(st):

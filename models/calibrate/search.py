@@ -18,6 +18,9 @@ from models.calibrate.observe import TYPES, VMSTAT, Observations, observe
 from models.calibrate.workload import default_start
 
 PROFILE_STEPS = 4
+# Seeds averaged per evaluation; their runs share the cores (Fitter.run_many). Four seeds
+# halve the evaluations a budget buys and fitted no better (docs/benchmarks.md).
+DEFAULT_SEEDS = (1, 2)
 REGIME_GRID = ("reclaim_stall_s", "kernel_share")
 
 
@@ -25,8 +28,52 @@ class _OutOfTime(Exception):
     pass
 
 
+def wide_seeds(n: int) -> int:
+    """Seeds of the stall's refit at the end of the search."""
+    return max(2 * n, 6)
 
-def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=None,
+
+class Budget:
+    """When the search must stop so that the end (the stall refit over three times the seeds,
+    the check over fresh seeds, the profile, the estimate) still fits in the budget.
+
+    The end is counted in evaluations and priced at the running mean cost of the search's own
+    evaluations, not the start's: runs in the failure regime cost more than runs without
+    failures. The search always makes ``min_evals`` (the regime grid and one line search along
+    the stall), however small the budget; ``evals`` fixes the count instead, which makes the
+    result independent of machine speed.
+    """
+
+    def __init__(self, budget_s: float, t0: float, nparams: int, nseeds: int,
+                 evals: int | None = None):
+        self.budget_s, self.t0, self.evals = budget_s, t0, evals
+        self.tail = (9 * wide_seeds(nseeds) / nseeds + 8 / nseeds + 2 * PROFILE_STEPS * nparams + 4
+                     + 4 * nparams / nseeds)
+        self.min_evals = 16 + 12 + 1
+        self.spent, self.n = 0.0, 0
+
+    def cost(self, seconds: float) -> None:
+        self.spent += seconds
+        self.n += 1
+
+    @property
+    def mean_cost(self) -> float:
+        return self.spent / max(self.n, 1)
+
+    def left_s(self, now: float) -> float:
+        """Seconds left for the search."""
+        return self.t0 + self.budget_s - now - 1.2 * self.tail * self.mean_cost
+
+    def max_evals(self, now: float) -> int:
+        if self.evals:
+            return self.evals
+        return max(int(self.left_s(now) / max(self.mean_cost, 1e-3)), self.min_evals)
+
+    def out_of_time(self, now: float, done: int) -> bool:
+        return not self.evals and done >= self.min_evals and self.left_s(now) <= 0
+
+
+def calibrate(bundle, budget_s: float = 60.0, seeds=DEFAULT_SEEDS, names=None, start=None,
               fixed: dict | None = None, progress=None, evals: int | None = None) -> dict:
     t0 = time.perf_counter()
     obs = observe(bundle)
@@ -44,21 +91,22 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
     p0 = fit.params(x0)
     s0 = seeds[0]  # the other seed sets follow the first: one seed fixes the whole result
     noise_seeds = tuple(seeds) + tuple(range(s0 + 900, s0 + 900 + max(2, 4 - len(seeds))))
-    fit.set_noise([fit.observables(fit.run(p0, s)) for s in noise_seeds])
+    t = time.perf_counter()
+    runs = [fit.observables(fit.run(p0, noise_seeds[0]))]
+    first_s = time.perf_counter() - t
+    runs += fit.run_many(p0, noise_seeds[1:])
+    fit.set_noise(runs)
     t1 = time.perf_counter()
     f0 = fit.objective(x0)
-    per_eval = time.perf_counter() - t1
+    f0_s = time.perf_counter() - t1
+    # The first model run on a machine compiles the model (tens of seconds, cached after): it
+    # is not the fit's time, so the budget starts again without it.
+    compile_s = max(0.0, first_s - f0_s)
+    budget = Budget(budget_s, t0 + compile_s, len(x0), len(seeds), evals)
+    budget.cost(f0_s)
     scale = np.array([0.7 if n not in LINEAR else (0.2 if not n.endswith("_s") else
                                                    max(obs.window_s * 0.1, 1.0)) for n in names])
-    # The evaluations the budget buys, after what the end needs (the stall refit over more
-    # seeds, the check over fresh seeds, the profile); ``evals`` fixes the count instead,
-    # which makes the result independent of machine speed.
-    tail = 3 * 9 + 8 / len(seeds) + 2 * PROFILE_STEPS * len(x0) + 4 + 2 * len(x0)
-    left_s = budget_s - (time.perf_counter() - t0)
-    max_evals = evals or max(int(left_s / max(per_eval, 1e-3) - tail), 4 * len(x0))
-    # evaluations cost more in some regions than at the start: without --evals the search
-    # also stops at a deadline that leaves the end its time
-    deadline = None if evals else t0 + budget_s - 1.3 * tail * per_eval
+    max_evals = budget.max_evals(time.perf_counter())
     lo, hi = fit.encoded_bounds()
     # Block coordinate descent: bounded line searches along one parameter at a time, the one
     # that sets the failure regime first, in narrowing boxes; then Nelder-Mead with a small
@@ -68,16 +116,18 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
     best = {"x": x0, "f": f0}
 
     def tracked(x):
-        if deadline is not None and time.perf_counter() > deadline:
+        now = time.perf_counter()
+        if budget.out_of_time(now, fit.evals):
             raise _OutOfTime
         f = fit.objective(x)
+        budget.cost(time.perf_counter() - now)
         if f < best["f"]:
             best.update(x=np.array(x, dtype=float), f=f)
         if progress:
-            progress(time.perf_counter() - t0, budget_s)
+            progress(time.perf_counter() - budget.t0, budget_s)
         return f
     try:
-        if REGIME_GRID[0] in names and REGIME_GRID[1] in names and max_evals >= 40:
+        if REGIME_GRID[0] in names and REGIME_GRID[1] in names and max_evals >= budget.min_evals:
             # Without a failure counter the reports are zero over much of the space (a
             # plateau no line search leaves): try a coarse grid of the two parameters that
             # set who fails, the reported heads or the silent data buffers, first.
@@ -92,11 +142,10 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
         for width in (2.0, 1.0, 0.5):
             if width == 1.0:
                 # the seeds' scatter again, now in the failure regime the first pass found
-                fit.set_noise([fit.observables(fit.run(fit.params(best["x"]), s))
-                               for s in noise_seeds])
+                fit.set_noise(fit.run_many(fit.params(best["x"]), noise_seeds))
                 best["f"] = fit.objective(best["x"])
             for i in order:
-                if max_evals - fit.evals < 16:
+                if max_evals - fit.evals < 16 and not (width == 2.0 and i == order[0]):
                     break
                 xb = best["x"].copy()
 
@@ -120,12 +169,14 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
                                        "xatol": 1e-3, "fatol": 1e-4})
     except _OutOfTime:
         pass
+    t_end = time.perf_counter()
     # The search picks, among near-equal points, those where its few seeds happen to fail
-    # less; the failure regime is therefore set once more over three times as many seeds.
+    # less; the failure regime is therefore set once more over twice as many seeds (six at
+    # least).
     if "reclaim_stall_s" in names:
         i = names.index("reclaim_stall_s")
         wide = copy.copy(fit)
-        wide.seeds = tuple(range(s0, s0 + 3 * len(seeds)))
+        wide.seeds = tuple(range(s0, s0 + wide_seeds(len(seeds))))
         xb = best["x"].copy()
 
         def along_wide(v):
@@ -142,7 +193,7 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
         fit.evals = wide.evals
     params = fit.params(best["x"])
     check_seeds = tuple(range(s0 + 100, s0 + 108))  # fresh: the table is not the fit's own noise
-    sims = [fit.observables(fit.run(params, s)) for s in check_seeds]
+    sims = fit.run_many(params, check_seeds)
     # Uncertainty: a one-dimensional profile per parameter, walked outwards until the loss
     # (in tolerance units) has risen by one; None when it never does within PROFILE_STEPS
     # growing steps (the bundle does not pin the parameter that far).
@@ -165,6 +216,14 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
     fitrows = _fit_table(obs, sims)
     series = _series(obs, sims)
     wall = time.perf_counter() - t0
+    notes = list(obs.notes)
+    if compile_s >= 1.0:
+        notes.append(f"the model was compiled on first use ({compile_s:.0f} s, cached for later "
+                     f"runs); the budget counts from after it")
+    if not evals and wall - compile_s > 1.25 * budget_s:
+        notes.append(f"the fit took {wall - compile_s:.0f} s of a {budget_s:.0f} s budget: the "
+                     f"least search that can fit ({budget.min_evals} evaluations and the end) "
+                     f"costs more than the budget here")
     return {"host": bundle.host, "policy": obs.policy, "start_snapshot": obs.start_snapshot,
             "window_s": obs.window_s, "failures_source": obs.failures_source,
             "estimated_failures": est,
@@ -179,8 +238,10 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=(1, 2), names=None, start=No
             "tolerances": {k: round(v, 4) for k, v in fit.tol.items()},
             "loss_terms_check": {k: round(v, 5) for k, v in fit.loss_terms(sims).items()},
             "check_seeds": list(check_seeds),
-            "evaluations": fit.evals, "per_evaluation_s": round(per_eval, 3),
-            "fit": fitrows, "notes": obs.notes, "wall_s": round(wall, 2),
+            "evaluations": fit.evals, "per_evaluation_s": round(budget.mean_cost, 3),
+            "compile_s": round(compile_s, 1), "search_s": round(t_end - budget.t0, 1),
+            "end_s": round(time.perf_counter() - t_end, 1), "budget_s": None if evals else budget_s,
+            "fit": fitrows, "notes": notes, "wall_s": round(wall, 2),
             "caches": [c.__dict__ for c in obs.caches], "seeds": list(seeds),
             "series": series}
 
@@ -271,8 +332,7 @@ def estimate(fit: Fitter, params: dict, x: np.ndarray, unc: dict, sims: list[dic
                 far = PROFILE_STEPS * (1 + PROFILE_STEPS) / 2
                 xe[i] = np.clip(x[i] + direction * step * far, lo_b[i], hi_b[i])
             p = fit.params(xe)
-            ends.append(float(np.mean([fit.observables(fit.run(p, s))["failures"]
-                                       for s in seeds])))
+            ends.append(float(np.mean([o["failures"] for o in fit.run_many(p, seeds)])))
     if ends:
         lo_v, hi_v = min(lo_v, min(ends)), max(hi_v, max(ends))
     if obs.corroborated:

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from models.calibrate.fitter import Fitter
+from models.calibrate.fitter import Fitter, model_pool
 from models.calibrate.observe import observe
 from models.engine import C_NET_FAILED, ZONE_NAMES
 from models.state import (WATERMARK_BOOST_FACTOR, WATERMARK_SCALE_FACTOR, kernel_min_free_kbytes,
@@ -198,8 +198,8 @@ def _replay(fit: Fitter, params: dict, policy: str, seeds, state=None, tick=None
         f = copy.copy(fit)
         f.base = state
     out = []
-    for s in seeds:
-        out.append(_one(f.run(dict(params), s, policy)))
+    for res in model_pool().map(lambda s: _one(f.run(dict(params), s, policy)), seeds):
+        out.append(res)
         if tick:
             tick()
     return out
