@@ -175,7 +175,7 @@ def _evidence(obs: Observed, order: int, gfp: int, flags: int) -> dict:
             others = [m for m in range(3) if m != mt and obs.nr_free[i, o, m] > 0]
             if others and obs.nr_free[i, o, mt] == 0:
                 kb = int(obs.free_kb_by_order[i, o]) if not obs.exact else int(
-                    sum(obs.nr_free[i, o, m] for m in others)) * (4 << o)
+                    sum(obs.nr_free[i, o, m] for m in others)) * (obs.page_kb << o)
                 zone_other += kb
                 if usable:
                     other_by_order[o] = other_by_order.get(o, 0) + kb
@@ -184,17 +184,18 @@ def _evidence(obs: Observed, order: int, gfp: int, flags: int) -> dict:
         if usable:
             free_blocks += blocks
             other_kb += zone_other
-        zrow = {"zone": name, "usable": usable, "free_kb": free_pages * 4,
-                "watermark_kb": eff * 4, "lowmem_reserve_kb": lowmem * 4,
-                "margin_kb": (free_pages - eff - lowmem) * 4,
+        pk = obs.page_kb
+        zrow = {"zone": name, "usable": usable, "free_kb": free_pages * pk,
+                "watermark_kb": eff * pk, "lowmem_reserve_kb": lowmem * pk,
+                "margin_kb": (free_pages - eff - lowmem) * pk,
                 "free_pageblocks": blocks, "free_kb_other_types": zone_other}
         if cma_pages:
-            zrow["free_cma_kb"] = cma_pages * 4
-            zrow["free_kb_with_cma"] = int(obs.zs[i, E.Z_FREE]) * 4
+            zrow["free_cma_kb"] = cma_pages * pk
+            zrow["free_kb_with_cma"] = int(obs.zs[i, E.Z_FREE]) * pk
         ev["zones"].append(zrow)
     ev["requested_type"] = ("Unmovable", "Movable", "Reclaimable")[mt]
     if cma_total:
-        ev["free_cma_kb"] = cma_total * 4
+        ev["free_cma_kb"] = cma_total * obs.page_kb
         ev["cma_usable"] = cma_ok
         ev["cma_note"] = ("free CMA counts for this movable request" if cma_ok else
                           "free CMA serves only movable requests (ALLOC_CMA): not counted "
@@ -319,18 +320,21 @@ def _without_state(e, order, gfp, g, facts, bundle):
     if order and order > 0 and ((gfp & E.GFP_NORETRY) or not (gfp & (E.GFP_DIRECT_RECLAIM |
                                                                         E.GFP_KSWAPD_RECLAIM))):
         return "speculative_expected", 0.7, {"reason": "high-order request built to fail quietly"}
-    vm = None
+    snap = None
     for s in bundle.snapshots:
         if s.vmstat:
-            vm = s.vmstat
+            snap = s
+    vm = snap.vmstat if snap is not None else None
     if vm and "nr_free_pages_blocks" in vm and facts.policy == E.DEFRAG:
         blocks = vm["nr_free_pages_blocks"]
         free = vm.get("nr_free_pages", 0)
         atomic = not (gfp & E.GFP_DIRECT_RECLAIM) and (gfp & E.GFP_KSWAPD_RECLAIM)
-        if atomic and blocks < 512 and free > 4 * blocks + 25600:
+        page = snap.page_size
+        if (atomic and blocks < 1 << snap.pageblock_order
+                and free > 4 * blocks + (100 << 20) // page):
             return ("defrag_nofragment_bailout", 0.4,
                     {"reason": "vmstat only: no free pageblock (nr_free_pages_blocks "
-                               f"{blocks}) with {free * 4 // 1024} MiB free",
+                               f"{blocks}) with {free * page >> 20} MiB free",
                      "source": "vmstat"})
     return "unknown", 0.0, {}
 
@@ -523,8 +527,8 @@ def snapshot_state(snap) -> dict | None:
         if b == 0 and other > int(E.wmark_pages(obs.zs, i, E.ALLOC_WMARK_HIGH)):
             risky = True
     return {"snapshot": snap.name, "free_pageblocks": blocks,
-            "free_mib": round(free_pages * 4 / 1024, 1),
-            "free_mib_other_types": round(other_pages * 4 / 1024, 1), "risky": risky}
+            "free_mib": round(free_pages * obs.page_kb / 1024, 1),
+            "free_mib_other_types": round(other_pages * obs.page_kb / 1024, 1), "risky": risky}
 
 
 def exposure(bundle, facts: HostFacts) -> dict:

@@ -56,7 +56,6 @@ STATE_VERSION = 1
 # A record younger than this may belong to a report the kernel is still printing: it waits for
 # the next run (once only, so a clock skew cannot hold records back for ever).
 HOLD_BACK_S = 2.0
-BUNDLE_PAGE_SIZE = 4096              # bundles do not record it; observe.py assumes 4 KiB too
 FIX_STATES = ("fixed", "affected", "not_applicable", "unknown")
 # The counters analyzer.attribution.corroboration reads.
 CORROBORATING = (("Icmp", "OutErrors"), ("Udp", "SndbufErrors"), ("Udp", "MemErrors"),
@@ -249,7 +248,8 @@ def bundle_view(path: str, snapshot: str | None = None, fixed_in=None) -> View:
         if b.logs:
             failures = _counts(attribute(part, fixed_in))
             log = {"logs": list(b.logs), "counted_to": snap.name if snap is not None else "end"}
-        view = View(str(path), _facts(b, snap, fixed_in), snap, BUNDLE_PAGE_SIZE, failures, log)
+        page = snap.page_size if snap is not None else 4096
+        view = View(str(path), _facts(b, snap, fixed_in), snap, page, failures, log)
         return _finish(view, str(snap.path) if snap is not None else str(path))
 
 
@@ -362,7 +362,6 @@ def live_view(proc_root: Path = Path("/proc"), kmsg: str | None = "/dev/kmsg",
         # does; /dev/null as its log device keeps it from reading the kernel log itself.
         meta = collect(root, interval=0, count=1, proc_root=Path(proc_root), kmsg=os.devnull)
         live = Path(proc_root) == Path("/proc")
-        page = os.sysconf("SC_PAGE_SIZE") if live else BUNDLE_PAGE_SIZE
         warnings = []
         records, reader_err = [], None
         if kmsg:
@@ -404,6 +403,8 @@ def live_view(proc_root: Path = Path("/proc"), kmsg: str | None = "/dev/kmsg",
             (root / "kmsg").unlink(missing_ok=True)
         with load(root, parse_logs=False) as b:
             snap = b.snapshots[-1] if b.snapshots else None
+            page = (os.sysconf("SC_PAGE_SIZE") if live else
+                    snap.page_size if snap is not None else 4096)
             view = View("live " + str(proc_root), _facts(b, snap, fixed_in), snap, page, failures,
                         log, warnings)
             return _finish(view, str(proc_root))
@@ -459,7 +460,7 @@ def _families(view: View) -> list:
             for t, n in types.items():
                 blocks.add_metric([str(node), zone, t], n)
         out.append(blocks)
-        pbo = pt.pageblock_order or 9
+        pbo = snap.pageblock_order
         fb = GaugeMetricFamily("mmtriage_free_pageblocks", "Wholly free pageblocks (free buddies "
                                "of pageblock order and above): what ALLOC_NOFRAGMENT may claim.",
                                labels=["node", "zone"])

@@ -15,6 +15,7 @@ import numpy as np
 
 from models.engine import (MT_LETTERS, NMT, NZF, Z_BOOST, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE,
                            Z_MANAGED, Z_NODE, Z_TYPE, Z_WHIGH, Z_WLOW, Z_WMIN)
+from parsers.bundle import pageblock_order as bundle_pageblock_order
 
 ZONE_TYPES = {"DMA": 0, "DMA32": 1, "Normal": 2, "Movable": 3, "HighMem": 2}
 TYPE_INDEX = {"Unmovable": 0, "Movable": 1, "Reclaimable": 2, "HighAtomic": 3, "Reserve": 3,
@@ -36,16 +37,21 @@ class Observed:
     # Free CMA pages per zone. The kernel's watermark test does not count them for a request
     # without ALLOC_CMA (only movable requests may use CMA), so they are kept apart here.
     free_cma: np.ndarray | None = None
+    page_kb: int = 4            # the host's page size in kB
 
     @property
     def orders(self) -> int:
         return self.nr_free.shape[1]
 
 
-def from_mem_info(ev: dict, pageblock_order: int = 9) -> Observed | None:
+def from_mem_info(ev: dict, pageblock_order: int | None = None) -> Observed | None:
     zones = [z for z in ev.get("zones", []) if z.get("free_kb") is not None]
     if not zones:
         return None
+    # the buddy lines' order-0 size; the kernel's default pageblock order for that page size
+    host_page_kb = next((z["page_kb"] for z in zones if z.get("page_kb")), 4)
+    if pageblock_order is None:
+        pageblock_order = bundle_pageblock_order(host_page_kb * 1024)
     orders = max((len(z.get("buddy", [])) for z in zones), default=11) or 11
     nz = len(zones)
     zs = np.zeros((nz, NZF), dtype=np.int64)
@@ -56,7 +62,7 @@ def from_mem_info(ev: dict, pageblock_order: int = 9) -> Observed | None:
     missing = []
     names = []
     for i, z in enumerate(zones):
-        page_kb = z.get("page_kb") or 4
+        page_kb = z.get("page_kb") or host_page_kb
         cma[i] = (z.get("free_cma_kb") or 0) // page_kb
         boost = (z.get("boost_kb") or 0) // page_kb
         zs[i, Z_TYPE] = ZONE_TYPES.get(z["zone"], 2)
@@ -99,7 +105,7 @@ def from_mem_info(ev: dict, pageblock_order: int = 9) -> Observed | None:
             zs[i, Z_FREE_BLOCKS] = o_blocks << pageblock_order
         names.append(f"Node {z['node']} {z['zone']}" if z["node"] is not None else z["zone"])
     return Observed("mem_info", zs, nr, lowmem, pageblock_order, False, names, kb,
-                    missing=sorted(set(missing)), free_cma=cma)
+                    missing=sorted(set(missing)), free_cma=cma, page_kb=host_page_kb)
 
 
 def from_snapshot(snap) -> Observed | None:
@@ -113,7 +119,8 @@ def from_snapshot(snap) -> Observed | None:
             keys.append((r.node, r.zone))
     orders = pt.orders
     nz = len(keys)
-    pbo = pt.pageblock_order or 9
+    page_kb = snap.page_size // 1024
+    pbo = snap.pageblock_order
     zs = np.zeros((nz, NZF), dtype=np.int64)
     nr = np.zeros((nz, orders, NMT), dtype=np.int64)
     lowmem = np.zeros((nz, 4), dtype=np.int64)
@@ -144,11 +151,11 @@ def from_snapshot(snap) -> Observed | None:
         else:
             missing.append(f"zoneinfo for {zone} (watermarks unknown)")
             zs[i, Z_MANAGED] = free
-    kb = (nr.sum(axis=2) * (4 << np.arange(orders))[None, :]).astype(np.int64)
+    kb = (nr.sum(axis=2) * (page_kb << np.arange(orders))[None, :]).astype(np.int64)
     cma = (nr[:, :, TYPE_INDEX["CMA"]] * (1 << np.arange(orders))[None, :]).sum(axis=1)
     return Observed("snapshot", zs, nr, lowmem, pbo, True,
                     [f"Node {n} {z}" for n, z in keys], kb, missing=missing,
-                    free_cma=cma.astype(np.int64))
+                    free_cma=cma.astype(np.int64), page_kb=page_kb)
 
 
 def free_kb_by_type(obs: Observed) -> dict:
@@ -163,14 +170,14 @@ def free_kb_by_type(obs: Observed) -> dict:
             if obs.exact:
                 for m in present:
                     name = ("Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA", "Isolate")[m]
-                    out[name] = out.get(name, 0) + int(obs.nr_free[i, o, m]) * (4 << o)
+                    out[name] = out.get(name, 0) + int(obs.nr_free[i, o, m]) * (obs.page_kb << o)
             else:
                 name = "+".join(("Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA",
                                  "Isolate")[m] for m in present)
                 out[name] = out.get(name, 0) + int(obs.free_kb_by_order[i, o])
     if not obs.exact and obs.free_cma is not None and obs.free_cma.any():
         # The zone line's free_cma is exact; take it out of the lists whose letters include C.
-        cma_kb = int(obs.free_cma.sum()) * 4
+        cma_kb = int(obs.free_cma.sum()) * obs.page_kb
         left = cma_kb
         for name in sorted((k for k in out if "CMA" in k.split("+")), key=lambda k: -out[k]):
             take = min(left, out[name])

@@ -210,12 +210,13 @@ def _plots(doc, bundle, outdir, plt) -> dict:
         series = []
         for s in pt_snaps:
             tot: dict = {}
+            mib = s.page_size / 2**20
             for r in s.pagetypeinfo.free:
-                tot[r.type] = tot.get(r.type, 0) + sum(c << o for o, c in enumerate(r.counts))
+                tot[r.type] = tot.get(r.type, 0) + sum(c << o for o, c in enumerate(r.counts)) * mib
             series.append(tot)
         types = [t for t in MT_COLORS if any(t in x for x in series)] + sorted(
             {k for x in series for k in x} - set(MT_COLORS))
-        by = {k: [x.get(k, 0) * 4 / 1024 for x in series] for k in types}
+        by = {k: [x.get(k, 0) for x in series] for k in types}
         for k, v in by.items():
             if max(v) > 0:
                 ax.plot(xs / div, v, marker="o", label=k, color=MT_COLORS.get(k))
@@ -263,7 +264,7 @@ def _snapshot_matrix(bundle, doc=None):
         s = min(snaps, key=lambda x: abs(x.time.timestamp() - mid))
         why = "nearest the failures"
     else:
-        pbo = snaps[0].pagetypeinfo.pageblock_order or 9
+        pbo = snaps[0].pageblock_order
         s = min(snaps, key=lambda x: sum(sum(c << (o - pbo) for o, c in enumerate(r.counts)
                                              if o >= pbo) for r in x.pagetypeinfo.free))
         why = "fewest free pageblocks"
@@ -273,9 +274,10 @@ def _snapshot_matrix(bundle, doc=None):
             types.append(r.type)
     orders = s.pagetypeinfo.orders
     mat = np.zeros((len(types), orders))
+    mib = s.page_size / 2**20
     for r in s.pagetypeinfo.free:
         for o, c in enumerate(r.counts):
-            mat[types.index(r.type), o] += (c << o) * 4 / 1024
+            mat[types.index(r.type), o] += (c << o) * mib
     keep = [i for i in range(len(types)) if mat[i].sum() > 0]
     if not keep:
         return None

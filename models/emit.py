@@ -31,6 +31,7 @@ from models.simulate import SimResult
 from models.sim import R_SLUB, R_SUPP_SLUB, R_SUPP_WARN, R_WARN
 from parsers import pagetypeinfo as ptmod
 from parsers import zoneinfo as zimod
+from parsers.bundle import pmd_kb
 from parsers.gfp import render as render_gfp
 
 BOOT = datetime(2026, 5, 22, 0, 0, 0, tzinfo=timezone.utc)
@@ -44,9 +45,11 @@ def _zone_label(zs, z) -> str:
     return f"Node {int(zs[z, Z_NODE])} {ZONE_NAMES[int(zs[z, Z_TYPE])]}"
 
 
-def meminfo_block(nr, zs, lowmem, highest_zt: int, t: float, npages: int) -> list[str]:
-    """The ``show_free_areas`` text for one captured state (values in kB, 4 kB pages)."""
+def meminfo_block(nr, zs, lowmem, highest_zt: int, t: float, npages: int,
+                  page_size: int = 4096) -> list[str]:
+    """The ``show_free_areas`` text for one captured state (values in kB)."""
     st = _stamp(t)
+    pk = page_size // 1024
     orders = nr.shape[1]
     free = int(zs[:, Z_FREE].sum())
     lines = [f"{st} Mem-Info:",
@@ -68,13 +71,13 @@ def meminfo_block(nr, zs, lowmem, highest_zt: int, t: float, npages: int) -> lis
     for z in shown:
         b = int(zs[z, Z_BOOST])
         lines.append(
-            f"{st} {_zone_label(zs, z)} free:{int(zs[z, Z_FREE]) * 4}kB boost:{b * 4}kB "
-            f"min:{(int(zs[z, Z_WMIN]) + b) * 4}kB low:{(int(zs[z, Z_WLOW]) + b) * 4}kB "
-            f"high:{(int(zs[z, Z_WHIGH]) + b) * 4}kB "
-            f"reserved_highatomic:{int(zs[z, Z_HA_RESERVED]) * 4}KB "
-            f"free_highatomic:{int(zs[z, Z_HA_FREE]) * 4}KB active_anon:0kB inactive_anon:0kB "
+            f"{st} {_zone_label(zs, z)} free:{int(zs[z, Z_FREE]) * pk}kB boost:{b * pk}kB "
+            f"min:{(int(zs[z, Z_WMIN]) + b) * pk}kB low:{(int(zs[z, Z_WLOW]) + b) * pk}kB "
+            f"high:{(int(zs[z, Z_WHIGH]) + b) * pk}kB "
+            f"reserved_highatomic:{int(zs[z, Z_HA_RESERVED]) * pk}KB "
+            f"free_highatomic:{int(zs[z, Z_HA_FREE]) * pk}KB active_anon:0kB inactive_anon:0kB "
             f"active_file:0kB inactive_file:0kB unevictable:0kB writepending:0kB "
-            f"present:{int(zs[z, Z_PRESENT]) * 4}kB managed:{int(zs[z, Z_MANAGED]) * 4}kB "
+            f"present:{int(zs[z, Z_PRESENT]) * pk}kB managed:{int(zs[z, Z_MANAGED]) * pk}kB "
             f"mlocked:0kB bounce:0kB free_pcp:0kB local_pcp:0kB free_cma:0kB")
         lines.append(f"{st} lowmem_reserve[]: " + " ".join(str(int(v)) for v in
                                                          list(lowmem[z]) + [lowmem[z][-1]]))
@@ -83,14 +86,14 @@ def meminfo_block(nr, zs, lowmem, highest_zt: int, t: float, npages: int) -> lis
         total = 0
         for o in range(orders):
             cnt = int(nr[z, o].sum())
-            size = 4 << o
+            size = pk << o
             total += cnt * size
             letters = "".join(MT_LETTERS[m] for m in range(NMT) if nr[z, o, m] > 0)
             parts.append(f"{cnt}*{size}kB" + (f" ({letters})" if cnt else ""))
         lines.append(f"{st} {_zone_label(zs, z)}: " + " ".join(parts) + f" = {total}kB")
     for n in nodes:
         lines.append(f"{st} Node {n} hugepages_total=0 hugepages_free=0 hugepages_surp=0 "
-                     f"hugepages_size=2048kB")
+                     f"hugepages_size={pmd_kb(page_size)}kB")
     lines += [f"{st} 0 total pagecache pages", f"{st} 0 pages in swap cache",
               f"{st} Free swap  = 0kB", f"{st} Total swap = 0kB", f"{st} {npages} pages RAM",
               f"{st} 0 pages HighMem/MovableOnly",
@@ -102,11 +105,12 @@ def meminfo_block(nr, zs, lowmem, highest_zt: int, t: float, npages: int) -> lis
 def dmesg_lines(res: SimResult, release: str) -> list[str]:
     sc = res.scenario
     st = res.state
+    pk = st.spec.page_size // 1024
     out = [f"{_stamp(0.0)} Linux version {release} (model@mmtriage) (gcc 14.2.0) #1 SMP "
            f"PREEMPT_DYNAMIC (synthetic: mmtriage model, scenario {sc.name}, policy {res.policy}, "
            f"seed {res.seed})",
            f"{_stamp(0.0)} Command line: BOOT_IMAGE=/vmlinuz-{release} root=/dev/vda1 ro",
-           f"{_stamp(0.000001)} Memory: {st.npages * 4}K/{st.npages * 4}K available"]
+           f"{_stamp(0.000001)} Memory: {st.npages * pk}K/{st.npages * pk}K available"]
     rep = res.reports
     order = np.argsort(rep[:, 0], kind="stable")
     comm = sc.comm
@@ -122,7 +126,7 @@ def dmesg_lines(res: SimResult, release: str) -> list[str]:
             cache = sc.caches[int(a)]
             gfp = int(b)
             nslabs = int(c)
-            objs = (4096 << cache.default_order) // cache.object_size
+            objs = (st.spec.page_size << cache.default_order) // cache.object_size
             out.append(f"{s} SLUB: Unable to allocate memory on CPU {int(t * 1000) % 4} (of node 0)"
                        f" on node -1, gfp={gfp:#x}({render_gfp(gfp)})")
             out.append(f"{s}   cache: {cache.name}, object size: {cache.object_size - 24}, "
@@ -151,7 +155,7 @@ def dmesg_lines(res: SimResult, release: str) -> list[str]:
             out.append(f"{s}  </IRQ>")
             if 0 <= ci < len(res.captures_nr):
                 out += meminfo_block(res.captures_nr[ci], res.captures_zs[ci], st.lowmem,
-                                     int(gfp_zone(gfp)), t, st.npages)
+                                     int(gfp_zone(gfp)), t, st.npages, st.spec.page_size)
     return out
 
 
@@ -245,7 +249,7 @@ def _slabinfo(res: SimResult, k: int) -> str:
            "tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> "
            "<sharedavail>"]
     for name, (c, n) in rows.items():
-        per = (4096 << c.default_order) // c.object_size
+        per = (res.state.spec.page_size << c.default_order) // c.object_size
         slabs = (n + per - 1) // per
         out.append(f"{name:<17} {n:6d} {slabs * per:6d} {c.object_size:6d} {per:4d} "
                    f"{1 << c.default_order:4d} : tunables    0    0    0 : slabdata {slabs:6d} "
@@ -255,10 +259,12 @@ def _slabinfo(res: SimResult, k: int) -> str:
 
 def _meminfo(res: SimResult, k: int) -> str:
     zs = res.snaps_zs[k]
-    total = int(zs[:, Z_MANAGED].sum()) * 4
-    free = int(zs[:, Z_FREE].sum()) * 4
+    page_size = res.state.spec.page_size
+    total = int(zs[:, Z_MANAGED].sum()) * (page_size // 1024)
+    free = int(zs[:, Z_FREE].sum()) * (page_size // 1024)
     return (f"MemTotal:       {total:8d} kB\nMemFree:        {free:8d} kB\n"
-            f"MemAvailable:   {free:8d} kB\nBuffers:               0 kB\nCached:                0 kB\n")
+            f"MemAvailable:   {free:8d} kB\nBuffers:               0 kB\nCached:                0 kB\n"
+            f"Hugepagesize:   {pmd_kb(page_size):8d} kB\n")
 
 
 def _net_snmp(out_errors: int, out_msgs: int) -> str:

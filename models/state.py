@@ -268,8 +268,8 @@ class State:
 
     def free_mb_by_migratetype(self) -> dict:
         pages = (self.nr_free * (1 << np.arange(self.spec.max_order))[None, :, None]).sum(axis=(0, 1))
-        return {MT_NAMES[m]: round(float(pages[m]) * 4096 / 2**20, 1) for m in range(NMT)
-                if m < 4 or pages[m]}
+        return {MT_NAMES[m]: round(float(pages[m]) * self.spec.page_size / 2**20, 1)
+                for m in range(NMT) if m < 4 or pages[m]}
 
     def free_pageblocks(self) -> int:
         return int(self.zs[:, Z_FREE_BLOCKS].sum() >> self.spec.pageblock_order)
@@ -547,14 +547,17 @@ def _release(A, L, z, p, o):
     add_free(A, z, p, o)
 
 
-def from_snapshot(pagetypeinfo, zoneinfo, seed: int = 0, pinned_per_block: int = 0) -> State:
+def from_snapshot(pagetypeinfo, zoneinfo, seed: int = 0, pinned_per_block: int = 0,
+                  meminfo: dict | None = None) -> State:
     """A page-level state that shows exactly the observed free counts per zone x migratetype x
     order and pageblocks per type: blocks are labelled by the observed counts, filled (movable
     blocks with page cache, others with static kernel memory), then the observed free buddies
     are carved out of blocks of their own type. Buddies that cannot be placed are reported in
-    ``State.placement_unplaced``."""
-    from parsers.pagetypeinfo import PageTypeInfo
-    pbo = pagetypeinfo.pageblock_order or 9
+    ``State.placement_unplaced``. The page size comes from the snapshot's ``meminfo`` with
+    the zones' free counts (4 KiB without one)."""
+    from parsers.bundle import page_size, pageblock_order
+    psize = page_size(meminfo, zoneinfo)
+    pbo = pageblock_order(psize, pagetypeinfo)
     orders = pagetypeinfo.orders
     zmap = {(z.node, z.zone): z for z in zoneinfo if z.populated}
     keys = []
@@ -568,7 +571,7 @@ def from_snapshot(pagetypeinfo, zoneinfo, seed: int = 0, pinned_per_block: int =
         specs.append(ZoneSpec(node, {"DMA": ZONE_DMA, "DMA32": ZONE_DMA32}.get(zone, ZONE_NORMAL),
                               z.present or z.managed, z.managed,
                               ((z.min or 0) - boost, (z.low or 0) - boost, (z.high or 0) - boost)))
-    spec = HostSpec(specs, pageblock_order=pbo, max_order=orders, name="observed")
+    spec = HostSpec(specs, pageblock_order=pbo, max_order=orders, name="observed", page_size=psize)
     st = State(spec)
     names = {"Unmovable": UNMOVABLE, "Movable": MOVABLE, "Reclaimable": RECLAIMABLE,
              "HighAtomic": HIGHATOMIC, "Reserve": HIGHATOMIC}

@@ -24,6 +24,7 @@ import atexit
 import contextlib
 import json
 import lzma
+import math
 import os
 import re
 import shutil
@@ -81,6 +82,39 @@ def parse_snapshot_time(name: str) -> datetime | None:
     return None
 
 
+PAGE_SIZES = (4096, 16384, 65536)   # the base page sizes Linux builds with (arm64 has all three)
+
+
+def page_size(meminfo: dict | None, zoneinfo: list | None, vmstat: dict | None = None) -> int:
+    """The host's page size in bytes, which no /proc file states: MemFree (kB) over the zones'
+    free page count (vmstat's without zoneinfo), rounded to the nearest size Linux has; else
+    from the huge page size (a PMD maps PAGE_SIZE / 8 pages, so it is PAGE_SIZE**2 / 8); else
+    4 KiB."""
+    mem = meminfo or {}
+    pages = sum((z.stats.get("nr_free_pages", z.pages_free) or 0) for z in zoneinfo or ())
+    if not pages and vmstat:
+        pages = vmstat.get("nr_free_pages") or 0
+    if (mem.get("MemFree") or 0) > 0 and pages > 0:
+        # the two files are read moments apart: take the nearest size, on a log scale
+        ratio = math.log2(mem["MemFree"] * 1024 / pages)
+        return min(PAGE_SIZES, key=lambda s: abs(math.log2(s) - ratio))
+    by_pmd_kb = {pmd_kb(s): s for s in PAGE_SIZES}
+    return by_pmd_kb.get(mem.get("Hugepagesize"), 4096)
+
+
+def pmd_kb(page_size: int) -> int:
+    """The huge (PMD) page size in kB for a page size: a PMD maps PAGE_SIZE / 8 pages."""
+    return page_size * page_size // 8 // 1024
+
+
+def pageblock_order(page_size: int, pagetypeinfo=None) -> int:
+    """The order pagetypeinfo reports, else the PMD order of the page size (PAGE_SHIFT - 3:
+    9 for 4 KiB, 11 for 16 KiB, 13 for 64 KiB pages)."""
+    if pagetypeinfo is not None and pagetypeinfo.pageblock_order:
+        return pagetypeinfo.pageblock_order
+    return page_size.bit_length() - 1 - 3
+
+
 @dataclass
 class Snapshot:
     time: datetime
@@ -100,6 +134,14 @@ class Snapshot:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def page_size(self) -> int:
+        return page_size(self.meminfo, self.zoneinfo, self.vmstat)
+
+    @property
+    def pageblock_order(self) -> int:
+        return pageblock_order(self.page_size, self.pagetypeinfo)
 
 
 @dataclass

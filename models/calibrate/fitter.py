@@ -46,7 +46,7 @@ class Fitter:
         self.fixed = dict(fixed or {})
         self.seeds = seeds
         snap = bundle.snapshots[self.obs.start_index]
-        self.base = from_snapshot(snap.pagetypeinfo, snap.zoneinfo)
+        self.base = from_snapshot(snap.pagetypeinfo, snap.zoneinfo, meminfo=snap.meminfo)
         pbo = self.base.spec.pageblock_order
         self.blocks0 = np.zeros(3)
         for z in range(self.base.zs.shape[0]):
@@ -112,7 +112,7 @@ class Fitter:
         for i in range(k):
             sizes = (1 << np.arange(res.snaps_nr.shape[2]))[None, :, None]
             pages = (res.snaps_nr[i] * sizes).sum(axis=(0, 1))
-            free[i] = pages[:3] * 4 / 1024
+            free[i] = pages[:3] * self.base.spec.page_size / 2**20
         blocks = res.snaps_blocks[:, :, :3].sum(axis=1) - self.blocks0[None, :] if k else None
         fails = float(res.snaps_cnt[-1][C_NET_FAILED]) if k else float(res.fail_sec.sum())
         fail_series = res.snaps_cnt[:, C_NET_FAILED].astype(float)

@@ -62,9 +62,10 @@ class Observations:
 
 def _free_mb(snap) -> np.ndarray:
     out = np.zeros(3)
+    mib = snap.page_size / 2**20
     for r in snap.pagetypeinfo.free:
         if r.type in TYPES:
-            out[TYPES.index(r.type)] += sum(c << o for o, c in enumerate(r.counts)) * 4 / 1024
+            out[TYPES.index(r.type)] += sum(c << o for o, c in enumerate(r.counts)) * mib
     return out
 
 

@@ -61,7 +61,7 @@ def _lowmem(spec) -> int:
 
 
 def infer_min_free_kbytes(spec) -> int | None:
-    """The min_free_kbytes the zones' min watermarks were computed from (to the 4 kB the
+    """The min_free_kbytes the zones' min watermarks were computed from (to the page the
     kernel's division drops), or None when no value reproduces every zone's."""
     managed, types = _zones(spec)
     have = [z.wmark[0] for z in spec.zones]
