@@ -62,7 +62,7 @@ def recovery(key: tuple, truth: dict, tmp: Path, seeds: tuple) -> None:
     with load(ROOT / REAL[0]) as b:
         obs = observe(b)
         snap = b.snapshots[obs.start_index]
-        st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo)
+        st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo, meminfo=snap.meminfo)
         obs.window_s = 42.0
         sc = scenario_for(b, obs, truth, st.spec)
     sc.name, sc.corroborate_icmp = f"recovery-{name}", True

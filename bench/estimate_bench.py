@@ -78,7 +78,7 @@ def main() -> None:
         with load(ROOT / REAL[0]) as b:
             obs = observe(b)
             snap = b.snapshots[obs.start_index]
-            st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo)
+            st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo, meminfo=snap.meminfo)
             obs.window_s = 42.0
             sc = scenario_for(b, obs, TRUTH, st.spec)
         sc.name, sc.corroborate_icmp = "recovery", False

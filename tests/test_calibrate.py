@@ -25,7 +25,7 @@ def recovery_bundle(tmp_path_factory):
     with load(need(LAB1)) as b:
         obs = observe(b)
         snap = b.snapshots[obs.start_index]
-        st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo)
+        st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo, meminfo=snap.meminfo)
         obs.window_s = 42.0
         sc = scenario_for(b, obs, TRUTH, st.spec)
     sc.name = "recovery"
