@@ -46,3 +46,15 @@ def test_cli_default_seeds_are_the_models():
     from models.calibrate.search import DEFAULT_SEEDS, calibrate
     assert inspect.signature(calibrate).parameters["seeds"].default == DEFAULT_SEEDS
     assert inspect.signature(model_cli.calibrate).parameters["seeds"].default == len(DEFAULT_SEEDS)
+
+
+def test_the_end_is_priced_by_runs_at_once():
+    # one seed per evaluation on two cores: the six-seed refit takes three runs' time, not six
+    serial = Budget(60.0, 0.0, nparams=4, nseeds=1)
+    paired = Budget(60.0, 0.0, nparams=4, nseeds=1, workers=2)
+    assert serial.tail - paired.tail == 9 * 3 + 4 + 8
+
+
+def test_without_the_grid_the_least_search_is_the_stall_search():
+    assert Budget(60.0, 0.0, 4, 2, grid=False).min_evals == 13
+    assert Budget(60.0, 0.0, 4, 2).min_evals == 29

@@ -93,3 +93,20 @@ def test_real_lab_run_is_reproduced_and_whatif_agrees():
     assert legacy["failures"]["p95"] <= 0.01 * 293260  # what the defrag_mode=0 run did
     assert again["failures"]["mean"] > 0.5 * 293260
     assert fixed["price"]["blocks_converted"]["mean"] > 0
+
+
+def test_seeds_run_together_give_what_they_give_one_at_a_time():
+    from models.calibrate import Fitter, default_start
+    with load(need(LAB1)) as b:
+        names, start, measured = default_start(observe(b))
+        fit = Fitter(b, names, measured)
+        p = fit.params(fit.encode({**start, "reclaim_stall_s": 0.5}))
+        together = fit.run_many(p, (3, 4, 5))
+        alone = [fit.observables(fit.run(p, s)) for s in (3, 4, 5)]
+    assert together[0]["failures"] > 0
+    for a, b_ in zip(together, alone):
+        assert a["failures"] == b_["failures"]
+        assert np.array_equal(a["fail_series"], b_["fail_series"])
+        assert np.array_equal(a["free_mb"], b_["free_mb"])
+        assert {k: list(v) for k, v in a["reports"].items()} == \
+            {k: list(v) for k, v in b_["reports"].items()}

@@ -232,17 +232,27 @@ _POOL = None
 
 
 def model_pool() -> ThreadPoolExecutor:
-    # threads, not processes: the model's loop lets go of the GIL and the state is not copied
+    # threads, not processes: the model's loop lets go of the GIL and the state is not copied.
+    # At most four runs at once: each holds a copy of the host's pages (about 1 GB at 64 GiB).
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8)),
-                                   thread_name_prefix="model")
+        _POOL = ThreadPoolExecutor(max_workers=model_workers(), thread_name_prefix="model")
     return _POOL
 
 
+def model_workers() -> int:
+    """Runs at once: the CPUs this process may use (affinity, not the host's count), four at
+    most."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None  # a forked child has none of the parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _copy_state(st):
-    new = copy.copy(st)
-    for name in ("zs", "nr_free", "heads", "nxt", "prv", "forder", "pkind", "bmt", "bfree", "bmov",
-                 "counters", "pool_pfn", "pool_n", "ppos", "ppool", "W"):
-        setattr(new, name, getattr(st, name).copy())
-    return new
+    return copy.copy(st)  # State.__copy__ copies every array of the allocator, pools, daemons

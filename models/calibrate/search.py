@@ -8,12 +8,13 @@ more seeds, within the budget or a fixed number of evaluations (``calibrate``).
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import numpy as np
 from scipy import optimize
 
-from models.calibrate.fitter import LINEAR, Fitter
+from models.calibrate.fitter import LINEAR, Fitter, model_workers
 from models.calibrate.observe import TYPES, VMSTAT, Observations, observe
 from models.calibrate.workload import default_start
 
@@ -22,6 +23,8 @@ PROFILE_STEPS = 4
 # halve the evaluations a budget buys and fitted no better (docs/benchmarks.md).
 DEFAULT_SEEDS = (1, 2)
 REGIME_GRID = ("reclaim_stall_s", "kernel_share")
+REGIME_VALUES = ((0.05, 0.2, 0.6, 1.5), (0.05, 0.2, 0.5, 1.0))
+GRID_EVALS = len(REGIME_VALUES[0]) * len(REGIME_VALUES[1])
 
 
 class _OutOfTime(Exception):
@@ -39,17 +42,20 @@ class Budget:
 
     The end is counted in evaluations and priced at the running mean cost of the search's own
     evaluations, not the start's: runs in the failure regime cost more than runs without
-    failures. The search always makes ``min_evals`` (the regime grid and one line search along
-    the stall), however small the budget; ``evals`` fixes the count instead, which makes the
+    failures. The search always makes ``min_evals`` (the regime grid when it runs, and one line
+    search along the stall), however small the budget; ``evals`` fixes the count instead, which makes the
     result independent of machine speed.
     """
 
     def __init__(self, budget_s: float, t0: float, nparams: int, nseeds: int,
-                 evals: int | None = None):
+                 evals: int | None = None, grid: bool = True, workers: int = 1):
         self.budget_s, self.t0, self.evals = budget_s, t0, evals
-        self.tail = (9 * wide_seeds(nseeds) / nseeds + 8 / nseeds + 2 * PROFILE_STEPS * nparams + 4
-                     + 4 * nparams / nseeds)
-        self.min_evals = 16 + 12 + 1
+        # in evaluations of nseeds runs; k runs at once on `workers` cost ceil(k / workers)
+        def runs(k):
+            return math.ceil(k / workers) / math.ceil(nseeds / workers)
+        self.tail = (9 * runs(wide_seeds(nseeds)) + runs(8) + 2 * PROFILE_STEPS * nparams + 4
+                     + 2 * nparams * runs(2))
+        self.min_evals = 1 + 12 + (GRID_EVALS if grid else 0)
         self.spent, self.n = 0.0, 0
 
     def cost(self, seconds: float) -> None:
@@ -101,8 +107,10 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=DEFAULT_SEEDS, names=None, s
     f0_s = time.perf_counter() - t1
     # The first model run on a machine compiles the model (tens of seconds, cached after): it
     # is not the fit's time, so the budget starts again without it.
-    compile_s = max(0.0, first_s - f0_s)
-    budget = Budget(budget_s, t0 + compile_s, len(x0), len(seeds), evals)
+    workers = model_workers()
+    compile_s = max(0.0, first_s - f0_s / math.ceil(len(seeds) / workers))
+    grid = REGIME_GRID[0] in names and REGIME_GRID[1] in names
+    budget = Budget(budget_s, t0 + compile_s, len(x0), len(seeds), evals, grid, workers)
     budget.cost(f0_s)
     scale = np.array([0.7 if n not in LINEAR else (0.2 if not n.endswith("_s") else
                                                    max(obs.window_s * 0.1, 1.0)) for n in names])
@@ -127,14 +135,14 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=DEFAULT_SEEDS, names=None, s
             progress(time.perf_counter() - budget.t0, budget_s)
         return f
     try:
-        if REGIME_GRID[0] in names and REGIME_GRID[1] in names and max_evals >= budget.min_evals:
+        if grid and max_evals >= budget.min_evals:
             # Without a failure counter the reports are zero over much of the space (a
             # plateau no line search leaves): try a coarse grid of the two parameters that
             # set who fails, the reported heads or the silent data buffers, first.
             i, j = names.index(REGIME_GRID[0]), names.index(REGIME_GRID[1])
             base = best["x"].copy()
-            for a in (0.05, 0.2, 0.6, 1.5):
-                for b in (0.05, 0.2, 0.5, 1.0):
+            for a in REGIME_VALUES[0]:
+                for b in REGIME_VALUES[1]:
                     x = base.copy()
                     x[[i, j]] = fit.encode({**p0, REGIME_GRID[0]: a, REGIME_GRID[1]: b})[[i, j]]
                     tracked(x)
@@ -145,7 +153,8 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=DEFAULT_SEEDS, names=None, s
                 fit.set_noise(fit.run_many(fit.params(best["x"]), noise_seeds))
                 best["f"] = fit.objective(best["x"])
             for i in order:
-                if max_evals - fit.evals < 16 and not (width == 2.0 and i == order[0]):
+                if max_evals - fit.evals < 16 and not (evals is None and width == 2.0
+                                                       and i == order[0]):
                     break
                 xb = best["x"].copy()
 
