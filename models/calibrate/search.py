@@ -37,14 +37,14 @@ def wide_seeds(n: int) -> int:
 
 
 class Budget:
-    """When the search must stop so that the end (the stall refit over three times the seeds,
+    """When the search must stop so that the end (the stall refit over twice the seeds,
     the check over fresh seeds, the profile, the estimate) still fits in the budget.
 
     The end is counted in evaluations and priced at the running mean cost of the search's own
     evaluations, not the start's: runs in the failure regime cost more than runs without
     failures. The search always makes ``min_evals`` (the regime grid when it runs, and one line
-    search along the stall), however small the budget; ``evals`` fixes the count instead, which makes the
-    result independent of machine speed.
+    search along the stall), however small the budget; ``evals`` fixes the count instead,
+    which makes the result independent of machine speed.
     """
 
     def __init__(self, budget_s: float, t0: float, nparams: int, nseeds: int,
