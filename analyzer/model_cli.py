@@ -96,7 +96,8 @@ def read_params(path: Path) -> dict:
     try:
         doc = json.loads(raw.decode("utf-8", "replace"))
     except json.JSONDecodeError as e:
-        raise ParseError(str(path), e.lineno, f"--params: not JSON: {e.msg}") from None
+        raise ParseError(str(path), e.lineno, f"--params: not JSON: {e.msg} (write it with "
+                         "'model calibrate --format json --output')") from None
     except (ValueError, RecursionError) as e:
         raise ParseError(str(path), 1, f"--params: not JSON: {type(e).__name__}") from None
     p = doc.get("params", doc) if isinstance(doc, dict) else doc
@@ -278,7 +279,9 @@ def calibrate(
     fix: Annotated[Optional[list[str]], typer.Option("--fix", help="Hold NAME=VALUE fixed; "
                    "repeatable.")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.json,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the fit (params.json) here.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the "
+                                  "result here in --format; as json it is the params.json that "
+                                  "'model whatif --params' reads.")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write observed-vs-simulated plots here.")] = None,
 ):
     """Fit the model's workload to a host and report the fit per observable.

@@ -44,14 +44,22 @@ def test_missing_kernel_is_a_clear_error(tmp_path):
     assert r.exit_code == 1 and "no such kernel image" in r.stderr
 
 
+def _min_free_kbytes(snap):
+    from models.calibrate.whatif import infer_min_free_kbytes
+    from models.state import from_snapshot
+    return infer_min_free_kbytes(from_snapshot(snap.pagetypeinfo, snap.zoneinfo,
+                                               meminfo=snap.meminfo).spec)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("ver,expect", [("6.16.3+deb13", "AFFECTED"), ("7.3.4+deb13", "NOT AFFECTED")])
 def test_lab_on_real_kernels(tools, tmp_path, ver, expect):
     from analyzer.lab import run
     from analyzer.attribution import attribute
     from parsers.bundle import load
-    # the fixed kernel's run also sets a sysctl (harmless there): it must be in force and recorded
-    sysctls = {"vm.watermark_boost_factor": "0"} if expect == "NOT AFFECTED" else None
+    # the fixed kernel's run also sets a sysctl (harmless there): it must be in force, recorded,
+    # and met by the load only, not by the fragmenter
+    sysctls = {"vm.min_free_kbytes": "8192"} if expect == "NOT AFFECTED" else None
     r = run(_kernel(ver), 1, out=tmp_path / ver, accel=os.environ.get("LAB_ACCEL", "auto"),
             sysctls=sysctls)
     assert r["verdict"]["result"] == expect, r["verdict"]
@@ -61,6 +69,9 @@ def test_lab_on_real_kernels(tools, tmp_path, ver, expect):
     with load(tmp_path / ver) as b:
         assert len(b.snapshots) == 6
         d = attribute(b)
+        mfk = [_min_free_kbytes(s) for s in b.snapshots[1:3]]  # 01-fragmented, 02-load
+    if sysctls:
+        assert mfk[0] != 8192 and mfk[1] == 8192, mfk
     if expect == "AFFECTED":
         assert d["attribution"]["defrag_nofragment_bailout"] > 0
         assert r["ground_truth"]["failed_echo_replies"] > 1000
