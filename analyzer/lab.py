@@ -255,6 +255,15 @@ def run(kernel: str | Path, defrag_mode: int = 1, memory: int = 1536, seconds: i
     return {"bundle": str(out), **meta, "verdict": verdict(out)}
 
 
+# Failed echo replies above this share of those attempted are failures, not noise
+SILENT_FAILURE_SHARE = 0.001
+
+
+def silent_failures(gt: dict) -> bool:
+    failed, tried = gt.get("failed_echo_replies") or 0, gt.get("echo_replies_attempted") or 0
+    return tried > 0 and failed > SILENT_FAILURE_SHARE * tried
+
+
 def verdict(bundle_path) -> dict:
     """AFFECTED / NOT AFFECTED / INCONCLUSIVE from triage and the pressure the run reached."""
     from analyzer.attribution import attribute
@@ -280,6 +289,13 @@ def verdict(bundle_path) -> dict:
         why = (f"{bail} reported failures match the defrag_mode bailout (≈"
                f"{doc['failures']['by_cause']['defrag_nofragment_bailout']['estimated']:,} estimated; "
                f"{gt.get('failed_echo_replies', '?'):,} echo replies failed)")
+    elif silent_failures(gt):
+        # the counter saw failures the log never reported (a __GFP_NOWARN data buffer fails
+        # silently): the allocations did not all fall back, and the log cannot say why
+        word = "INCONCLUSIVE"
+        why = (f"{gt['failed_echo_replies']:,} of {gt['echo_replies_attempted']:,} echo replies "
+               f"failed but the kernel log reported no allocation failure: the cause cannot be "
+               f"told from the log")
     elif exp["exposed"]:
         word = "NOT AFFECTED"
         why = (f"the pressure was reached ({exp['intervals_exposed']} of {exp['intervals_known']} "

@@ -107,3 +107,15 @@ def test_a_setting_that_removed_the_conditions_is_inconclusive(tmp_path, meta, w
     (b / "meta.json").write_text(json.dumps({**m, **meta}))
     v = verdict(b)
     assert v["result"] == "INCONCLUSIVE" and why in v["reason"]
+
+
+def test_failures_the_log_never_reported_are_not_a_fall_back():
+    """A real run (6.17.13, min_free_kbytes 65536) whose counter saw 334,602 failed echo
+    replies and whose log reported none: not NOT AFFECTED. The fixed kernel's run, with 0
+    failed in 3.5 M, still is."""
+    from analyzer.lab import verdict
+    from tests.conftest import FIXTURES, SAMPLES
+    v = verdict(FIXTURES / "lab-knobs" / "k617-mfk65536")
+    assert v["result"] == "INCONCLUSIVE", v
+    assert "334,602 of 992,454 echo replies failed" in v["reason"]
+    assert verdict(SAMPLES / "lab-7.3.4-defrag1-mmtriage-lab")["result"] == "NOT AFFECTED"
