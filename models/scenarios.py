@@ -26,6 +26,7 @@ PARAM_BOUNDS = {
     "atomic_high_order": (0.0, 10.0),   # below the host's max_order (checked per host too)
     "net_start_s": (0.0, 1e9), "net_stop_s": (0.0, 1e9), "net_hold_frac": _FRAC,
     "reclaim_stall_s": (0.0, 3600.0),
+    "net_hold_max": (0.0, 1e9),  # objects held at most (full receive queues); 0: no limit
 }
 assert set(PARAM_BOUNDS) == set(PARAMS)
 

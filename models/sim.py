@@ -47,11 +47,11 @@ PARAMS = ("net_rate", "net_burst_mult", "net_burst_frac", "net_burst_len_s", "ne
           "pagecache_rate", "pagecache_life_s", "anon_rate", "anon_life_s", "thp_rate",
           "thp_life_s", "kswapd_rate", "kcompactd_rate", "atomic_page_rate",
           "atomic_high_rate", "atomic_high_order", "net_start_s", "net_stop_s", "net_hold_frac",
-          "reclaim_stall_s")
+          "reclaim_stall_s", "net_hold_max")
 P_IDX = {n: i for i, n in enumerate(PARAMS)}
 (P_NET, P_BMULT, P_BFRAC, P_BLEN, P_NLIFE, P_KRATE, P_KLIFE, P_RRATE, P_RLIFE, P_PCRATE, P_PCLIFE,
  P_ARATE, P_ALIFE, P_THPRATE, P_THPLIFE, P_KSWAPD, P_KCOMPACTD, P_ATOMPG, P_ATOMHI,
- P_ATOMHI_ORDER, P_NSTART, P_NSTOP, P_HOLD, P_STALL) = range(len(PARAMS))
+ P_ATOMHI_ORDER, P_NSTART, P_NSTOP, P_HOLD, P_STALL, P_HOLD_MAX) = range(len(PARAMS))
 
 # ---------------------------------------------------------------------------------------------
 # Pools: which workload owns an allocated page (for frees, reclaim and compaction)
@@ -683,11 +683,17 @@ def network_objects(S, head, node, t, mult):
     if S.P[P_HOLD] > 0 and is_atomic(S, head):  # one draw per row and tick
         h = min(S.P[P_HOLD], 1.0)
         if done > 0:
-            sl.objs[head, OB_HELD] += np.random.binomial(done, h)
+            add = np.random.binomial(done, h)
+            if S.P[P_HOLD_MAX] > 0:  # the unread queues are full: the rest is dropped, freed
+                add = min(add, max(int(S.P[P_HOLD_MAX]) - sl.objs[head, OB_HELD], 0))
+            sl.objs[head, OB_HELD] += add
         for ch in range(head + 1, ncache):
             if sl.caches[ch, CA_PARENT] == head and sl.objs[ch, OB_TICK_OK] > 0 and \
                     is_atomic(S, ch):
-                sl.objs[ch, OB_HELD] += np.random.binomial(sl.objs[ch, OB_TICK_OK], h)
+                add = np.random.binomial(sl.objs[ch, OB_TICK_OK], h)
+                if S.P[P_HOLD_MAX] > 0:  # a queued buffer belongs to a queued head
+                    add = min(add, max(sl.objs[head, OB_HELD] - sl.objs[ch, OB_HELD], 0))
+                sl.objs[ch, OB_HELD] += add
 
 
 # ---------------------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def test_failures_the_log_never_reported_are_not_a_fall_back():
     failed in 3.5 M, still is."""
     from analyzer.lab import verdict
     from tests.conftest import FIXTURES, SAMPLES
-    v = verdict(FIXTURES / "lab-knobs" / "k617-mfk65536")
+    v = verdict(FIXTURES / "lab-runs" / "k617-mfk65536")
     assert v["result"] == "INCONCLUSIVE", v
     assert "334,602 of 992,454 echo replies failed" in v["reason"]
     assert verdict(SAMPLES / "lab-7.3.4-defrag1-mmtriage-lab")["result"] == "NOT AFFECTED"

@@ -280,7 +280,7 @@ def test_lab_run_sockets(tmp_path, monkeypatch):
 
 # -- the what-if against the real kernel under the same settings -------------------------------
 
-KNOB_RUNS = FIXTURES / "lab-knobs"
+KNOB_RUNS = FIXTURES / "lab-runs"
 
 
 def _truth(bundle) -> tuple[int, int]:
@@ -326,3 +326,28 @@ def test_the_lab_sets_a_knob_after_fragmenting():
         got = {phase[s.name]: infer_min_free_kbytes(_spec(b, s)) for s in b.snapshots}
     assert got["00-boot"] == got["01-fragmented"] == 4784, got
     assert got["02-load"] == got["03-after"] == 65536, got
+
+
+def test_full_receive_queues_limit_what_the_load_holds():
+    """Real 4-socket run: its sockets' queues filled (skbuff_head_cache flat at +20 s and +40 s)
+    at exactly the limit its meta.json pins, and nothing failed. The default run's fit, moved
+    to it with that limit, holds the same and fails 0 times; without the limit, 645k."""
+    from models.calibrate.observe import queue_limit
+    from models.calibrate.workload import send_window
+    params = json.loads(need(KNOB_RUNS / "params-default.json").read_text())["params"]
+    with load(need(KNOB_RUNS / "sock4")) as b:
+        cap, why = queue_limit(b)
+        assert cap == 58256 and "4 unread sockets" in why
+        fit = Fitter(b, [], {}, (1, 2))
+        base = fit.obs.inuse_base["skbuff_head_cache"]
+        assert fit.obs.start_snapshot == b.meta["phases"]["01-fragmented"]
+        assert list(fit.obs.inuse["skbuff_head_cache"][:2] - base) == [cap, cap]
+        assert fit.obs.failures == 0
+        win = send_window(fit.obs)
+        p = {**params, **fit.tie_window({**win, "net_start_s": params["net_start_s"]})}
+        limited = fit.run_many({**p, "net_hold_max": cap}, (1, 2))
+        unlimited = fit.run_many({**p, "net_hold_max": 0.0}, (1, 2))
+    assert all(s["failures"] == 0 for s in limited)
+    held = [s["inuse"]["skbuff_head_cache"][0] - base for s in limited]  # 02-load
+    assert all(cap <= h < cap * 1.05 for h in held), held  # the queues plus the loose objects
+    assert all(s["failures"] > 100_000 for s in unlimited)

@@ -54,7 +54,7 @@ class Fitter:
             self.blocks0 += np.bincount(b, minlength=NMT)[:3]
         self.evals = 0
         self.tol: dict = {}
-        # the send window tied to the counters: only its start is free (see _tie)
+        # the send window tied to the counters: only its start is free (see tie_window)
         self.tied = ("net_start_s" in names and "net_rate" not in names
                      and self.obs.demand is not None and self.obs.demand[-1] > 0)
 
@@ -67,7 +67,7 @@ class Fitter:
             else:
                 p[n] = float(min(max(math.exp(v), lo), hi))
         if self.tied and "net_start_s" in p:
-            p.update(self._tie(p))
+            p.update(self.tie_window(p))
         return p
 
     def encoded_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +80,7 @@ class Fitter:
             hi.append(b if n in LINEAR else math.log(b))
         return np.array(lo), np.array(hi)
 
-    def _tie(self, p: dict) -> dict:
+    def tie_window(self, p: dict) -> dict:
         """Rate and stop that put the send counters exactly where the snapshots saw them, for
         a start inside the first rising interval (the counters cannot place it themselves)."""
         t = np.concatenate([[0.0], self.obs.times])

@@ -19,6 +19,10 @@ from models.policy import for_bundle as host_facts
 from models.scenarios import Cache
 
 DATA_CACHE = "kmalloc-2k"
+# What one queued network object charges its socket's receive buffer: skb->truesize of a
+# kmalloc-2k data buffer and its head (2,048 + 256). Measured on a real 6.16.3 guest: 4 unread
+# ICMP sockets with a 16 MiB SO_RCVBUFFORCE held 58,256 objects, 4 x ceil(2 x 16 MiB / 2,304).
+SKB_TRUESIZE = 2304
 TYPES = ("Unmovable", "Movable", "Reclaimable")
 # vmstat counters compared (observed: the sum of the names with this prefix), the model's
 # counter(s), and whether the loss uses them (the others are shown, not fitted: the model's
@@ -58,6 +62,9 @@ class Observations:
     caches: list
     policy: str
     notes: list = field(default_factory=list)
+    # objects the unread receive queues can hold at most (0: unknown), and what says so
+    hold_max: float = 0.0
+    hold_max_source: str = ""
 
 
 def _free_mb(snap) -> np.ndarray:
@@ -101,8 +108,10 @@ def observe(bundle) -> Observations:
                 start = i
     # Prefer a start before the load came (send counters, else the failing cache's objects in
     # use, still at their first value): the model then sees the onset, not just its tail.
-    quiet = _quiet_until(snaps[: start + 1], slub)
-    if quiet is not None:
+    # With no failure in the log, the load may come at any snapshot: the last quiet one before
+    # it, if there is a later one.
+    quiet = _quiet_until(snaps[: start + 1] if first is not None else snaps, slub)
+    if quiet is not None and (first is not None or quiet < len(snaps) - 1):
         start = quiet
     s0 = snaps[start]
     later = snaps[start + 1:] if start + 1 < len(snaps) else snaps[start:]
@@ -166,10 +175,27 @@ def observe(bundle) -> Observations:
     facts = host_facts(bundle)
     ff = (first - s0.time).total_seconds() if first is not None else None
     sup = log.summary()["suppressed"].get("slab_out_of_memory", 0)
+    hold_max, hold_src = queue_limit(bundle)
     return Observations(s0.name, bundle.snapshots.index(s0), rel, free, blocks, inuse,
                         inuse_base, demand, fail_series, vm,
                         fails, src, corroborated, lower, reports, len(slub), sup, ff, float(rel[-1]) if len(rel) else 0.0,
-                        caches, facts.policy_name, notes)
+                        caches, facts.policy_name, notes, hold_max, hold_src)
+
+
+def queue_limit(bundle) -> tuple[float, str]:
+    """How many network objects the unread sockets can hold, when the bundle pins it: the
+    kernel accepts into a receive queue while its charge is under sk_rcvbuf (twice the
+    SO_RCVBUF asked for), one object of SKB_TRUESIZE at a time. (0, "") when nothing says."""
+    w = (getattr(bundle, "meta", None) or {}).get("workload") or {}
+    try:
+        nsock, rcvbuf = int(w["nsock"]), int(w["rcvbuf"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0, ""
+    if nsock <= 0 or rcvbuf <= 0:
+        return 0.0, ""
+    per = -(-2 * rcvbuf // SKB_TRUESIZE)
+    return float(nsock * per), (f"meta.json workload: {nsock} unread sockets x "
+                                f"ceil(2 x {rcvbuf:,} B / {SKB_TRUESIZE} B)")
 
 
 def _head_cache(slub: list) -> str:

@@ -2,7 +2,9 @@
 
 The workload is network objects: the failing cache allocated atomically (what the send
 counters count) at ``net_rate`` between ``net_start_s`` and ``net_stop_s``; a share of them
-(``net_hold_frac``) stays queued until the load stops, the rest live ``net_obj_life_s``; the same
+(``net_hold_frac``) stays queued until the load stops, up to what the unread receive queues can
+hold (``net_hold_max``, when the bundle says how many sockets and how large a buffer), the rest
+live ``net_obj_life_s``; the same
 cache allocated in process context (``kernel_share`` of the rate, GFP_KERNEL); and a 2 KiB data
 buffer per object (``data_share``, kmalloc-2k, atomic with __GFP_NOWARN: its failures are silent,
 as ``kmalloc_reserve`` asks).
@@ -154,7 +156,7 @@ def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
     elif win["determined"]:
         measured = {k: win[k] for k in ("net_rate", "net_start_s", "net_stop_s")}
     else:
-        # the counters tie rate and stop to the start (Fitter._tie); one rising interval
+        # the counters tie rate and stop to the start (Fitter.tie_window); one rising interval
         # leaves the stop free too
         names += ["net_start_s"]
         rising = [i for i in range(1, len(obs.demand)) if obs.demand[i] > obs.demand[i - 1]]
@@ -169,6 +171,8 @@ def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
     # Without a failure counter the log's reports must carry the fit, and who refills the
     # failing cache's free objects (the process-context share) sets how many of the failures
     # are the reported head objects rather than the silent data buffers: fitted then.
+    if obs.hold_max > 0:
+        measured["net_hold_max"] = obs.hold_max
     if obs.corroborated or not obs.reports:
         measured["kernel_share"] = KERNEL_SHARE
     else:
@@ -177,4 +181,6 @@ def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
          "data_share": 0.8, "net_hold_frac": 0.2, "net_obj_life_s": 2.0,
          "reclaim_stall_s": 0.02}
     p.update(_moments(obs, rate, t_on, t_off))
+    if obs.hold_max > 0:
+        p["net_hold_max"] = obs.hold_max
     return names, p, measured
