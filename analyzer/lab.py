@@ -245,8 +245,12 @@ def run(kernel: str | Path, defrag_mode: int = 1, memory: int = 1536, seconds: i
                 a, b = snmp.parse(first.read_text()), snmp.parse(last.read_text())
                 meta["ground_truth"] = {
                     "failed_echo_replies": b["Icmp"]["OutErrors"] - a["Icmp"]["OutErrors"],
+                    # each request answered is one atomic reply, sent or failed
+                    "echo_requests_answered": b["Icmp"]["InEchos"] - a["Icmp"]["InEchos"],
+                    # ICMP messages sent: the requests (counted twice by the kernel) and the
+                    # replies, as the first lab runs recorded them
                     "echo_replies_attempted": b["Icmp"]["OutMsgs"] - a["Icmp"]["OutMsgs"],
-                    "source": "/proc/net/snmp Icmp OutErrors / OutMsgs"}
+                    "source": "/proc/net/snmp Icmp OutErrors, InEchos, OutMsgs"}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
         shutil.copy(wd / "console.txt", tmp / "console.txt")
         if out.exists():
@@ -260,7 +264,8 @@ SILENT_FAILURE_SHARE = 0.001
 
 
 def silent_failures(gt: dict) -> bool:
-    failed, tried = gt.get("failed_echo_replies") or 0, gt.get("echo_replies_attempted") or 0
+    failed = gt.get("failed_echo_replies") or 0
+    tried = gt.get("echo_requests_answered") or gt.get("echo_replies_attempted") or 0
     return tried > 0 and failed > SILENT_FAILURE_SHARE * tried
 
 
@@ -293,7 +298,8 @@ def verdict(bundle_path) -> dict:
         # the counter saw failures the log never reported (a __GFP_NOWARN data buffer fails
         # silently): the allocations did not all fall back, and the log cannot say why
         word = "INCONCLUSIVE"
-        why = (f"{gt['failed_echo_replies']:,} of {gt['echo_replies_attempted']:,} echo replies "
+        why = (f"{gt['failed_echo_replies']:,} of "
+               f"{gt.get('echo_requests_answered') or gt['echo_replies_attempted']:,} echo replies "
                f"failed but the kernel log reported no allocation failure: the cause cannot be "
                f"told from the log")
     elif exp["exposed"]:

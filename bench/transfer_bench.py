@@ -26,8 +26,11 @@ WINDOW = ("net_rate", "net_start_s", "net_stop_s")  # the target's own, where it
 
 def describe(b) -> str:
     w = b.meta.get("workload") or {}
+    if isinstance(w, str):  # the first lab's "NSOCK=16 DUR=40 ..."
+        w = {k.lower().replace("dur", "seconds"): v for k, v in
+             (kv.split("=", 1) for kv in w.split() if "=" in kv)}
     mem = (b.meta.get("captured_from") or "").split(" MiB")[0].split()[-1]
-    return (f"{b.meta.get('kernel_release', '?')}, {mem} MiB, {w.get('nsock', '?')} sockets, "
+    return (f"{b.meta.get('kernel_release', '?')[:7]} dm{b.meta.get('defrag_mode', '?')}, {mem} MiB, {w.get('nsock', '?')} sockets, "
             f"{w.get('seconds', '?')} s")
 
 

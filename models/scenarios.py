@@ -27,6 +27,7 @@ PARAM_BOUNDS = {
     "net_start_s": (0.0, 1e9), "net_stop_s": (0.0, 1e9), "net_hold_frac": _FRAC,
     "reclaim_stall_s": (0.0, 3600.0),
     "net_hold_max": (0.0, 1e9),  # objects held at most (full receive queues); 0: no limit
+    "net_release_s": (0.0, 1e9),  # the held objects are freed then, if after the stop
 }
 assert set(PARAM_BOUNDS) == set(PARAMS)
 

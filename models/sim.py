@@ -47,11 +47,11 @@ PARAMS = ("net_rate", "net_burst_mult", "net_burst_frac", "net_burst_len_s", "ne
           "pagecache_rate", "pagecache_life_s", "anon_rate", "anon_life_s", "thp_rate",
           "thp_life_s", "kswapd_rate", "kcompactd_rate", "atomic_page_rate",
           "atomic_high_rate", "atomic_high_order", "net_start_s", "net_stop_s", "net_hold_frac",
-          "reclaim_stall_s", "net_hold_max")
+          "reclaim_stall_s", "net_hold_max", "net_release_s")
 P_IDX = {n: i for i, n in enumerate(PARAMS)}
 (P_NET, P_BMULT, P_BFRAC, P_BLEN, P_NLIFE, P_KRATE, P_KLIFE, P_RRATE, P_RLIFE, P_PCRATE, P_PCLIFE,
  P_ARATE, P_ALIFE, P_THPRATE, P_THPLIFE, P_KSWAPD, P_KCOMPACTD, P_ATOMPG, P_ATOMHI,
- P_ATOMHI_ORDER, P_NSTART, P_NSTOP, P_HOLD, P_STALL, P_HOLD_MAX) = range(len(PARAMS))
+ P_ATOMHI_ORDER, P_NSTART, P_NSTOP, P_HOLD, P_STALL, P_HOLD_MAX, P_RELEASE) = range(len(PARAMS))
 
 # ---------------------------------------------------------------------------------------------
 # Pools: which workload owns an allocated page (for frees, reclaim and compaction)
@@ -758,14 +758,23 @@ def network_load(S, t):
     if t < P[P_NSTART] or (P[P_NSTOP] > 0 and t >= P[P_NSTOP]):
         mult = 0.0
         if P[P_NSTOP] > 0 and t >= P[P_NSTOP] and load[0] != LOAD_STOPPED:
-            sl = S.slub
-            for c in range(sl.caches.shape[0]):
-                sl.objs[sl.caches[c, CA_OWNER], OB_FREE] += sl.objs[c, OB_INUSE]
-                sl.objs[c, OB_INUSE] = 0
-                sl.objs[c, OB_HELD] = 0
-                sl.objs[c, OB_STALL_UNTIL] = 0
+            _free_objects(S, t < P[P_RELEASE])
             load[0] = LOAD_STOPPED
+        elif load[0] == LOAD_STOPPED and P[P_RELEASE] > 0 and t >= P[P_RELEASE]:
+            _free_objects(S, False)  # the queues' owner let go (a no-op once they are empty)
     return mult
+
+
+@jit
+def _free_objects(S, keep_held):
+    """The load's objects go back to their slabs; the queued ones stay while ``keep_held``."""
+    sl = S.slub
+    for c in range(sl.caches.shape[0]):
+        held = sl.objs[c, OB_HELD] if keep_held else 0
+        sl.objs[sl.caches[c, CA_OWNER], OB_FREE] += sl.objs[c, OB_INUSE] - held
+        sl.objs[c, OB_INUSE] = held
+        sl.objs[c, OB_HELD] = held
+        sl.objs[c, OB_STALL_UNTIL] = 0
 
 
 @jit

@@ -577,6 +577,7 @@ class GroundTruth(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     failed_echo_replies: Optional[StrictInt] = Field(None, ge=0)
     echo_replies_attempted: Optional[StrictInt] = Field(None, ge=0)
+    echo_requests_answered: Optional[StrictInt] = Field(None, ge=0)
     source: Optional[StrictStr] = Field(None, max_length=4096)
 
 

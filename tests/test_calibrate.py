@@ -63,7 +63,13 @@ def test_observations_from_the_real_lab_run():
         o = observe(b)
     assert o.failures == 293260 and o.failures_source.startswith("Icmp OutErrors")
     assert list(o.times) == [21.0, 42.0, 45.0, 48.0]
-    assert list(o.demand) == [418135, 860276, 860276, 860276]
+    # the echo requests answered (Icmp InEchos): each answer is one atomic reply, sent or failed
+    assert o.demand_source == "Icmp InEchos"
+    assert list(o.demand) == [197214, 384512, 384512, 384512]
+    # every reply sent stayed queued on an unread socket: held = answered - failed, to 0.1 %
+    held = o.inuse["skbuff_head_cache"][1] - o.inuse_base["skbuff_head_cache"]
+    assert held == pytest.approx(o.demand[1] - o.fail_series[1], rel=1e-3)
+    assert o.hold_max == 16 * 14564  # meta.json: NSOCK=16 RCVBUF=16777216
     assert list(o.fail_series) == [173507, 293260, 293260, 293260]
     assert list(o.inuse["skbuff_head_cache"]) == [23280, 91280, 112, 112]
     assert list(o.inuse["kmalloc-2k"]) == [23396, 91392, 160, 160]

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from analyzer.cli import app
-from models.calibrate import Fitter, whatif
+from models.calibrate import Fitter, observe, whatif
 from models.calibrate.whatif import (host_setting, infer_min_free_kbytes, setting_state,
                                      setting_watermarks, sweep_values, whatif_setting)
 from models.engine import Z_BOOST, Z_MANAGED, Z_WHIGH, Z_WLOW, Z_WMIN
@@ -283,9 +283,10 @@ def test_lab_run_sockets(tmp_path, monkeypatch):
 KNOB_RUNS = FIXTURES / "lab-runs"
 
 
-def _truth(bundle) -> tuple[int, int]:
-    g = bundle.meta["ground_truth"]
-    return g["failed_echo_replies"], g["echo_replies_attempted"]
+def _truth(bundle) -> tuple[float, float]:
+    """Failed echo replies and echo requests answered (the atomic replies attempted)."""
+    o = observe(bundle)
+    return o.failures, o.demand[-1]
 
 
 @pytest.mark.parametrize("run_dir,setting", [
@@ -294,10 +295,10 @@ def _truth(bundle) -> tuple[int, int]:
 ])
 def test_a_knob_replayed_on_the_default_fit_agrees_with_the_kernel(run_dir, setting):
     """Fitted on the default run, replayed with the setting another real run of the same kernel
-    had (and that run's own number of echo attempts, as --load-scale): the predicted ratio to
-    the default run is within 20 % of the kernel's (measured: 1.39 against 1.23, 1.41
-    against 1.37). Set on fragmented memory, neither knob
-    relieves the bailout, in the kernel as in the model: failures follow the attempts."""
+    had (and that run's own number of echo requests, as --load-scale): the predicted ratio to
+    the default run is within 10 % of the kernel's (measured, 8 seeds: 1.26 against 1.23, 1.37
+    against 1.37). Set on fragmented memory, neither knob relieves the bailout, in the kernel as in the
+    model: failures follow the load."""
     params = json.loads(need(KNOB_RUNS / "params-default.json").read_text())["params"]
     with load(need(KNOB_RUNS / "default")) as b:
         failed0, tried0 = _truth(b)
@@ -311,11 +312,11 @@ def test_a_knob_replayed_on_the_default_fit_agrees_with_the_kernel(run_dir, sett
         res = whatif_setting(b, params, {**setting, "load_scale": tried / tried0}, seeds=(1, 2))
     real = failed / failed0
     assert res["used"][next(iter(setting))] == next(iter(setting.values()))
-    assert abs(np.log(res["ratio"] / real)) < np.log(1.2), (res["ratio"], real)
+    assert abs(np.log(res["ratio"] / real)) < np.log(1.1), (res["ratio"], real)
     # the knob alone (the kernel's failed share moved 3-8 %): no relief predicted either
     with load(KNOB_RUNS / "default") as b:
         alone = whatif_setting(b, params, setting, seeds=(1, 2))
-    assert 0.8 < alone["ratio"] < 1.25, alone["ratio"]
+    assert 0.9 < alone["ratio"] < 1.1, alone["ratio"]
 
 
 def test_the_lab_sets_a_knob_after_fragmenting():

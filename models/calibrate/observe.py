@@ -3,7 +3,7 @@
 - failures: the corroborated count (ICMP OutErrors) when the snapshots carry it, else printed +
   suppressed reports (a lower bound, and said so); the SLUB reports printed; when the first
   report came;
-- send attempts (ICMP OutMsgs), objects in use of the failing cache and of the data cache
+- atomic network allocations (Icmp InEchos, else OutMsgs), objects in use of the failing cache and of the data cache
   (slabinfo), free memory and pageblocks by migratetype (pagetypeinfo), at every snapshot;
 - vmstat deltas (allocstall, pgalloc, pgsteal, compact_stall, kcompactd wakes, pageoutrun).
 """
@@ -46,7 +46,8 @@ class Observations:
     blocks: np.ndarray           # [snapshot, type] pageblocks, change since the start snapshot
     inuse: dict                  # cache name -> objects in use at each snapshot (slabinfo)
     inuse_base: dict             # cache name -> objects in use at the start (not the load's)
-    demand: np.ndarray | None    # cumulative send attempts since the start (ICMP OutMsgs)
+    demand: np.ndarray | None    # cumulative atomic network allocations since the start
+                                 # (Icmp InEchos: echo replies attempted; else OutMsgs)
     fail_series: np.ndarray | None  # cumulative corroborated failures at each snapshot
     vmstat: dict                 # counter -> change since the start snapshot, per snapshot
     failures: float
@@ -65,6 +66,8 @@ class Observations:
     # objects the unread receive queues can hold at most (0: unknown), and what says so
     hold_max: float = 0.0
     hold_max_source: str = ""
+    demand_source: str = ""
+    release_s: float = 0.0       # when the held objects were let go (0: not seen)
 
 
 def _free_mb(snap) -> np.ndarray:
@@ -108,10 +111,11 @@ def observe(bundle) -> Observations:
                 start = i
     # Prefer a start before the load came (send counters, else the failing cache's objects in
     # use, still at their first value): the model then sees the onset, not just its tail.
-    # With no failure in the log, the load may come at any snapshot: the last quiet one before
-    # it, if there is a later one.
-    quiet = _quiet_until(snaps[: start + 1] if first is not None else snaps, slub)
-    if quiet is not None and (first is not None or quiet < len(snaps) - 1):
+    # When nothing failed (no report, no failure counted), the load may come at any snapshot:
+    # the last quiet one before it, if there is a later one.
+    silent = not log.events and not _counted_failures(snaps)
+    quiet = _quiet_until(snaps if silent else snaps[: start + 1], slub)
+    if quiet is not None and (not silent or quiet < len(snaps) - 1):
         start = quiet
     s0 = snaps[start]
     later = snaps[start + 1:] if start + 1 < len(snaps) else snaps[start:]
@@ -139,10 +143,7 @@ def observe(bundle) -> Observations:
         vals = [_vm(s, name) for s in later]
         if v0 is not None and all(v is not None for v in vals):
             vm[name] = np.array(vals) - v0
-    demand = None
-    if s0.net_snmp and all(s.net_snmp and "Icmp" in s.net_snmp for s in later):
-        base = s0.net_snmp.get("Icmp", {}).get("OutMsgs", 0)
-        demand = np.array([s.net_snmp["Icmp"]["OutMsgs"] - base for s in later], dtype=float)
+    demand, demand_src = _demand(s0, later)
     fails, src, fail_series = None, None, None
     if s0.net_snmp and all(s.net_snmp and "Icmp" in s.net_snmp for s in later):
         base = s0.net_snmp.get("Icmp", {}).get("OutErrors", 0)
@@ -179,7 +180,8 @@ def observe(bundle) -> Observations:
     return Observations(s0.name, bundle.snapshots.index(s0), rel, free, blocks, inuse,
                         inuse_base, demand, fail_series, vm,
                         fails, src, corroborated, lower, reports, len(slub), sup, ff, float(rel[-1]) if len(rel) else 0.0,
-                        caches, facts.policy_name, notes, hold_max, hold_src)
+                        caches, facts.policy_name, notes, hold_max, hold_src, demand_src,
+                        _release_s(inuse, inuse_base, rel, cache_name or "skbuff_head_cache"))
 
 
 def queue_limit(bundle) -> tuple[float, str]:
@@ -187,6 +189,8 @@ def queue_limit(bundle) -> tuple[float, str]:
     kernel accepts into a receive queue while its charge is under sk_rcvbuf (twice the
     SO_RCVBUF asked for), one object of SKB_TRUESIZE at a time. (0, "") when nothing says."""
     w = (getattr(bundle, "meta", None) or {}).get("workload") or {}
+    if isinstance(w, str):  # the first lab's form: "DUR=40 NSOCK=16 RCVBUF=16777216 ..."
+        w = dict(kv.lower().split("=", 1) for kv in w.split() if "=" in kv)
     try:
         nsock, rcvbuf = int(w["nsock"]), int(w["rcvbuf"])
     except (KeyError, TypeError, ValueError):
@@ -196,6 +200,42 @@ def queue_limit(bundle) -> tuple[float, str]:
     per = -(-2 * rcvbuf // SKB_TRUESIZE)
     return float(nsock * per), (f"meta.json workload: {nsock} unread sockets x "
                                 f"ceil(2 x {rcvbuf:,} B / {SKB_TRUESIZE} B)")
+
+
+def _release_s(inuse: dict, base: dict, times: np.ndarray, head: str | None) -> float:
+    """When the failing cache's objects in use fell from their peak to under half of what the
+    load had added (a holder let its queues go): halfway between those two snapshots, in
+    seconds after the start; 0 when they never fell."""
+    v = inuse.get(head)
+    if v is None or len(v) < 2:
+        return 0.0
+    k = len(v) - 1 - int(np.argmax(v[::-1]))  # the last snapshot at the peak
+    added = v[k] - base.get(head, 0.0)
+    if k + 1 >= len(v) or added <= 0 or v[k + 1] - base.get(head, 0.0) > added / 2:
+        return 0.0
+    return float((times[k] + times[k + 1]) / 2)
+
+
+def _counted_failures(snaps) -> bool:
+    icmp = [s.net_snmp["Icmp"].get("OutErrors", 0) for s in snaps
+            if s.net_snmp and "Icmp" in s.net_snmp]
+    return len(icmp) > 1 and max(icmp) > min(icmp)
+
+
+def _demand(s0, later) -> tuple[np.ndarray | None, str]:
+    """The atomic network allocations since the start, per later snapshot, and what counts
+    them. An echo request received (Icmp InEchos) is answered from softirq, one GFP_ATOMIC skb
+    per reply, failed (OutErrors) or sent (OutEchoReps); InEchos is that demand exactly. Where
+    nothing echoes (a model-emitted bundle), Icmp OutMsgs."""
+    if not (s0.net_snmp and "Icmp" in s0.net_snmp
+            and all(s.net_snmp and "Icmp" in s.net_snmp for s in later)):
+        return None, ""
+    for key in ("InEchos", "OutMsgs"):
+        base = s0.net_snmp["Icmp"].get(key, 0)
+        d = np.array([s.net_snmp["Icmp"].get(key, 0) - base for s in later], dtype=float)
+        if len(d) and d[-1] > 0:
+            return d, f"Icmp {key}"
+    return d, "Icmp OutMsgs"
 
 
 def _head_cache(slub: list) -> str:

@@ -141,13 +141,28 @@ def _window_without_counters(obs: Observations, hold: float = 0.2) -> dict:
             "net_stop_s": stop}
 
 
+# An echo load on sockets nobody reads, in mechanism terms: every reply the host manages to
+# send is queued (held until the queues are full, net_hold_max); every request is freed as soon
+# as it is answered (the shortest life the fit allows, two ticks).
+ECHO_WORKLOAD = {"net_hold_frac": 1.0, "net_obj_life_s": 0.01}
+
+
+def echo_load(obs: Observations) -> bool:
+    """Whether the bundle pins the load's mechanism: the echo requests it answered (the atomic
+    replies, Icmp InEchos) and how much its unread sockets hold (meta.json)."""
+    return obs.demand_source == "Icmp InEchos" and obs.hold_max > 0
+
+
 def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
     """Which parameters to fit for what the bundle shows, and where to start. Returns the names
     to fit, the start point, and the parameters measured directly (not fitted): the send window
-    when the send counters pin it."""
+    when the send counters pin it, and the held share and life of an echo load on unread
+    sockets (``echo_load``)."""
     if not obs.caches:
         return ["atomic_high_rate"], {"atomic_high_rate": 100.0}, {}
-    names = ["net_obj_life_s", "net_hold_frac", "data_share", "reclaim_stall_s"]
+    mech = echo_load(obs)
+    names = (["data_share", "reclaim_stall_s"] if mech else
+             ["net_obj_life_s", "net_hold_frac", "data_share", "reclaim_stall_s"])
     win = send_window(obs)
     measured = {}
     if win is None:
@@ -183,4 +198,9 @@ def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
     p.update(_moments(obs, rate, t_on, t_off))
     if obs.hold_max > 0:
         p["net_hold_max"] = obs.hold_max
+    if mech:
+        measured.update(ECHO_WORKLOAD)
+        p.update(ECHO_WORKLOAD)
+        if obs.release_s > 0:
+            measured["net_release_s"] = p["net_release_s"] = obs.release_s
     return names, p, measured
