@@ -24,11 +24,12 @@ demo: install
 		--output $(OUT)/lab-6.16.3-defrag1.html --plots $(OUT)/plots
 	@echo "report: $(OUT)/lab-6.16.3-defrag1.html"
 
+# one test process per core (pytest-xdist): the lab's QEMU boots and the model's fits overlap
 test: install
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n auto
 
 test-fast: install
-	$(VPY) -m pytest -q -m "not slow"
+	$(VPY) -m pytest -q -n auto -m "not slow"
 
 bench: install
 	$(VPY) bench/run.py

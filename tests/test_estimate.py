@@ -105,3 +105,24 @@ def test_triage_calibrate_refuses_bad_seconds(bad):
     r = CliRunner().invoke(app, ["triage", str(need(LAB1)), "--calibrate", bad])
     assert r.exit_code == 1
     assert "--calibrate" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.slow
+def test_hidden_counters_of_an_echo_load_are_estimated_within_a_factor_of_two(tmp_path):
+    """A real run (6.16.3, 16 unread sockets) with its counters removed: the bundle still says
+    how much its sockets hold, so the workload is the mechanism (all replies sent stay queued)
+    and only the rate is unknown. Its estimate holds the hidden 457,006 failures (measured:
+    522,129, 408,988-620,367). Across the other real runs the estimate is within 2x on 5 of
+    13 (docs/model.md): this is the one it is best on, pinned so that it cannot drift."""
+    from models.calibrate import calibrate
+    from tests.conftest import FIXTURES
+    b = hidden(FIXTURES / "lab-runs" / "default", tmp_path / "b")
+    with load(b) as bundle:
+        o = observe(bundle)
+        assert o.demand is None and o.hold_max == 233024
+        names, start, measured = default_start(o)
+        assert measured["net_hold_frac"] == 1.0 and "net_rate" in names
+        r = calibrate(bundle, budget_s=60, evals=150)
+    e = r["estimated_failures"]
+    assert e["low"] <= 457006 <= e["high"], e
+    assert 0.5 < e["value"] / 457006 < 2, e
