@@ -105,6 +105,11 @@ class Candidates:
         self.count = len(self.back)
         self.k = 0
 
+    def end(self, base: int, pos: int, line_no: int) -> int:
+        """The line number at the block's end, its first line being ``base`` (every line of
+        the block was counted: where the parser is does not matter)."""
+        return base + self.total_lines + (self.block[-1:] != b"\n")
+
     def next(self, pos: int):
         """``(start, newlines before start)`` of the next place at or after ``pos`` worth
         reading, or None when the block holds no more."""
