@@ -27,17 +27,17 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from parsers import gfp as gfpmod
-from parsers import grepscan
 from parsers.errors import ParseError
 from parsers.framing import ExportReader, Framer, split_midline
 from parsers.grepscan import GrepHits, Lost
-from parsers.logio import (LineError, cr_only, head_of, iter_chunks, open_binary, quoted_printable,
-                           sniff)
+from parsers.logio import (LineError, Upto, cr_only, head_of, iter_chunks, open_binary,
+                           quoted_printable, sniff)
 from parsers.scan import Candidates
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
@@ -1189,12 +1189,19 @@ def _parse_log(path, source, kernel_hint, year, raw_json=False) -> ParseResult:
         _feed_export(parser, data)
         parser.res.formats[src] = "journal-export"
     elif _indexable(path, head):
-        if _grep_scan(parser, path, stream):
-            return parser.finish()
-        # grep could not be used or trusted: from the start with the compiled scan
-        parser = LogParser(src, kernel_hint, year, raw_json)
-        stream = open_binary(path)
-        _scan(parser, iter_chunks(path, INDEXED_CHUNK, stream=stream, reuse=True), indexed=True)
+        with stream:  # however the parse ends (the reader closes it too)
+            # no further than its size now: a log still being written to is read as it was
+            size = _plain_size(stream)
+            if _grep_scan(parser, path, stream, size):
+                return parser.finish()
+            # grep could not be used or trusted: from the start with the compiled scan, on the
+            # file already open (its path may name another file by now)
+            parser = LogParser(src, kernel_hint, year, raw_json)
+            if size is not None:
+                stream.seek(0)
+                stream = Upto(stream, size)
+            _scan(parser, iter_chunks(path, INDEXED_CHUNK, stream=stream, reuse=True),
+                  indexed=True)
     else:
         _scan(parser, iter_chunks(path, stream=stream, reuse=True))
     return parser.finish()
@@ -1204,31 +1211,35 @@ INDEXED_MIN = 32 << 20
 INDEXED_CHUNK = 16 << 20
 
 
-def _grep_scan(parser: LogParser, path, stream) -> bool:
-    """Parse a large plain file with grep finding its trigger lines (:mod:`parsers.grepscan`).
-    False, ``stream`` closed, when grep is missing, fails, or does not agree with what was
-    read: the parser has then been fed part of the file and is to be thrown away."""
+def _grep_scan(parser: LogParser, path, stream, size: int | None) -> bool:
+    """Parse the first ``size`` bytes of a large plain file (``stream``, left open) with grep
+    finding its trigger lines (:mod:`parsers.grepscan`). False when grep is missing, fails, or
+    does not agree with what was read: the parser has then been fed part of the file and is to
+    be thrown away."""
     try:
-        if grepscan.grep() is None:
-            raise Lost("no grep")
-        if not isinstance(stream, io.BufferedReader):
+        if size is None:
             raise Lost("compressed: grep would read other bytes than the parser")
         head = os.pread(stream.fileno(), 1 << 20, 0)
         if sniff(head) is not None or cr_only(head) or quoted_printable(head):
             raise Lost("the reader rewrites this file: grep's offsets would not be its")
-        with GrepHits(path, stream, TRIGGERS) as hits:
-            chunks = hits.guard(iter_chunks(path, INDEXED_CHUNK, stream=stream, reuse=True))
+        with GrepHits(stream, TRIGGERS, size) as hits:
+            chunks = hits.guard(iter_chunks(path, INDEXED_CHUNK, reuse=True,
+                                            stream=Upto(stream, size, owns=False)))
             try:
                 _scan(parser, chunks, hits=hits)
             finally:
-                chunks.close()  # the reader closes the file
+                chunks.close()
     except Lost:
-        stream.close()
         return False
-    except BaseException:
-        stream.close()
-        raise
     return True
+
+
+def _plain_size(stream) -> int | None:
+    """The size of the plain regular file open in ``stream``; None for a decompressed stream."""
+    if not isinstance(stream, io.BufferedReader):
+        return None
+    st = os.fstat(stream.fileno())
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _indexable(path, head: bytes) -> bool:
