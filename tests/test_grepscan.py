@@ -240,7 +240,7 @@ def test_gnu_grep_passes_the_self_test():
     'shift; exec ' + f'{REAL_GREP} "$@"',                # without -a: "binary file matches"
     f'exec {REAL_GREP} -i "$@"',                         # finds more than the words
     f'exec {REAL_GREP} -w "$@"',                         # finds less
-    "sleep 60",
+    "exec sleep 60",
 ])
 def test_the_self_test_fails_a_grep_that_does_not_do_the_job(tmp_path, monkeypatch, body):
     monkeypatch.setattr(grepscan, "SELF_TEST_TIMEOUT", 1)
