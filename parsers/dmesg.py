@@ -22,9 +22,12 @@ import binascii
 import contextlib
 import functools
 import gc
+import io
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -32,8 +35,9 @@ from typing import Iterable
 from parsers import gfp as gfpmod
 from parsers.errors import ParseError
 from parsers.framing import ExportReader, Framer, split_midline
-from parsers.logio import (LineError, cr_only, head_of, iter_chunks, open_binary, quoted_printable,
-                           sniff)
+from parsers.grepscan import GrepHits, Lost
+from parsers.logio import (LineError, Upto, cr_only, head_of, iter_chunks, open_binary,
+                           quoted_printable, sniff)
 from parsers.scan import Candidates
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
@@ -1049,12 +1053,14 @@ def _fast_record(parser: LogParser, chunk: bytes, pos: int, line_no: int):
 
 
 def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
-          indexed: bool = False) -> None:
+          indexed: bool = False, hits: GrepHits | None = None) -> None:
     """Feed a parser from byte chunks, skipping stretches where nothing can start or continue.
 
     ``indexed``: one compiled pass per chunk finds every trigger line and counts lines
-    (:mod:`parsers.scan`, for large files). Otherwise each trigger's next position in a chunk is
-    remembered, so a chunk is searched once per trigger however many records it holds."""
+    (:mod:`parsers.scan`, for large files). ``hits``: grep, running over the file the chunks
+    are read from, finds them (:mod:`parsers.grepscan`). Otherwise each trigger's next position
+    in a chunk is remembered, so a chunk is searched once per trigger however many records it
+    holds."""
     line_no = 0
     last_chunk = None
     for chunk in _numbered(chunks, lambda: line_no):
@@ -1068,12 +1074,13 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
         find = chunk.find
         nextpos: dict = {}
         base = line_no
-        cands = Candidates(chunk, TRIGGERS) if indexed else None
+        cands = (hits.block(chunk, base) if hits is not None else
+                 Candidates(chunk, TRIGGERS) if indexed else None)
         while pos < n:
             if parser.idle() and cands is not None:
                 got = cands.next(pos)
                 if got is None:
-                    line_no = base + cands.total_lines + (chunk[-1:] != b"\n")
+                    line_no = cands.end(base, pos, line_no)
                     pos = n
                     break
                 pos, before = got
@@ -1118,6 +1125,8 @@ def _scan(parser: LogParser, chunks: Iterable[bytes], fast: bool = True,
             parser.feed_line(chunk[pos:end].decode("utf-8", "replace"), line_no)
             pos = end + 1
         cands = None  # its views of the chunk go before the next chunk is read into it
+    if hits is not None:
+        hits.finish()
     parser.res.lines = line_no
     if last_chunk is not None:
         _edge_times(parser, last_chunk, False)
@@ -1180,7 +1189,19 @@ def _parse_log(path, source, kernel_hint, year, raw_json=False) -> ParseResult:
         _feed_export(parser, data)
         parser.res.formats[src] = "journal-export"
     elif _indexable(path, head):
-        _scan(parser, iter_chunks(path, INDEXED_CHUNK, stream=stream, reuse=True), indexed=True)
+        with stream:  # however the parse ends (the reader closes it too)
+            # no further than its size now: a log still being written to is read as it was
+            size = _plain_size(stream)
+            if _grep_scan(parser, path, stream, size):
+                return parser.finish()
+            # grep could not be used or trusted: from the start with the compiled scan, on the
+            # file already open (its path may name another file by now)
+            parser = LogParser(src, kernel_hint, year, raw_json)
+            if size is not None:
+                stream.seek(0)
+                stream = Upto(stream, size)
+            _scan(parser, iter_chunks(path, INDEXED_CHUNK, stream=stream, reuse=True),
+                  indexed=True)
     else:
         _scan(parser, iter_chunks(path, stream=stream, reuse=True))
     return parser.finish()
@@ -1190,9 +1211,40 @@ INDEXED_MIN = 32 << 20
 INDEXED_CHUNK = 16 << 20
 
 
+def _grep_scan(parser: LogParser, path, stream, size: int | None) -> bool:
+    """Parse the first ``size`` bytes of a large plain file (``stream``, left open) with grep
+    finding its trigger lines (:mod:`parsers.grepscan`). False when grep is missing, fails, or
+    does not agree with what was read: the parser has then been fed part of the file and is to
+    be thrown away."""
+    try:
+        if size is None:
+            raise Lost("compressed: grep would read other bytes than the parser")
+        head = os.pread(stream.fileno(), 1 << 20, 0)
+        if sniff(head) is not None or cr_only(head) or quoted_printable(head):
+            raise Lost("the reader rewrites this file: grep's offsets would not be its")
+        with GrepHits(stream, TRIGGERS, size) as hits:
+            chunks = hits.guard(iter_chunks(path, INDEXED_CHUNK, reuse=True,
+                                            stream=Upto(stream, size, owns=False)))
+            try:
+                _scan(parser, chunks, hits=hits)
+            finally:
+                chunks.close()
+    except Lost:
+        return False
+    return True
+
+
+def _plain_size(stream) -> int | None:
+    """The size of the plain regular file open in ``stream``; None for a decompressed stream."""
+    if not isinstance(stream, io.BufferedReader):
+        return None
+    st = os.fstat(stream.fileno())
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
 def _indexable(path, head: bytes) -> bool:
-    """Large plain files take the one-pass compiled scan; small ones and streams do not pay for
-    numba's import."""
+    """Large plain files have their trigger lines found in one pass, by grep or the compiled
+    scan; small ones and streams do not pay for a process or numba's import."""
     if str(path) == "-" or sniff(head) is not None:
         return False
     try:

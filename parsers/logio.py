@@ -135,6 +135,27 @@ class _ZstdFrames(io.RawIOBase):
         super().close()
 
 
+class Upto:
+    """The first ``size`` bytes of a stream, for :func:`iter_chunks`: a log still being written
+    to is read as it was when opened. Closing it closes the stream only when it ``owns`` it."""
+
+    def __init__(self, stream, size: int, owns: bool = True):
+        self.stream, self.left, self.owns = stream, size, owns
+
+    def readinto(self, b) -> int:
+        n = min(len(b), self.left)
+        if n <= 0:
+            return 0
+        with memoryview(b) as mv:
+            got = self.stream.readinto(mv[:n]) or 0
+        self.left -= got
+        return got
+
+    def close(self) -> None:
+        if self.owns:
+            self.stream.close()
+
+
 def cr_only(data: bytes) -> bool:
     """Old Mac / some serial captures end lines with a lone CR: read those as newlines."""
     head = data[:1 << 20]

@@ -5,8 +5,8 @@ bytes there is looked up in a table of the pairs that start each word's three ch
 (a word of at least four bytes always has one of them at such a position), then the next pair in
 a second table; only then is the whole word compared. Lines are counted 64 KiB at a time, a loop
 the compiler turns into vector code, while those bytes are still in cache. Compiled by numba,
-used for large plain files only (the import and, on first use, the compilation cost more than a
-small file takes to read)."""
+used for large files only (the import and, on first use, the compilation cost more than a small
+file takes to read), and for a plain one only when grep cannot do it (:mod:`parsers.grepscan`)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -104,6 +104,11 @@ class Candidates:
         self.back, self.at, self.lines = (np.concatenate(x) for x in (backs, ats, lines))
         self.count = len(self.back)
         self.k = 0
+
+    def end(self, base: int, pos: int, line_no: int) -> int:
+        """The line number at the block's end, its first line being ``base`` (every line of
+        the block was counted: where the parser is does not matter)."""
+        return base + self.total_lines + (self.block[-1:] != b"\n")
 
     def next(self, pos: int):
         """``(start, newlines before start)`` of the next place at or after ``pos`` worth
