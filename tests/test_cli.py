@@ -226,3 +226,15 @@ def test_output_to_a_pipe_or_device_is_written_in_place(tmp_path):
     assert r.returncode == 0, r.stderr
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert json.loads(got[0])["summary"]["slub_reports"] == 30
+
+
+def test_model_calibrate_fix_holds_a_parameter_it_would_fit(tmp_path):
+    fit = tmp_path / "params.json"
+    r = run("model", "calibrate", need(LAB1), "--evals", "4", "--fix", "reclaim_stall_s=0.5",
+            "--output", fit)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(fit.read_text())
+    assert "reclaim_stall_s" not in doc["fitted"] and doc["params"]["reclaim_stall_s"] == 0.5
+    r = run("model", "calibrate", need(LAB1), "--evals", "4", "--fix", "reclaim_stall_s=0.5",
+            "--fix", "data_share=0.9", "--fix", "net_start_s=2")
+    assert r.exit_code == 1 and "nothing left to fit" in r.output and "Traceback" not in r.output

@@ -86,8 +86,10 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=DEFAULT_SEEDS, names=None, s
     dnames, dstart, measured = default_start(obs)
     start = {**dstart, **(start or {})}
     if names is None:
-        names = dnames
+        names = [n for n in dnames if n not in (fixed or {})]  # --fix holds a default one too
         fixed = {**measured, **(fixed or {})}
+        if not names:
+            raise ValueError(f"nothing left to fit: {', '.join(dnames)} are all held by --fix")
     else:
         # what is not fitted keeps its start value (measured, or from objects in use)
         measured = {}
