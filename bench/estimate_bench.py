@@ -1,5 +1,5 @@
 """The failures a log hides, estimated without counters: each real lab bundle is copied with
-its network counters removed, calibrated from its log and snapshots alone, and the estimate
+its network counters removed (``--hide``), calibrated from its log and snapshots alone, and the estimate
 set beside the hidden Icmp OutErrors. Also the recovery case: a bundle emitted from known
 parameters with no counters, the estimate against the model's own truth. Prints a table;
 asserts nothing.
@@ -41,9 +41,9 @@ def hidden_truth(src: Path) -> float | None:
     return float(b - a)
 
 
-def hide(src: Path, dst: Path) -> Path:
+def hide(src: Path, dst: Path, files: str = "net_*") -> Path:
     shutil.copytree(src, dst)
-    for f in dst.glob("snapshots/*/net_*"):
+    for f in dst.glob(f"snapshots/*/{files}"):
         f.unlink()
     meta = json.loads((dst / "meta.json").read_text())
     meta.pop("ground_truth", None)
@@ -64,6 +64,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--evals", type=int, default=150)
     ap.add_argument("--no-recovery", action="store_true")
+    ap.add_argument("--hide", default="net_*",
+                    help="snapshot files to remove (default every net_* file; net_snmp keeps "
+                         "/proc/net/dev, which a host without ICMP counters still has)")
     ap.add_argument("bundles", nargs="*")
     a = ap.parse_args()
     print(f"{'bundle (counters removed)':40} {'estimate':>10} {'interval':^21} {'hidden':>10} "
@@ -71,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         for src in [Path(b) for b in (a.bundles or REAL)]:
             truth = hidden_truth(src)
-            with load(hide(src, Path(td) / src.name)) as b:
+            with load(hide(src, Path(td) / src.name, a.hide)) as b:
                 row(src.name, truth, calibrate(b, budget_s=3600, evals=a.evals))
         if a.no_recovery:
             return

@@ -144,6 +144,7 @@ def observe(bundle) -> Observations:
         if v0 is not None and all(v is not None for v in vals):
             vm[name] = np.array(vals) - v0
     demand, demand_src = _demand(s0, later)
+    hold_max, hold_src = queue_limit(bundle)
     fails, src, fail_series = None, None, None
     if s0.net_snmp and all(s.net_snmp and "Icmp" in s.net_snmp for s in later):
         base = s0.net_snmp.get("Icmp", {}).get("OutErrors", 0)
@@ -176,7 +177,9 @@ def observe(bundle) -> Observations:
     facts = host_facts(bundle)
     ff = (first - s0.time).total_seconds() if first is not None else None
     sup = log.summary()["suppressed"].get("slab_out_of_memory", 0)
-    hold_max, hold_src = queue_limit(bundle)
+    if demand is None and hold_max > 0:
+        demand, demand_src = _loopback_echo_demand(s0, later, inuse, inuse_base,
+                                                   cache_name or "skbuff_head_cache")
     return Observations(s0.name, bundle.snapshots.index(s0), rel, free, blocks, inuse,
                         inuse_base, demand, fail_series, vm,
                         fails, src, corroborated, lower, reports, len(slub), sup, ff, float(rel[-1]) if len(rel) else 0.0,
@@ -214,6 +217,24 @@ def _release_s(inuse: dict, base: dict, times: np.ndarray, head: str | None) -> 
     if k + 1 >= len(v) or added <= 0 or v[k + 1] - base.get(head, 0.0) > added / 2:
         return 0.0
     return float((times[k] + times[k + 1]) / 2)
+
+
+def _loopback_echo_demand(s0, later, inuse, base, head) -> tuple[np.ndarray | None, str]:
+    """Echo requests answered on loopback without Icmp counters: every request and every
+    reply sent crosses lo once, and every reply sent stays queued, so requests = packets
+    received on lo - objects the load holds (while the queues are not full: the series stops
+    being used where the objects in use stop growing)."""
+    if not (s0.net_dev and "lo" in s0.net_dev and head in inuse
+            and all(s.net_dev and "lo" in s.net_dev for s in later)):
+        return None, ""
+    rx = np.array([s.net_dev["lo"]["rx_packets"] - s0.net_dev["lo"]["rx_packets"]
+                   for s in later], dtype=float)
+    # replies held and later let go were still sent: the most ever held counts
+    held = np.maximum.accumulate(np.maximum(inuse[head] - base.get(head, 0.0), 0.0))
+    d = np.maximum.accumulate(np.maximum(rx - held, 0.0))
+    if not len(d) or d[-1] <= 0:
+        return None, ""
+    return d, "net/dev lo packets received - objects held (echo requests on loopback)"
 
 
 def _counted_failures(snaps) -> bool:

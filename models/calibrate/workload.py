@@ -150,7 +150,7 @@ ECHO_WORKLOAD = {"net_hold_frac": 1.0, "net_obj_life_s": 0.01}
 def echo_load(obs: Observations) -> bool:
     """Whether the bundle pins the load's mechanism: the echo requests it answered (the atomic
     replies, Icmp InEchos) and how much its unread sockets hold (meta.json)."""
-    return obs.hold_max > 0 and (obs.demand_source == "Icmp InEchos" or obs.demand is None)
+    return obs.hold_max > 0 and (obs.demand is None or obs.demand_source != "Icmp OutMsgs")
 
 
 def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
