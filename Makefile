@@ -5,7 +5,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 OUT ?= out
 
-.PHONY: install demo test test-fast bench bench-fleet bench-calibrate bench-mutations docs lab-kernels clean
+.PHONY: install demo test test-fast bench bench-fleet bench-calibrate bench-transfer bench-mutations docs lab-kernels clean
 
 # The stamp is newer than pyproject.toml once the environment matches it; a changed pyproject
 # refreshes it, a second run is a no-op.
@@ -37,6 +37,14 @@ bench: install
 # one host calibrated at the default budget (real lab bundles) and parameter recovery
 bench-calibrate: install
 	$(VPY) bench/calibrate_bench.py
+
+# a fit of one real lab run carried to the others in the repository (docs/model.md, Transfer)
+RUNS := tests/fixtures/lab-runs
+bench-transfer: install
+	$(VPY) bench/transfer_bench.py $(RUNS)/default $(RUNS)/netdev $(RUNS)/mfk65536 \
+		$(RUNS)/wsf500 $(RUNS)/sock4 sample_logs/lab-6.16.3-defrag1 \
+		sample_logs/lab-6.16.3-defrag1-mmtriage-lab sample_logs/lab-7.3.4-defrag1-mmtriage-lab \
+		sample_logs/lab-6.16.3-defrag0 --params $(RUNS)/params-default.json
 
 # 10,000 synthetic bundles through ingest and the report (about 6 minutes here)
 bench-fleet: install
