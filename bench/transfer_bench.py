@@ -19,6 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.calibrate import Fitter, calibrate, observe, send_window  # noqa: E402
+from models.calibrate.whatif import SYSCTLS, host_setting, setting_state  # noqa: E402
 from parsers.bundle import load  # noqa: E402
 
 WINDOW = ("net_rate", "net_start_s", "net_stop_s")  # the target's own, where its counters pin it
@@ -41,6 +42,12 @@ def predict(target: Path, workload: dict, seeds, queues: bool = True) -> dict:
         if win is None or obs.fail_series is None:
             raise SystemExit(f"{target}: no send or failure counters to compare with")
         fit = Fitter(b, [], {}, seeds)
+        # the target's own recorded sysctls (written after its start snapshot), as a what-if
+        # would replay them
+        rec = b.meta.get("sysctls") or {}
+        setting = {k: int(rec[v]) for k, v in SYSCTLS.items() if str(rec.get(v, "")).isdigit()}
+        if setting:
+            fit.base = setting_state(fit.base, setting, host_setting(b, fit.base.spec))
         if win["determined"]:
             p = {**workload, **{k: win[k] for k in WINDOW}}
         else:
@@ -51,7 +58,8 @@ def predict(target: Path, workload: dict, seeds, queues: bool = True) -> dict:
         p["net_hold_max"] = fit.obs.hold_max if queues else 0.0
         sims = fit.run_many(p, seeds)
         fails = np.array([s["failures"] for s in sims])
-        return {"target": str(target), "what": describe(b), "observed": obs.failures,
+        return {"target": str(target), "what": describe(b) + "".join(
+                    f", {k} {v}" for k, v in setting.items()), "observed": obs.failures,
                 "predicted": float(fails.mean()), "low": float(fails.min()),
                 "high": float(fails.max()),
                 "error": float(fails.mean() / obs.failures - 1) if obs.failures else None}
