@@ -264,6 +264,8 @@ SILENT_FAILURE_SHARE = 0.001
 
 
 def silent_failures(gt: dict) -> bool:
+    """Whether the lab's counters saw more than noise fail (echo requests answered, else the
+    older runs' ICMP messages sent, as the base)."""
     failed = gt.get("failed_echo_replies") or 0
     tried = gt.get("echo_requests_answered") or gt.get("echo_replies_attempted") or 0
     return tried > 0 and failed > SILENT_FAILURE_SHARE * tried

@@ -106,9 +106,9 @@ def run_cmd(
     accel: Annotated[str, typer.Option(help="auto (KVM, falling back to TCG), kvm or tcg.")] = "auto",
     sysctl: Annotated[Optional[list[str]], typer.Option(
         "--sysctl", help="NAME=VALUE set in the guest after memory is fragmented, before "
-                         "the load (repeatable), e.g. vm.min_free_kbytes=65536; read back into meta.json. A setting the "
-                         "guest refuses, or one that kills the lab's own processes, makes the "
-                         "run INCONCLUSIVE.")] = None,
+                         "the load (repeatable), e.g. vm.min_free_kbytes=65536; read back into "
+                         "meta.json. A setting the guest refuses, or one that kills the lab's "
+                         "own processes, makes the run INCONCLUSIVE.")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
 ):
     """Boot KERNEL in a small QEMU guest, fragment memory, flood GFP_ATOMIC skb allocations,

@@ -19,6 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.calibrate import Fitter, calibrate, observe, send_window  # noqa: E402
+from models.calibrate.observe import lab_workload  # noqa: E402
 from models.calibrate.whatif import SYSCTLS, host_setting, setting_state  # noqa: E402
 from parsers.bundle import load  # noqa: E402
 
@@ -26,13 +27,10 @@ WINDOW = ("net_rate", "net_start_s", "net_stop_s")  # the target's own, where it
 
 
 def describe(b) -> str:
-    w = b.meta.get("workload") or {}
-    if isinstance(w, str):  # the first lab's "NSOCK=16 DUR=40 ..."
-        w = {k.lower().replace("dur", "seconds"): v for k, v in
-             (kv.split("=", 1) for kv in w.split() if "=" in kv)}
+    w = lab_workload(b)
     mem = (b.meta.get("captured_from") or "").split(" MiB")[0].split()[-1]
-    return (f"{b.meta.get('kernel_release', '?')[:7]} dm{b.meta.get('defrag_mode', '?')}, {mem} MiB, {w.get('nsock', '?')} sockets, "
-            f"{w.get('seconds', '?')} s")
+    return (f"{b.meta.get('kernel_release', '?')[:7]} dm{b.meta.get('defrag_mode', '?')}, {mem} MiB, "
+            f"{w.get('nsock', '?')} sockets, {w.get('seconds', '?')} s")
 
 
 def predict(target: Path, workload: dict, seeds, queues: bool = True) -> dict:
@@ -87,9 +85,11 @@ def main() -> None:
           ", ".join(f"{k} {v:.4g}" for k, v in workload.items()))
     seeds = tuple(range(1, a.seeds + 1))
     rows = [predict(t, workload, seeds, not a.no_queue_limit) for t in [a.source, *a.targets]]
-    print(f"{'target':34s} {'what':40s} {'observed':>10s} {'predicted':>10s} {'range':>21s} {'error':>7s}")
+    ww = max(len(r["what"]) for r in rows)
+    print(f"{'target':34s} {'what':{ww}s} {'observed':>10s} {'predicted':>10s} {'range':>21s} "
+          f"{'error':>7s}")
     for r in rows:
-        print(f"{Path(r['target']).name:34s} {r['what']:40s} {r['observed']:10,.0f} "
+        print(f"{Path(r['target']).name:34s} {r['what']:{ww}s} {r['observed']:10,.0f} "
               f"{r['predicted']:10,.0f} {r['low']:10,.0f}-{r['high']:<10,.0f} "
               + (f"{r['error']:+7.0%}" if r["error"] is not None else "      –"))
     if a.json:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from analyzer.cli import app
 from models.calibrate import Fitter, observe, whatif
-from models.calibrate.whatif import (host_setting, infer_min_free_kbytes, setting_state,
+from models.calibrate.whatif import (SYSCTLS, host_setting, infer_min_free_kbytes, setting_state,
                                      setting_watermarks, sweep_values, whatif_setting)
 from models.engine import Z_BOOST, Z_MANAGED, Z_WHIGH, Z_WLOW, Z_WMIN
 from models.pages import boost_watermark
@@ -297,23 +297,22 @@ def test_a_knob_replayed_on_the_default_fit_agrees_with_the_kernel(run_dir, sett
     """Fitted on the default run, replayed with the setting another real run of the same kernel
     had (and that run's own number of echo requests, as --load-scale): the predicted ratio to
     the default run is within 10 % of the kernel's (measured, 8 seeds: 1.26 against 1.23, 1.37
-    against 1.37). Set on fragmented memory, neither knob relieves the bailout, in the kernel as in the
-    model: failures follow the load."""
+    against 1.37). Set on fragmented memory, neither knob relieves the bailout, in the kernel as
+    in the model: failures follow the load."""
     params = json.loads(need(KNOB_RUNS / "params-default.json").read_text())["params"]
     with load(need(KNOB_RUNS / "default")) as b:
         failed0, tried0 = _truth(b)
     with load(need(KNOB_RUNS / run_dir)) as b:
         failed, tried = _truth(b)
-        key = {"min_free_kbytes": "vm.min_free_kbytes",
-               "watermark_scale_factor": "vm.watermark_scale_factor"}[next(iter(setting))]
-        assert int(b.meta["sysctls"][key]) == next(iter(setting.values()))
+        (knob, value), = setting.items()
+        assert int(b.meta["sysctls"][SYSCTLS[knob]]) == value
         assert b.meta["survived"] == {"fragmenter": True, "pingflood": True}
     with load(KNOB_RUNS / "default") as b:
         res = whatif_setting(b, params, {**setting, "load_scale": tried / tried0}, seeds=(1, 2))
     real = failed / failed0
-    assert res["used"][next(iter(setting))] == next(iter(setting.values()))
+    assert res["used"][knob] == value
     assert abs(np.log(res["ratio"] / real)) < np.log(1.1), (res["ratio"], real)
-    # the knob alone (the kernel's failed share moved 3-8 %): no relief predicted either
+    # the knob alone (the kernel's failed share moved 1-5 points): no relief predicted either
     with load(KNOB_RUNS / "default") as b:
         alone = whatif_setting(b, params, setting, seeds=(1, 2))
     assert 0.9 < alone["ratio"] < 1.1, alone["ratio"]

@@ -3,7 +3,8 @@
 - failures: the corroborated count (ICMP OutErrors) when the snapshots carry it, else printed +
   suppressed reports (a lower bound, and said so); the SLUB reports printed; when the first
   report came;
-- atomic network allocations (Icmp InEchos, else OutMsgs), objects in use of the failing cache and of the data cache
+- atomic network allocations (Icmp InEchos, else OutMsgs; for an echo load on loopback without
+  Icmp counters, /proc/net/dev), objects in use of the failing cache and of the data cache
   (slabinfo), free memory and pageblocks by migratetype (pagetypeinfo), at every snapshot;
 - vmstat deltas (allocstall, pgalloc, pgsteal, compact_stall, kcompactd wakes, pageoutrun).
 """
@@ -187,13 +188,21 @@ def observe(bundle) -> Observations:
                         _release_s(inuse, inuse_base, rel, cache_name or "skbuff_head_cache"))
 
 
+def lab_workload(bundle) -> dict:
+    """meta.json ``workload`` as a dict, whichever form the lab wrote (the first runs: a string
+    "DUR=40 NSOCK=16 RCVBUF=16777216 ..."; later: an object with ``seconds``, ``nsock``...)."""
+    w = (getattr(bundle, "meta", None) or {}).get("workload") or {}
+    if isinstance(w, str):
+        w = {k.lower().replace("dur", "seconds"): v for k, v in
+             (kv.split("=", 1) for kv in w.split() if "=" in kv)}
+    return w if isinstance(w, dict) else {}
+
+
 def queue_limit(bundle) -> tuple[float, str]:
     """How many network objects the unread sockets can hold, when the bundle pins it: the
     kernel accepts into a receive queue while its charge is under sk_rcvbuf (twice the
     SO_RCVBUF asked for), one object of SKB_TRUESIZE at a time. (0, "") when nothing says."""
-    w = (getattr(bundle, "meta", None) or {}).get("workload") or {}
-    if isinstance(w, str):  # the first lab's form: "DUR=40 NSOCK=16 RCVBUF=16777216 ..."
-        w = dict(kv.lower().split("=", 1) for kv in w.split() if "=" in kv)
+    w = lab_workload(bundle)
     try:
         nsock, rcvbuf = int(w["nsock"]), int(w["rcvbuf"])
     except (KeyError, TypeError, ValueError):
@@ -222,8 +231,8 @@ def _release_s(inuse: dict, base: dict, times: np.ndarray, head: str | None) -> 
 def _loopback_echo_demand(s0, later, inuse, base, head) -> tuple[np.ndarray | None, str]:
     """Echo requests answered on loopback without Icmp counters: every request and every
     reply sent crosses lo once, and every reply sent stays queued, so requests = packets
-    received on lo - objects the load holds (while the queues are not full: the series stops
-    being used where the objects in use stop growing)."""
+    received on lo - the most objects the load ever held. Once the queues are full the
+    replies dropped at them count too, and the demand comes out high by those."""
     if not (s0.net_dev and "lo" in s0.net_dev and head in inuse
             and all(s.net_dev and "lo" in s.net_dev for s in later)):
         return None, ""
