@@ -151,9 +151,11 @@ def test_model_calibrate_then_whatif_as_a_user_runs_them(tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(fit.read_text())
     assert doc["fit"][0]["observed"] == 293260 and doc["evaluations"] >= 40
-    # an echo load on unread sockets: the held share and the life are measured, not fitted
-    assert set(doc["fitted"]) >= {"data_share", "reclaim_stall_s"}
+    # an echo load on unread sockets: the held share, the life and the data buffer per reply
+    # are measured, not fitted
+    assert "reclaim_stall_s" in doc["fitted"] and "data_share" not in doc["fitted"]
     assert "net_hold_frac" in doc["measured"] and doc["params"]["net_hold_frac"] == 1.0
+    assert doc["params"]["data_share"] == 1.0
     assert {"low", "high", "value"} <= set(doc["uncertainty"]["reclaim_stall_s"])
     for ext in ("png", "svg"):
         assert (tmp_path / "plots" / f"calibration_fit.{ext}").stat().st_size > 10_000
