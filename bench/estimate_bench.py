@@ -41,7 +41,7 @@ def hidden_truth(src: Path) -> float | None:
     return float(b - a)
 
 
-def hide(src: Path, dst: Path, files: str = "net_*") -> Path:
+def hide(src: Path, dst: Path, files: str = "*net*") -> Path:
     shutil.copytree(src, dst)
     for f in dst.glob(f"snapshots/*/{files}"):
         f.unlink()
@@ -64,9 +64,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--evals", type=int, default=150)
     ap.add_argument("--no-recovery", action="store_true")
-    ap.add_argument("--hide", default="net_*",
-                    help="snapshot files to remove (default every net_* file; net_snmp keeps "
-                         "/proc/net/dev, which a host without ICMP counters still has)")
+    ap.add_argument("--hide", default="*net*",
+                    help="snapshot files to remove (default every network counter: net_snmp, "
+                         "net_netstat, net_dev, softnet_stat; net_snmp keeps /proc/net/dev and "
+                         "softnet_stat, which a host without ICMP counters still has; net_* "
+                         "keeps softnet_stat)")
     ap.add_argument("bundles", nargs="*")
     a = ap.parse_args()
     print(f"{'bundle (counters removed)':40} {'estimate':>10} {'interval':^21} {'hidden':>10} "

@@ -22,6 +22,12 @@ PROFILE_STEPS = 4
 # Seeds averaged per evaluation; their runs share the cores (Fitter.run_many). Four seeds
 # halve the evaluations a budget buys and fitted no better (docs/benchmarks.md).
 DEFAULT_SEEDS = (1, 2)
+# With neither a failure counter nor a demand counter the log's reports alone set the rate,
+# and the model's error there is larger than the fit's own spread: on the 12 real lab runs
+# with a report in the log and every net_* file removed (docs/model.md) the estimate came
+# within this factor of the hidden Icmp OutErrors on 11 (in sample: measured on the runs it
+# is meant for). The interval holds at least value / LOG_ONLY_ERROR .. value x LOG_ONLY_ERROR.
+LOG_ONLY_ERROR = 2.0
 REGIME_GRID = ("reclaim_stall_s", "kernel_share")
 REGIME_VALUES = ((0.05, 0.2, 0.6, 1.5), (0.05, 0.2, 0.5, 1.0))
 GRID_EVALS = len(REGIME_VALUES[0]) * len(REGIME_VALUES[1])
@@ -326,7 +332,8 @@ def estimate(fit: Fitter, params: dict, x: np.ndarray, unc: dict, sims: list[dic
     """The fitted model's failed allocations over the window, with an interval that holds both
     the seeds' spread (5-95 % of the check runs) and the fit's uncertainty (the model rerun at
     each end of every parameter's profile; an end the profile never reached is taken at the
-    farthest point it tried, so an unpinned parameter widens the interval)."""
+    farthest point it tried, so an unpinned parameter widens the interval), and where the log
+    alone carries the fit, the model's measured error there (``LOG_ONLY_ERROR``)."""
     obs = fit.obs
     vals = [s["failures"] for s in sims]
     lo_v, hi_v = float(np.percentile(vals, 5)), float(np.percentile(vals, 95))
@@ -346,15 +353,27 @@ def estimate(fit: Fitter, params: dict, x: np.ndarray, unc: dict, sims: list[dic
             ends.append(float(np.mean([o["failures"] for o in fit.run_many(p, seeds)])))
     if ends:
         lo_v, hi_v = min(lo_v, min(ends)), max(hi_v, max(ends))
+    value = float(np.mean(vals))
+    log_only = (not obs.corroborated and bool(obs.reports)
+                and (obs.demand is None or obs.demand[-1] <= 0))
+    if log_only:
+        lo_v, hi_v = min(lo_v, value / LOG_ONLY_ERROR), max(hi_v, value * LOG_ONLY_ERROR)
     if obs.corroborated:
         basis = (f"the model fitted to the host's failure counter ({obs.failures_source}) and "
                  f"its snapshots")
     elif obs.reports:
         basis = ("the model fitted to the log's printed and suppressed reports over time ("
                  + ", ".join(obs.reports) + ") and the snapshots; no failure counter")
+        if log_only:
+            basis += (f"; no demand counter either, so the interval also holds the model's "
+                      f"error on real runs with their counters hidden (x/{LOG_ONLY_ERROR:g})")
+        else:
+            basis += f"; demand from {obs.demand_source}"
+    elif obs.demand is not None and obs.demand[-1] > 0:
+        basis = (f"the model fitted to the demand ({obs.demand_source}) and the snapshots: no "
+                 f"failure counter, no report in the log")
     else:
         basis = "the model fitted to the snapshots alone: no failure counter, no reports"
-    value = float(np.mean(vals))
     floor = obs.lower_bound
     if value < floor:
         # every report the log let out was a failure: the count is at least that, whatever the
