@@ -18,6 +18,7 @@ ACCELS = ("auto", "kvm", "tcg")
 MIN_MEMORY = 512      # MiB: the kernel, the initramfs and the fragmenter's 48 MiB reserve
 MAX_SECONDS = 3600
 MAX_SOCKETS = 256     # the guest's flooder opens at most this many sockets
+MAX_PAYLOAD = 8000    # bytes of echo data: the reply's buffer stays a slab object (kmalloc-8k)
 
 
 def _host_mib() -> int:
@@ -29,8 +30,10 @@ def _host_mib() -> int:
 
 def check_options(kernel: Path, memory: int, seconds: int, accel: str,
                   out: Optional[Path], defrag_mode: int | None = None,
-                  sockets: int | None = None) -> None:
+                  sockets: int | None = None, payload: int | None = None) -> None:
     """Refuse bad options before anything is built or booted: one line naming the option."""
+    if payload is not None and not 0 <= payload <= MAX_PAYLOAD:
+        raise ValueError(f"--payload {payload}: expected 0 to {MAX_PAYLOAD} bytes")
     if defrag_mode is not None and defrag_mode not in (0, 1):
         raise ValueError(f"--defrag-mode {defrag_mode}: vm.defrag_mode is 0 or 1")
     if sockets is not None and not 1 <= sockets <= MAX_SOCKETS:
@@ -79,14 +82,15 @@ def parse_sysctls(values: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl=None, sockets=16):
+def _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl=None, sockets=16,
+         payload=1400):
     from analyzer.lab import LabError, run
-    check_options(kernel, memory, seconds, accel, out, defrag_mode, sockets)
+    check_options(kernel, memory, seconds, accel, out, defrag_mode, sockets, payload)
     sysctls = parse_sysctls(sysctl)
     check_replaceable("--out", Path(out or f"lab-{kernel.name}-defrag{defrag_mode}"))
     try:
-        return run(kernel, defrag_mode, memory, seconds, out, nsock=sockets, accel=accel,
-                   progress=err, sysctls=sysctls)
+        return run(kernel, defrag_mode, memory, seconds, out, nsock=sockets, payload=payload,
+                   accel=accel, progress=err, sysctls=sysctls)
     except LabError as e:
         raise ValueError(str(e)) from None
 
@@ -102,6 +106,10 @@ def run_cmd(
     sockets: Annotated[int, typer.Option(help=f"ICMP sockets the flood sends on and leaves "
                                               f"unread (1 to {MAX_SOCKETS}); recorded in "
                                               f"meta.json as workload.nsock.")] = 16,
+    payload: Annotated[int, typer.Option(help=f"Bytes of data in each echo request (0 to "
+                                              f"{MAX_PAYLOAD}); sets which cache the replies' "
+                                              f"data buffers come from (1400: kmalloc-2k); "
+                                              f"recorded as workload.payload.")] = 1400,
     out: Annotated[Optional[Path], typer.Option(help="Bundle directory to write.")] = None,
     accel: Annotated[str, typer.Option(help="auto (KVM, falling back to TCG), kvm or tcg.")] = "auto",
     sysctl: Annotated[Optional[list[str]], typer.Option(
@@ -119,8 +127,9 @@ def run_cmd(
         mmtriage lab run --kernel .lab/kernels/vmlinuz-6.16.3+deb13-amd64 --out out/lab-6.16.3
         mmtriage lab run --kernel .lab/kernels/vmlinuz-6.16.3+deb13-amd64 --sysctl vm.min_free_kbytes=65536
         mmtriage lab run --kernel .lab/kernels/vmlinuz-6.16.3+deb13-amd64 --sockets 64
+        mmtriage lab run --kernel .lab/kernels/vmlinuz-6.16.3+deb13-amd64 --payload 56
     """
-    r = _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl, sockets)
+    r = _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl, sockets, payload)
     v = r["verdict"]
     if fmt == Format.json:
         emit(dumps(r))

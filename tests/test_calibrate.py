@@ -80,6 +80,44 @@ def test_observations_from_the_real_lab_run():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("payload,cache,size,order,min_order", [
+    (1400, "kmalloc-2k", 2048, 3, 0),        # the lab's default, the real runs' data cache
+    (56, "skbuff_small_head", 704, 2, 0),    # a ping's default: fits the small-head cache
+    (3000, "kmalloc-4k", 4096, 3, 0),
+    (7000, "kmalloc-8k", 8192, 3, 1),
+])
+def test_the_echo_payload_picks_the_data_cache(payload, cache, size, order, min_order):
+    """kmalloc_reserve's choice for an echo reply on loopback (payload + 59 B of headers and
+    slack, 64-aligned, + 320 B of skb_shared_info): the small-head cache when it fits, else
+    the kmalloc cache it rounds up to; slab orders as the real guest's slabinfo lists them.
+    The queue limit charges each object that buffer + its 256 B head."""
+    from types import SimpleNamespace
+    from models.calibrate.observe import data_cache, queue_limit
+    with load(need(LAB1)) as b:
+        snap = b.snapshots[0]
+        meta = {"workload": {"payload": payload, "nsock": 4, "rcvbuf": 16 << 20}}
+        c = data_cache(SimpleNamespace(meta=meta), snap)
+    assert (c.name, c.object_size, c.default_order, c.min_order) == (cache, size, order, min_order)
+    cap, why = queue_limit(SimpleNamespace(meta=meta), c)
+    assert cap == 4 * -(-2 * (16 << 20) // (size + 256)) and f"{size + 256:,} B" in why
+    assert data_cache(SimpleNamespace(meta={"workload": {"payload": 9000}}), snap) is None
+    assert data_cache(SimpleNamespace(meta={}), snap).name == "kmalloc-2k"
+
+
+def test_a_small_payload_run_holds_its_buffers_in_the_small_head_cache():
+    """A real run with 56-byte echo requests: the model's data buffers are skbuff_small_head
+    objects, as the kernel's were (it held 263,926 of them at +40 s, kmalloc-2k none), and the
+    queue limit charges 960 B an object."""
+    from tests.conftest import FIXTURES
+    with load(need(FIXTURES / "lab-runs" / "payload56")) as b:
+        o = observe(b)
+    assert o.data_cache.name == "skbuff_small_head" and o.data_cache.object_size == 704
+    held = o.inuse["skbuff_small_head"] - o.inuse_base["skbuff_small_head"]
+    assert held[1] == pytest.approx(o.demand[1] - o.fail_series[1], rel=1e-3)
+    assert "kmalloc-2k" not in o.inuse
+    assert o.hold_max == 16 * -(-2 * (16 << 20) // 960)
+
+
 def test_real_lab_run_is_reproduced_and_whatif_agrees():
     with load(need(LAB1)) as b:
         r = calibrate(b, budget_s=60, evals=400)

@@ -259,7 +259,7 @@ def test_bad_settings_are_one_line_errors(params_file, args, needle):
     assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], lines
 
 
-def test_lab_run_sockets(tmp_path, monkeypatch):
+def test_lab_run_sockets_and_payload(tmp_path, monkeypatch):
     import analyzer.lab
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(b"\0")
@@ -275,7 +275,12 @@ def test_lab_run_sockets(tmp_path, monkeypatch):
     monkeypatch.setattr(analyzer.lab, "run", fake_run)
     r = run("lab", "run", "--kernel", kernel, "--sockets", "64", "--out", tmp_path / "o")
     assert r.exit_code == 0, r.output
-    assert seen["nsock"] == 64
+    assert seen["nsock"] == 64 and seen["payload"] == 1400
+    r = run("lab", "run", "--kernel", kernel, "--payload", "56", "--out", tmp_path / "o")
+    assert r.exit_code == 0 and seen["payload"] == 56, r.output
+    for bad in ("-1", "8001"):
+        r = run("lab", "run", "--kernel", kernel, "--payload", bad, "--out", tmp_path / "o")
+        assert r.exit_code == 1 and f"--payload {bad}: expected 0 to 8000" in r.stderr, r.output
 
 
 # -- the what-if against the real kernel under the same settings -------------------------------

@@ -19,11 +19,21 @@ from models.engine import (C_ALLOCSTALL, C_COMPACT_STALL, C_KCOMPACTD_WAKE, C_PA
 from models.policy import for_bundle as host_facts
 from models.scenarios import Cache
 
-DATA_CACHE = "kmalloc-2k"
-# What one queued network object charges its socket's receive buffer: skb->truesize of a
-# kmalloc-2k data buffer and its head (2,048 + 256). Measured on a real 6.16.3 guest: 4 unread
-# ICMP sockets with a 16 MiB SO_RCVBUFFORCE held 58,256 objects, 4 x ceil(2 x 16 MiB / 2,304).
-SKB_TRUESIZE = 2304
+# The data buffer of a network object when nothing says its size: kmalloc-2k, order-3 slabs
+# (a 1,400 B echo payload's, the lab's default)
+DATA_CACHE = Cache("kmalloc-2k", 2048, 3, 0)
+# What one queued network object charges its socket's receive buffer: skb->truesize, its data
+# buffer's object and its head (SKB_DATA_ALIGN(sizeof(struct sk_buff)), 256). Measured on a
+# real 6.16.3 guest: 4 unread ICMP sockets with a 16 MiB SO_RCVBUFFORCE held 58,256 objects,
+# 4 x ceil(2 x 16 MiB / (2,048 + 256)).
+SKB_HEAD = 256
+# How __alloc_skb sizes an echo reply's buffer on loopback: the ICMP and IP headers,
+# LL_RESERVED_SPACE(lo) and 15 bytes of slack (__ip_append_data), SKB_DATA_ALIGN'd, plus
+# skb_shared_info (320 B on x86-64); a buffer that fits the small-head cache comes from it
+# (kmalloc_reserve), else from the kmalloc cache its size rounds up to.
+ECHO_HEADROOM = 8 + 20 + 16 + 15
+SKB_SHINFO = 320
+SMALL_HEAD_CACHE = "skbuff_small_head"
 TYPES = ("Unmovable", "Movable", "Reclaimable")
 # vmstat counters compared (observed: the sum of the names with this prefix), the model's
 # counter(s), and whether the loss uses them (the others are shown, not fitted: the model's
@@ -69,6 +79,7 @@ class Observations:
     hold_max_source: str = ""
     demand_source: str = ""
     release_s: float = 0.0       # when the held objects were let go (0: not seen)
+    data_cache: Cache | None = None  # the network objects' data buffers (None: not modelled)
 
 
 def _free_mb(snap) -> np.ndarray:
@@ -132,7 +143,8 @@ def observe(bundle) -> Observations:
     slub = sorted(slub, key=lambda e: order.index(e["cache"]))
     cache_name = order[0] if order else None
     inuse, inuse_base = {}, {}
-    for name in (cache_name or "skbuff_head_cache", DATA_CACHE):
+    data = data_cache(bundle, s0)
+    for name in (cache_name or "skbuff_head_cache", data.name if data else None):
         if name and all(s.slabinfo and name in s.slabinfo for s in [s0, *later]):
             inuse[name] = np.array([s.slabinfo[name]["active_objs"] for s in later], dtype=float)
             inuse_base[name] = float(s0.slabinfo[name]["active_objs"])
@@ -145,7 +157,7 @@ def observe(bundle) -> Observations:
         if v0 is not None and all(v is not None for v in vals):
             vm[name] = np.array(vals) - v0
     demand, demand_src = _demand(s0, later)
-    hold_max, hold_src = queue_limit(bundle)
+    hold_max, hold_src = queue_limit(bundle, data)
     fails, src, fail_series = None, None, None
     if s0.net_snmp and all(s.net_snmp and "Icmp" in s.net_snmp for s in later):
         base = s0.net_snmp.get("Icmp", {}).get("OutErrors", 0)
@@ -189,7 +201,8 @@ def observe(bundle) -> Observations:
                         inuse_base, demand, fail_series, vm,
                         fails, src, corroborated, lower, reports, len(slub), sup, ff, float(rel[-1]) if len(rel) else 0.0,
                         caches, facts.policy_name, notes, hold_max, hold_src, demand_src,
-                        _release_s(inuse, inuse_base, rel, cache_name or "skbuff_head_cache"))
+                        _release_s(inuse, inuse_base, rel, cache_name or "skbuff_head_cache"),
+                        data)
 
 
 def lab_workload(bundle) -> dict:
@@ -202,10 +215,38 @@ def lab_workload(bundle) -> dict:
     return w if isinstance(w, dict) else {}
 
 
-def queue_limit(bundle) -> tuple[float, str]:
+def data_cache(bundle, snap=None) -> Cache | None:
+    """The cache an echo reply's data buffer comes from, for the payload meta.json's workload
+    gives (``kmalloc_reserve``): the small-head cache when the buffer fits it, else the kmalloc
+    cache its size rounds up to, its slab order from the snapshot's slabinfo where listed.
+    DATA_CACHE when no payload is given; None for a buffer beyond kmalloc-8k (whole pages,
+    not modelled)."""
+    try:
+        payload = int(lab_workload(bundle)["payload"])
+    except (KeyError, TypeError, ValueError):
+        return DATA_CACHE
+    slab = (snap.slabinfo if snap is not None and snap.slabinfo else {}) or {}
+    small = int(slab.get(SMALL_HEAD_CACHE, {}).get("objsize") or 704)
+    need = -(-(max(payload, 0) + ECHO_HEADROOM) // 64) * 64 + SKB_SHINFO
+    if need <= small:
+        name, size = SMALL_HEAD_CACHE, small
+    else:
+        size = 1 << (need - 1).bit_length()
+        if size > 8192:
+            return None
+        name = f"kmalloc-{size // 1024}k"
+    row = slab.get(name) or {}
+    pages = int(row.get("pagesperslab") or (8 if name != SMALL_HEAD_CACHE else 4))
+    order = max(pages.bit_length() - 1, 0)
+    min_order = max((size - 1).bit_length() - 12, 0)
+    return Cache(name, size, order, min(min_order, order))
+
+
+def queue_limit(bundle, data: Cache | None = DATA_CACHE) -> tuple[float, str]:
     """How many network objects the unread sockets can hold, when the bundle pins it: the
     kernel accepts into a receive queue while its charge is under sk_rcvbuf (twice the
-    SO_RCVBUF asked for), one object of SKB_TRUESIZE at a time. (0, "") when nothing says."""
+    SO_RCVBUF asked for), one object's truesize at a time (its data buffer + SKB_HEAD).
+    (0, "") when nothing says."""
     w = lab_workload(bundle)
     try:
         nsock, rcvbuf = int(w["nsock"]), int(w["rcvbuf"])
@@ -213,9 +254,10 @@ def queue_limit(bundle) -> tuple[float, str]:
         return 0.0, ""
     if nsock <= 0 or rcvbuf <= 0:
         return 0.0, ""
-    per = -(-2 * rcvbuf // SKB_TRUESIZE)
+    truesize = (data.object_size if data else DATA_CACHE.object_size) + SKB_HEAD
+    per = -(-2 * rcvbuf // truesize)
     return float(nsock * per), (f"meta.json workload: {nsock} unread sockets x "
-                                f"ceil(2 x {rcvbuf:,} B / {SKB_TRUESIZE} B)")
+                                f"ceil(2 x {rcvbuf:,} B / {truesize:,} B)")
 
 
 def _release_s(inuse: dict, base: dict, times: np.ndarray, head: str | None) -> float:

@@ -5,15 +5,15 @@ counters count) at ``net_rate`` between ``net_start_s`` and ``net_stop_s``; a sh
 (``net_hold_frac``) stays queued until the load stops, up to what the unread receive queues can
 hold (``net_hold_max``, when the bundle says how many sockets and how large a buffer), the rest
 live ``net_obj_life_s``; the same
-cache allocated in process context (``kernel_share`` of the rate, GFP_KERNEL); and a 2 KiB data
-buffer per object (``data_share``, kmalloc-2k, atomic with __GFP_NOWARN: its failures are silent,
-as ``kmalloc_reserve`` asks).
+cache allocated in process context (``kernel_share`` of the rate, GFP_KERNEL); and a data buffer
+per object (``data_share``; kmalloc-2k unless the bundle's echo payload says otherwise, atomic
+with __GFP_NOWARN: its failures are silent, as ``kmalloc_reserve`` asks).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from models.calibrate.observe import DATA_CACHE, Observations
+from models.calibrate.observe import Observations
 from models.engine import GFP_ATOMIC, GFP_KERNEL, GFP_NOMEMALLOC, GFP_NOWARN
 from models.scenarios import Cache, Scenario, _p
 
@@ -35,14 +35,17 @@ def scenario_for(bundle, obs: Observations, params: dict, spec) -> Scenario:
         # whose pages the atomic allocations then find
         caches.append(Cache(kernel, head.object_size, head.default_order, head.min_order,
                             GFP_KERNEL, share))
-    if data > 0:
-        # the data buffer of each object (kmalloc-2k, order-3 slabs), allocated in the head's
-        # context; kmalloc_reserve adds __GFP_NOWARN|__GFP_NOMEMALLOC, so its failures are silent
+    dc = obs.data_cache
+    if data > 0 and dc is not None:
+        # the data buffer of each object (observe.data_cache: kmalloc-2k for the lab's 1,400 B
+        # payload), allocated in the head's context; kmalloc_reserve adds
+        # __GFP_NOWARN|__GFP_NOMEMALLOC, so its failures are silent
         quiet = GFP_NOWARN | GFP_NOMEMALLOC
-        caches.append(Cache(DATA_CACHE, 2048, 3, 0, GFP_ATOMIC | quiet, data, parent=head.name))
+        caches.append(Cache(dc.name, dc.object_size, dc.default_order, dc.min_order,
+                            GFP_ATOMIC | quiet, data, parent=head.name))
         if share > 0:
-            caches.append(Cache(DATA_CACHE + "#kernel", 2048, 3, 0, GFP_KERNEL | quiet, data,
-                                parent=kernel))
+            caches.append(Cache(dc.name + "#kernel", dc.object_size, dc.default_order,
+                                dc.min_order, GFP_KERNEL | quiet, data, parent=kernel))
     p = _p(kswapd_rate=0.0, kcompactd_rate=0.0)
     p.update({k: v for k, v in params.items() if k not in ("kernel_share", "data_share")})
     return Scenario("calibrated", f"fitted to {bundle.host}", spec, p, caches, {},
@@ -110,8 +113,9 @@ def _moments(obs: Observations, rate: float, t_on: float, t_off: float) -> dict:
     out = {"net_hold_frac": float(np.clip(sl_h / ok, 0.01, 0.95))}
     ds = 0.8
     lv_loose = lv_h
-    if DATA_CACHE in obs.inuse:
-        d = _level_slope(obs, DATA_CACHE, t_on, t_off)
+    dname = obs.data_cache.name if obs.data_cache else None
+    if dname in obs.inuse:
+        d = _level_slope(obs, dname, t_on, t_off)
         if d is not None and sl_h > 0:
             ds = float(np.clip(d[1] / sl_h, 0.05, 1.0))
             lv_loose = d[0] / ds
