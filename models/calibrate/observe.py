@@ -341,20 +341,29 @@ def _head_cache(slub: list) -> str:
 
 
 def _quiet_until(snaps: list, slub: list) -> int | None:
-    """The last snapshot at which the load had not yet begun: the send counters (Icmp OutMsgs)
-    still at their first value, else the failing cache's objects in use (slabinfo) still within
-    5 % (at least 64 objects) of theirs. None when neither is in every snapshot."""
+    """The last snapshot before the load began: the end of the first run of snapshots with the
+    send counters (Icmp OutMsgs) still at their first value, else with the failing cache's
+    objects in use (slabinfo) still within 5 % (at least 64 objects) of theirs (they come back
+    there once the load's objects are let go: those later snapshots are not before it). None
+    when neither is in every snapshot."""
     if all(s.net_snmp and "Icmp" in s.net_snmp for s in snaps):
         base = snaps[0].net_snmp["Icmp"].get("OutMsgs", 0)
-        quiet = [i for i, s in enumerate(snaps) if s.net_snmp["Icmp"].get("OutMsgs", 0) == base]
-        return quiet[-1] if quiet else None
+        return _prefix(snaps, lambda s: s.net_snmp["Icmp"].get("OutMsgs", 0) == base)
     name = _head_cache(slub)
     if all(s.slabinfo and name in s.slabinfo for s in snaps):
         base = snaps[0].slabinfo[name]["active_objs"]
-        quiet = [i for i, s in enumerate(snaps)
-                 if abs(s.slabinfo[name]["active_objs"] - base) <= max(64, 0.05 * base)]
-        return quiet[-1] if quiet else None
+        return _prefix(snaps, lambda s: abs(s.slabinfo[name]["active_objs"] - base)
+                       <= max(64, 0.05 * base))
     return None
+
+
+def _prefix(snaps: list, quiet) -> int | None:
+    last = None
+    for i, s in enumerate(snaps):
+        if not quiet(s):
+            break
+        last = i
+    return last
 
 
 def _report_series(bundle, s0, rel: np.ndarray) -> dict:

@@ -29,6 +29,7 @@ DEFAULT_SEEDS = (1, 2)
 # is meant for). The interval holds at least value / LOG_ONLY_ERROR .. value x LOG_ONLY_ERROR.
 LOG_ONLY_ERROR = 2.0
 REGIME_GRID = ("reclaim_stall_s", "kernel_share")
+STALL_GRID = 9  # points of the first look over the reclaim stall's whole range
 REGIME_VALUES = ((0.05, 0.2, 0.6, 1.5), (0.05, 0.2, 0.5, 1.0))
 GRID_EVALS = len(REGIME_VALUES[0]) * len(REGIME_VALUES[1])
 
@@ -171,7 +172,19 @@ def calibrate(bundle, budget_s: float = 60.0, seeds=DEFAULT_SEEDS, names=None, s
                     x[i] = v
                     return tracked(x)
                 if width == 2.0 and names[i] == "reclaim_stall_s":
-                    box = (lo[i], hi[i])  # failures rise with it monotonically: search it all
+                    # failures rise with it monotonically: search it all; then a coarse grid
+                    # over the whole range, and a search between the neighbours of a grid
+                    # point that beat it (where nothing fails the loss is flat, and a line
+                    # search from the middle of the range may never leave that plateau)
+                    optimize.minimize_scalar(along, bounds=(lo[i], hi[i]), method="bounded",
+                                             options={"maxiter": 12, "xatol": 1e-3})
+                    f_line = best["f"]
+                    grid = np.linspace(lo[i], hi[i], STALL_GRID)
+                    fg = [along(v) for v in grid]
+                    k = int(np.argmin(fg))
+                    if fg[k] >= f_line:
+                        continue
+                    box = (grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)])
                 else:
                     box = (max(lo[i], xb[i] - width * scale[i]),
                            min(hi[i], xb[i] + width * scale[i]))
