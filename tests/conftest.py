@@ -24,3 +24,11 @@ def need(path: Path) -> Path:
 @pytest.fixture
 def public():
     return need(PUBLIC)
+
+
+def interruptible():
+    """For a child a test interrupts with SIGINT: Ctrl-C's default disposition. A shell that
+    runs the suite as a background job starts it with SIGINT ignored, and a child would
+    inherit that and never see the signal the test sends."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

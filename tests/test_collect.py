@@ -64,9 +64,10 @@ def test_ctrl_c_leaves_a_valid_bundle(tmp_path):
     import time
     from tests.conftest import ROOT
     out = tmp_path / "b"
+    from tests.conftest import interruptible
     p = subprocess.Popen([sys.executable, "-m", "analyzer.cli", "collect", "--out", str(out),
                           "--interval", "0.3", "--duration", "60", "--kmsg", ""], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=interruptible)
     deadline = time.time() + 30
     while time.time() < deadline and len(list((out / "snapshots").glob("2*"))) < 3:
         time.sleep(0.2)

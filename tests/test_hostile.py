@@ -160,8 +160,9 @@ def _signal_mid_extraction(tmp_path, sig) -> tuple[subprocess.Popen, list]:
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmpdir)}
+    from tests.conftest import interruptible
     p = subprocess.Popen([sys.executable, "-m", "analyzer.cli", "parse", str(tb)], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=interruptible)
     deadline = time.time() + 60
     seen = None
     while time.time() < deadline and p.poll() is None:
