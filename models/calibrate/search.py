@@ -382,6 +382,10 @@ def estimate(fit: Fitter, params: dict, x: np.ndarray, unc: dict, sims: list[dic
                       f"error on real runs with their counters hidden (x/{LOG_ONLY_ERROR:g})")
         else:
             basis += f"; demand from {obs.demand_source}"
+    elif obs.fail_series is not None:
+        basis = (f"the model fitted to the snapshots and the demand ({obs.demand_source or 'none'})"
+                 f": the host's failure counter (Icmp OutErrors) counted none, and the log "
+                 f"reported none")
     elif obs.demand is not None and obs.demand[-1] > 0:
         basis = (f"the model fitted to the demand ({obs.demand_source}) and the snapshots: no "
                  f"failure counter, no report in the log")
