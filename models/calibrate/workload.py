@@ -158,8 +158,9 @@ ECHO_WORKLOAD = {"net_hold_frac": 1.0, "net_obj_life_s": 0.01, "data_share": 1.0
 
 def echo_load(obs: Observations) -> bool:
     """Whether the bundle pins the load's mechanism: how much its unread sockets hold
-    (meta.json), and its demand is the echo requests answered (Icmp InEchos, or lo's packets)
-    or unknown (fitted); not Icmp OutMsgs, which counts each request twice."""
+    (meta.json), and its demand is the echo requests answered (Icmp InEchos, or loopback
+    packets from net/dev or softnet_stat) or unknown (fitted); not Icmp OutMsgs, which counts
+    each request twice."""
     return obs.hold_max > 0 and (obs.demand is None or obs.demand_source != "Icmp OutMsgs")
 
 
