@@ -1,7 +1,8 @@
 """The failures a log hides, estimated without counters: each real lab bundle is copied with
 its network counters removed (``--hide``), calibrated from its log and snapshots alone, and the estimate
 set beside the hidden Icmp OutErrors. Also the recovery case: a bundle emitted from known
-parameters with no counters, the estimate against the model's own truth. Prints a table;
+parameters with no counters, and one whose only counter is eth0's packets (a receiving host),
+the estimate against the model's own truth. Prints a table;
 asserts nothing.
 
     .venv/bin/python bench/estimate_bench.py [--evals N] [BUNDLE ...]
@@ -29,6 +30,7 @@ from parsers import snmp  # noqa: E402
 
 REAL = ["sample_logs/lab-6.16.3-defrag1", "sample_logs/lab-6.16.3-defrag1-mmtriage-lab",
         "sample_logs/lab-7.3.4-defrag1-mmtriage-lab"]
+NIC_TRUTH = {"net_rate": 300000.0, "data_share": 0.0}
 TRUTH = {"net_rate": 25000.0, "net_obj_life_s": 1.0, "net_hold_frac": 0.3, "kernel_share": 1.0,
          "data_share": 0.9, "reclaim_stall_s": 0.3, "net_start_s": 4.5, "net_stop_s": 33.5}
 
@@ -95,6 +97,17 @@ def main() -> None:
         with load(out) as b:
             row("recovery (model truth, no counters)", float(res.summary()["failures"]["total"]),
                 calibrate(b, budget_s=3600, evals=a.evals))
+        # a receiving host: heads only, counted by eth0's packets (tests/test_estimate.py)
+        sc.params = {**sc.params, **NIC_TRUTH}
+        sc.caches = [c for c in sc.caches if c.parent is None]
+        sc.name, sc.nic_rx = "recovery-nic", True
+        res = simulate(sc, "defrag", seed=3, params=sc.params, state=st,
+                       snap_times=np.arange(0.0, 43.0, 1.0))
+        out = Path(td) / "recovery-nic"
+        emit(res, out)
+        with load(out) as b:
+            row("recovery (model truth, eth0 packets only)",
+                float(res.summary()["failures"]["total"]), calibrate(b, budget_s=3600, evals=a.evals))
 
 
 if __name__ == "__main__":

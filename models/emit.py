@@ -5,7 +5,7 @@ dmesg: ``slab_out_of_memory`` reports in the 6.12+ form, ``warn_alloc`` reports 
 block (zone lines, lowmem_reserve, buddy lines with migratetype letters), ``callbacks
 suppressed`` lines where the rate limiter prints them. Snapshots: pagetypeinfo, buddyinfo,
 zoneinfo, vmstat, meminfo (and net_snmp where the scenario corroborates failures with ICMP
-OutErrors). meta.json carries the model's ground truth; truth.csv.gz lists every failure.
+OutErrors; net_dev where its load is counted as packets received on a NIC). meta.json carries the model's ground truth; truth.csv.gz lists every failure.
 """
 from __future__ import annotations
 
@@ -276,6 +276,17 @@ def _net_snmp(out_errors: int, out_msgs: int) -> str:
             f"Icmp: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 {out_msgs} {out_errors} 0 0 0 0 0 0 0 0 0 0 0 0 0\n")
 
 
+def _net_dev(rx_packets: int) -> str:
+    """/proc/net/dev with lo idle and eth0 receiving the load's packets (1,500 B each)."""
+    head = ("Inter-|   Receive                                                |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets "
+            "errs drop fifo colls carrier compressed\n")
+    lo = "    lo:     4000      40    0    0    0     0          0         0     4000      40    0    0    0     0       0          0\n"
+    eth = (f"  eth0: {rx_packets * 1500} {rx_packets}    0    0    0     0          0         0 "
+           f"{rx_packets * 80} {rx_packets // 2}    0    0    0     0       0          0\n")
+    return head + lo + eth
+
+
 def emit(res: SimResult, out: Path, boot: datetime = BOOT) -> dict:
     """Write the bundle to ``out`` (atomically: a temporary folder renamed into place)."""
     out = Path(out)
@@ -303,6 +314,8 @@ def emit(res: SimResult, out: Path, boot: datetime = BOOT) -> dict:
             if slub_fail_cum is not None:
                 n = int(np.searchsorted(slub_fail_cum, float(t), side="right"))
                 (d / "net_snmp").write_text(_net_snmp(n, int(res.snaps_cnt[k][C_NET_DEMAND])))
+            if sc.nic_rx:
+                (d / "net_dev").write_text(_net_dev(int(res.snaps_cnt[k][C_NET_DEMAND])))
             if sc.caches:
                 (d / "slabinfo").write_text(_slabinfo(res, k))
         summ = res.summary()

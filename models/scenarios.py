@@ -77,6 +77,9 @@ class Scenario:
     kernel_release: dict = field(default_factory=dict)  # policy -> release string
     comm: str = "swapper/0"
     corroborate_icmp: bool = False
+    # emit /proc/net/dev with the network objects requested as packets received on eth0 (a
+    # host whose only count of its load is its NIC's)
+    nic_rx: bool = False
 
     def vector(self) -> list[float]:
         return [float(self.params.get(n, 0.0)) for n in PARAMS]

@@ -2,12 +2,9 @@
 import numpy as np
 import pytest
 
-from models.calibrate import TYPES, calibrate, observe, scenario_for, whatif
-from models.emit import emit
-from models.simulate import simulate
-from models.state import from_snapshot
+from models.calibrate import TYPES, calibrate, observe, whatif
 from parsers.bundle import load
-from tests.conftest import LAB1, need
+from tests.conftest import LAB1, emit_from_lab_host, need
 
 # The workload the recovery bundle is made with: a request/reply flood on the real lab
 # host's fragmented memory, 30 % of replies queued until it stops, 90 % with a data buffer,
@@ -21,20 +18,8 @@ def recovery_bundle(tmp_path_factory):
     """A bundle emitted from the calibration's own model class with TRUTH, started from the
     real lab host's fragmented state, snapshots every second (as `collect --interval 1`
     takes them), ICMP counters corroborating."""
-    out = tmp_path_factory.mktemp("recovery") / "bundle"
-    with load(need(LAB1)) as b:
-        obs = observe(b)
-        snap = b.snapshots[obs.start_index]
-        st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo, meminfo=snap.meminfo)
-        obs.window_s = 42.0
-        sc = scenario_for(b, obs, TRUTH, st.spec)
-    sc.name = "recovery"
-    sc.corroborate_icmp = True
-    sc.kernel_release = {"defrag": "6.16.3+deb13-amd64"}
-    res = simulate(sc, "defrag", seed=3, params=sc.params, state=st,
-                   snap_times=np.arange(0.0, 43.0, 1.0))
-    emit(res, out)
-    return out, res
+    return emit_from_lab_host(tmp_path_factory.mktemp("recovery") / "bundle", TRUTH, "recovery",
+                              corroborate_icmp=True)
 
 
 @pytest.mark.slow

@@ -224,3 +224,67 @@ def test_the_loopback_demand_carries_the_estimate(tmp_path):
         r = calibrate(b, budget_s=60, evals=150)
     e = r["estimated_failures"]
     assert abs(e["value"] / 498323 - 1) < 0.1, e
+
+
+def test_nic_interfaces_skip_loopback_and_the_devices_that_pass_an_skb_on():
+    from models.calibrate.observe import nic_rx_interfaces
+    devs = ["lo", "eth0", "enp3s0", "ens5", "wlan0", "veth1a2b", "docker0", "br-4f1e", "virbr0",
+            "cali12", "flannel.1", "vxlan.calico", "bond0", "eth0.100", "wg0", "cilium_host"]
+    assert nic_rx_interfaces(dict.fromkeys(devs)) == ["enp3s0", "ens5", "eth0", "wlan0"]
+
+
+def _nic_bundle(tmp_path, rate=300000.0):
+    """A model-emitted host (the real lab host's state, a receive load of `rate` heads a second
+    with no data buffer in the cache) whose only count of its load is eth0's packets in
+    /proc/net/dev: no ICMP counters, no unread sockets."""
+    from tests.conftest import emit_from_lab_host
+    truth = {"net_rate": rate, "net_obj_life_s": 1.0, "net_hold_frac": 0.3, "kernel_share": 1.0,
+             "data_share": 0.0, "reclaim_stall_s": 0.3, "net_start_s": 4.5, "net_stop_s": 33.5}
+    return emit_from_lab_host(tmp_path / "nic", truth, "nic-rx", nic_rx=True)
+
+
+def test_a_receiving_host_s_nic_packets_are_its_demand(tmp_path):
+    """Without ICMP counters or an echo load, the packets the host's NICs received are the
+    heads its softirq asked for: the fit measures the rate from them (within 1 % of the
+    model's 300,000/s) and gives the load no data buffer in the slab (a received packet
+    already had its page fragment)."""
+    path, res = _nic_bundle(tmp_path)
+    assert not list(path.glob("snapshots/*/net_snmp"))
+    with load(path) as b:
+        o = observe(b)
+    assert o.demand_source == "net/dev packets received on eth0"
+    assert not o.corroborated and o.hold_max == 0
+    names, start, measured = default_start(o)
+    assert "data_share" not in names and measured["data_share"] == 0.0
+    assert abs(measured["net_rate"] / 300000 - 1) < 0.01, measured
+    assert {"net_rate", "net_start_s", "net_stop_s"} <= set(measured)
+
+
+@pytest.mark.slow
+def test_a_silent_log_with_nothing_counted_starts_its_interval_at_zero(tmp_path):
+    """A real run whose log reported none of its 334,602 failures (6.17.13,
+    min_free_kbytes 65536), every network counter removed: the unread sockets still say it was
+    an echo load, so the model is fitted to objects in use and free memory, and the estimate
+    (measured 1,345,818, 4.0x) comes with an interval from 0: a silent log cannot say that
+    anything failed. Before, the network caches were dropped and the answer was 0, 0-0."""
+    from models.calibrate import calibrate
+    from tests.conftest import FIXTURES
+    b = hidden(FIXTURES / "lab-runs" / "k617-mfk65536", tmp_path / "b")
+    with load(b) as bundle:
+        r = calibrate(bundle, budget_s=60, evals=150)
+    e = r["estimated_failures"]
+    assert e["value"] > 0 and e["low"] == 0 and e["high"] >= 334602, e
+    assert "does not rule out that none failed" in e["basis"]
+
+
+@pytest.mark.slow
+def test_a_silent_log_that_nothing_failed_behind_estimates_zero(tmp_path):
+    """The same kind of bundle where nothing failed (4 unread sockets: a free pageblock always
+    remained; 0 of 3,168,576 replies failed): the model fitted to the same observables finds
+    no failure."""
+    from models.calibrate import calibrate
+    from tests.conftest import FIXTURES
+    b = hidden(FIXTURES / "lab-runs" / "sock4", tmp_path / "b")
+    with load(b) as bundle:
+        r = calibrate(bundle, budget_s=60, evals=150)
+    assert r["estimated_failures"]["value"] == 0, r["estimated_failures"]

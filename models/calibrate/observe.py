@@ -4,7 +4,8 @@
   suppressed reports (a lower bound, and said so); the SLUB reports printed; when the first
   report came;
 - atomic network allocations (Icmp InEchos, else OutMsgs; for an echo load on loopback without
-  Icmp counters, /proc/net/dev), objects in use of the failing cache and of the data cache
+  Icmp counters, lo's packets in /proc/net/dev or softnet_stat; for any other load, the
+  packets the host's NICs received), objects in use of the failing cache and of the data cache
   (slabinfo), free memory and pageblocks by migratetype (pagetypeinfo), at every snapshot;
 - vmstat deltas (allocstall, pgalloc, pgsteal, compact_stall, kcompactd wakes, pageoutrun).
 """
@@ -186,14 +187,19 @@ def observe(bundle) -> Observations:
     if demand is None and hold_max > 0:
         demand, demand_src = _loopback_echo_demand(s0, later, inuse, inuse_base,
                                                    cache_name or "skbuff_head_cache")
+    if demand is None and hold_max == 0:
+        # not an echo load on loopback: a host receiving on its NICs
+        demand, demand_src = _nic_rx_demand(s0, later, cache_name)
     if not caches and "skbuff_head_cache" in inuse and (
-            (fails and src.startswith("Icmp")) or (demand is not None and hold_max > 0)):
+            (fails and src.startswith("Icmp")) or hold_max > 0):
         # failures the counters saw, or an echo load they count the requests of, and a log
         # that reported nothing (data buffers fail silently)
         caches.append(Cache("skbuff_head_cache", 256, 0, 0, gfp=GFP_ATOMIC))
         notes.append("no SLUB report: the network caches assumed from the "
                      + ("ICMP counters" if fails and src.startswith("Icmp") else
-                        "echo load's request count"))
+                        "echo load's request count" if demand is not None else
+                        "echo load the bundle describes (its unread sockets); nothing counts "
+                        "its requests"))
     facts = host_facts(bundle)
     ff = (first - s0.time).total_seconds() if first is not None else None
     sup = log.summary()["suppressed"].get("slab_out_of_memory", 0)
@@ -316,6 +322,46 @@ def _counted_failures(snaps) -> bool:
     icmp = [s.net_snmp["Icmp"].get("OutErrors", 0) for s in snaps
             if s.net_snmp and "Icmp" in s.net_snmp]
     return len(icmp) > 1 and max(icmp) > min(icmp)
+
+
+# Interfaces whose received packets are another interface's skb passed on, not a new one:
+# veth and bridges forward the skb they were given, a bond or team counts its slaves' packets
+# again, tunnels and overlays re-receive a decapsulated skb. Counted once, on the device
+# that allocated it.
+_FORWARDING = ("lo", "veth", "br", "docker", "virbr", "cni", "cali", "flannel", "kube-",
+               "vxlan", "geneve", "genev_sys", "tunl", "gre", "ip6tnl", "sit", "bond", "team",
+               "weave", "cilium", "lxc", "wg", "tailscale", "vlan", "macvlan", "ipvlan")
+
+
+NIC_RX_SOURCE = "net/dev packets received on "
+
+
+def nic_rx_interfaces(net_dev: dict) -> list[str]:
+    """The interfaces whose received packets are skbs the host allocated in softirq: all but
+    loopback and the forwarding and stacking devices (``_FORWARDING``, by name; a VLAN named
+    ``eth0.100`` counts its parent's packets again too)."""
+    return sorted(n for n in net_dev if not n.startswith(_FORWARDING) and "." not in n
+                  and "@" not in n)
+
+
+def _nic_rx_demand(s0, later, head: str | None) -> tuple[np.ndarray | None, str]:
+    """Packets received on the host's own NICs since the start: each is a GFP_ATOMIC
+    skbuff_head_cache object taken in softirq (``napi_build_skb``/``__alloc_skb``), failed or
+    not (a driver that cannot get one drops the packet, and the packet is still counted by
+    most drivers only as a drop, if at all). Only for a failing skbuff_head_cache: other caches
+    are not allocated per received packet."""
+    if head not in (None, "skbuff_head_cache") or not s0.net_dev:
+        return None, ""
+    names = nic_rx_interfaces(s0.net_dev)
+    if not names or not all(s.net_dev and all(n in s.net_dev for n in names) for s in later):
+        return None, ""
+
+    def rx(snap):
+        return float(sum(snap.net_dev[n]["rx_packets"] for n in names))
+    d = np.maximum.accumulate(np.array([rx(s) - rx(s0) for s in later], dtype=float))
+    if not len(d) or d[-1] <= 0:
+        return None, ""
+    return d, NIC_RX_SOURCE + ", ".join(names)
 
 
 def _demand(s0, later) -> tuple[np.ndarray | None, str]:

@@ -368,10 +368,17 @@ def estimate(fit: Fitter, params: dict, x: np.ndarray, unc: dict, sims: list[dic
     if ends:
         lo_v, hi_v = min(lo_v, min(ends)), max(hi_v, max(ends))
     value = float(np.mean(vals))
-    log_only = (not obs.corroborated and bool(obs.reports)
-                and (obs.demand is None or obs.demand[-1] <= 0))
+    no_demand = obs.demand is None or obs.demand[-1] <= 0
+    log_only = not obs.corroborated and bool(obs.reports) and no_demand
+    # the log reported nothing and nothing counts the load, but the bundle describes a network
+    # load (its caches were assumed): only objects in use and free memory pin the rate, and a
+    # silent log does not say whether anything failed at all
+    silent = (not obs.corroborated and not obs.reports and no_demand and bool(obs.caches)
+              and obs.fail_series is None)
     if log_only:
         lo_v, hi_v = min(lo_v, value / LOG_ONLY_ERROR), max(hi_v, value * LOG_ONLY_ERROR)
+    if silent and value > 0:
+        lo_v, hi_v = 0.0, max(hi_v, value * LOG_ONLY_ERROR)
     if obs.corroborated:
         basis = (f"the model fitted to the host's failure counter ({obs.failures_source}) and "
                  f"its snapshots")
@@ -390,6 +397,12 @@ def estimate(fit: Fitter, params: dict, x: np.ndarray, unc: dict, sims: list[dic
     elif obs.demand is not None and obs.demand[-1] > 0:
         basis = (f"the model fitted to the demand ({obs.demand_source}) and the snapshots: no "
                  f"failure counter, no report in the log")
+    elif silent:
+        basis = ("the model fitted to the snapshots alone (objects in use, free memory by "
+                 "migratetype): no failure counter, no demand counter, no report in the log; "
+                 "failures the model finds there are silent ones (__GFP_NOWARN data buffers), "
+                 "and a silent log does not rule out that none failed, so the interval starts "
+                 f"at 0 and ends at x{LOG_ONLY_ERROR:g} the model's value")
     else:
         basis = "the model fitted to the snapshots alone: no failure counter, no reports"
     floor = obs.lower_bound

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.calibrate.observe import Observations
+from models.calibrate.observe import NIC_RX_SOURCE, Observations
 from models.engine import GFP_ATOMIC, GFP_KERNEL, GFP_NOMEMALLOC, GFP_NOWARN
 from models.scenarios import Cache, Scenario, _p
 
@@ -164,6 +164,15 @@ def echo_load(obs: Observations) -> bool:
     return obs.hold_max > 0 and (obs.demand is None or obs.demand_source != "Icmp OutMsgs")
 
 
+def nic_rx_load(obs: Observations) -> bool:
+    """Whether the demand is packets received on the host's NICs (observe._nic_rx_demand).
+    Their data buffers are not in the fitted cache's slab: a driver fills its receive ring
+    with page fragments before packets arrive, and a packet is counted only once it had one.
+    Each counted packet then needs one skbuff_head_cache head (napi_build_skb), so the fit has
+    no data buffer (``data_share`` 0)."""
+    return obs.demand_source.startswith(NIC_RX_SOURCE)
+
+
 def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
     """Which parameters to fit for what the bundle shows, and where to start. Returns the names
     to fit, the start point, and the parameters measured directly (not fitted): the send window
@@ -172,7 +181,9 @@ def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
     if not obs.caches:
         return ["atomic_high_rate"], {"atomic_high_rate": 100.0}, {}
     mech = echo_load(obs)
+    rx = nic_rx_load(obs)
     names = (["reclaim_stall_s"] if mech else
+             ["net_obj_life_s", "net_hold_frac", "reclaim_stall_s"] if rx else
              ["net_obj_life_s", "net_hold_frac", "data_share", "reclaim_stall_s"])
     win = send_window(obs)
     measured = {}
@@ -209,6 +220,8 @@ def default_start(obs: Observations) -> tuple[list[str], dict, dict]:
     p.update(_moments(obs, rate, t_on, t_off))
     if obs.hold_max > 0:
         p["net_hold_max"] = obs.hold_max
+    if rx:
+        measured["data_share"] = p["data_share"] = 0.0
     if mech:
         measured.update(ECHO_WORKLOAD)
         p.update(ECHO_WORKLOAD)
