@@ -30,9 +30,10 @@ from parsers import snmp  # noqa: E402
 
 REAL = ["sample_logs/lab-6.16.3-defrag1", "sample_logs/lab-6.16.3-defrag1-mmtriage-lab",
         "sample_logs/lab-7.3.4-defrag1-mmtriage-lab"]
-NIC_TRUTH = {"net_rate": 300000.0, "data_share": 0.0}
 TRUTH = {"net_rate": 25000.0, "net_obj_life_s": 1.0, "net_hold_frac": 0.3, "kernel_share": 1.0,
          "data_share": 0.9, "reclaim_stall_s": 0.3, "net_start_s": 4.5, "net_stop_s": 33.5}
+# a receiving host: heads only (tests/test_estimate.py)
+NIC_TRUTH = {**TRUTH, "net_rate": 300000.0, "data_share": 0.0}
 
 
 def hidden_truth(src: Path) -> float | None:
@@ -62,6 +63,23 @@ def row(name, truth, r):
           f"{e['log_floor']:>9,.0f} {r['evaluations']:>5}", flush=True)
 
 
+def emit_recovery(out: Path, truth: dict, nic_rx: bool):
+    """A bundle emitted from ``truth`` on the real lab host's state, no ICMP counters; with
+    ``nic_rx`` eth0's packets count the load."""
+    with load(ROOT / REAL[0]) as b:
+        obs = observe(b)
+        snap = b.snapshots[obs.start_index]
+        st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo, meminfo=snap.meminfo)
+        obs.window_s = 42.0
+        sc = scenario_for(b, obs, truth, st.spec)
+    sc.name, sc.corroborate_icmp, sc.nic_rx = "recovery", False, nic_rx
+    sc.kernel_release = {"defrag": "6.16.3+deb13-amd64"}
+    res = simulate(sc, "defrag", seed=3, params=sc.params, state=st,
+                   snap_times=np.arange(0.0, 43.0, 1.0))
+    emit(res, out)
+    return out, res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--evals", type=int, default=150)
@@ -82,32 +100,12 @@ def main() -> None:
                 row(src.name, truth, calibrate(b, budget_s=3600, evals=a.evals))
         if a.no_recovery:
             return
-        with load(ROOT / REAL[0]) as b:
-            obs = observe(b)
-            snap = b.snapshots[obs.start_index]
-            st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo, meminfo=snap.meminfo)
-            obs.window_s = 42.0
-            sc = scenario_for(b, obs, TRUTH, st.spec)
-        sc.name, sc.corroborate_icmp = "recovery", False
-        sc.kernel_release = {"defrag": "6.16.3+deb13-amd64"}
-        res = simulate(sc, "defrag", seed=3, params=sc.params, state=st,
-                       snap_times=np.arange(0.0, 43.0, 1.0))
-        out = Path(td) / "recovery-no-counters"
-        emit(res, out)
-        with load(out) as b:
-            row("recovery (model truth, no counters)", float(res.summary()["failures"]["total"]),
-                calibrate(b, budget_s=3600, evals=a.evals))
-        # a receiving host: heads only, counted by eth0's packets (tests/test_estimate.py)
-        sc.params = {**sc.params, **NIC_TRUTH}
-        sc.caches = [c for c in sc.caches if c.parent is None]
-        sc.name, sc.nic_rx = "recovery-nic", True
-        res = simulate(sc, "defrag", seed=3, params=sc.params, state=st,
-                       snap_times=np.arange(0.0, 43.0, 1.0))
-        out = Path(td) / "recovery-nic"
-        emit(res, out)
-        with load(out) as b:
-            row("recovery (model truth, eth0 packets only)",
-                float(res.summary()["failures"]["total"]), calibrate(b, budget_s=3600, evals=a.evals))
+        for label, truth, nic in (("recovery (model truth, no counters)", TRUTH, False),
+                                  ("recovery (model truth, eth0 packets only)", NIC_TRUTH, True)):
+            out, res = emit_recovery(Path(td) / ("recovery-nic" if nic else "recovery"), truth, nic)
+            with load(out) as b:
+                row(label, float(res.summary()["failures"]["total"]),
+                    calibrate(b, budget_s=3600, evals=a.evals))
 
 
 if __name__ == "__main__":
