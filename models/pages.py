@@ -18,7 +18,7 @@ from models.engine import (ALLOC_HIGHATOMIC, ALLOC_KSWAPD, C_CLAIMED_BLOCKS, C_F
                            Z_BOOST, Z_BOOSTED, Z_END, Z_FREE, Z_FREE_BLOCKS, Z_HA_FREE,
                            Z_HA_RESERVED, Z_MANAGED, Z_START, Z_WHIGH, gfp_migratetype,
                            highatomic_reserve_ok, highatomic_unreserve_block, jit, jit_inline,
-                           plan, rmqueue_smallest)
+                           jit_inline_into, plan, rmqueue_smallest)
 
 
 @jit
@@ -108,7 +108,7 @@ def mark_alloc(A, pfn, order, kind):
     _count_blocks(A, pfn, order, -1, is_movable_kind(kind))
 
 
-@jit
+@jit_inline_into("rmqueue")
 def take(A, z, pfn, order, kind):
     """Remove the free buddy at ``pfn`` and split it down to ``order`` (``expand``); the halves
     go back on the lists of their own blocks. Returns the allocated pfn (the low end)."""
@@ -120,7 +120,7 @@ def take(A, z, pfn, order, kind):
     return pfn
 
 
-@jit
+@jit_inline_into("free_block")
 def free_pages(A, z, pfn, order):
     """``__free_one_page``: merge with free buddies of the same order while they are free;
     above pageblock order only mergeable types merge, and the buddy takes this block's type."""
@@ -209,7 +209,7 @@ def claim_block(A, z, pfn, cur_order, start_mt):
     A.counters[C_CLAIMED_BLOCKS] += nb
 
 
-@jit
+@jit_inline_into("get_page_from_freelist")
 def rmqueue(A, z, order, mt, flags, kind, mode, so, smt, refused):
     """``rmqueue_buddy`` acting on the engine's plan (mode, source order and type, claims
     refused before it): ``__rmqueue_smallest``, a claim, a steal, the highatomic reserve.
@@ -231,7 +231,7 @@ def rmqueue(A, z, order, mt, flags, kind, mode, so, smt, refused):
     return take(A, z, pfn, order, kind)
 
 
-@jit
+@jit_inline_into("alloc_pages")
 def get_page_from_freelist(A, order, gfp, flags, node, policy, kind):
     """Serve the request where :func:`models.engine.plan` says. Returns (pfn, zone), -1s when
     the plan found no zone."""
