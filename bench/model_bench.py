@@ -24,10 +24,10 @@ from models.state import HostSpec, State  # noqa: E402
 # Figures before the allocator was rebuilt (docs/benchmarks.md, three runs; the same code on
 # this machine on the day of the change: 1.20 M, 0.79 M ops/s and 47-50 s).
 # Then, 2026-12-02, before the fast path's calls were inlined (engine.jit_inline_into), same
-# sitting as the code after: 3.95-4.18 M, 2.12-2.19 M and 15.5-17.5 s.
-PREVIOUS = {"movable": "1.55-1.7 M ops/s; 3.95-4.18 M before inlining",
-            "unmovable": "0.88-0.9 M ops/s; 2.12-2.19 M before inlining",
-            "seed-skbuff": "42-47 s (0.64-0.72 M ops/s in the loop); 15.5-17.5 s before inlining"}
+# sittings as the code after: 3.76-5.35 M, 2.12-2.39 M and 14.9-18.9 s.
+PREVIOUS = {"movable": "1.55-1.7 M ops/s; 3.76-5.35 M before inlining",
+            "unmovable": "0.88-0.9 M ops/s; 2.12-2.39 M before inlining",
+            "seed-skbuff": "42-47 s (0.64-0.72 M ops/s in the loop); 14.9-18.9 s before inlining"}
 
 
 @jit

@@ -112,8 +112,8 @@ def jit_inline_into(*callers):
     the fast path's chain of calls (alloc_pages -> get_page_from_freelist -> plan ->
     rmqueue_plan, rmqueue -> take; free_block -> free_pages) becomes one body, without a copy
     in every other caller, each of which costs compile time. Measured on the allocator
-    benchmark: 1.3-1.5x the operations a second, compile time unchanged; inline="always" on
-    the same functions gave 1.1x and 50 s more compiling (docs/benchmarks.md)."""
+    benchmark: 1.16-1.77x the operations a second, compile time unchanged; inline="always"
+    on the same functions gave 1.1x and 50 s more compiling (docs/benchmarks.md)."""
     def decide(expr, caller_info, callee_info):
         return caller_info.func_id.func_name in callers
     return njit(cache=True, _nrt=False, inline=decide)
