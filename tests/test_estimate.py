@@ -226,11 +226,35 @@ def test_the_loopback_demand_carries_the_estimate(tmp_path):
     assert abs(e["value"] / 498323 - 1) < 0.1, e
 
 
-def test_nic_interfaces_skip_loopback_and_the_devices_that_pass_an_skb_on():
+def test_nic_interfaces_are_the_physical_devices_by_name():
     from models.calibrate.observe import nic_rx_interfaces
-    devs = ["lo", "eth0", "enp3s0", "ens5", "wlan0", "veth1a2b", "docker0", "br-4f1e", "virbr0",
-            "cali12", "flannel.1", "vxlan.calico", "bond0", "eth0.100", "wg0", "cilium_host"]
-    assert nic_rx_interfaces(dict.fromkeys(devs)) == ["enp3s0", "ens5", "eth0", "wlan0"]
+    physical = ["em1", "eno1", "enp0s31f6", "ens5", "eth0", "eth1", "ib0", "p1p1", "wlan0",
+                "wlp2s0", "wwan0"]
+    other = ["lo", "veth1a2b", "docker0", "br-4f1e", "br0", "virbr0", "cali12", "flannel.1",
+             "vxlan.calico", "bond0", "team0", "eth0.100", "vlan100", "wg0", "cilium_host",
+             "tun0", "tap0", "vnet0", "ifb0", "macvtap0", "ppp0", "podman0", "lxdbr0",
+             "ovs-system", "dummy0", "gretap0", "erspan0", "ip_vti0", "sit0", "tunl0", "bat0"]
+    assert nic_rx_interfaces(dict.fromkeys(physical + other)) == physical
+
+
+def _snap(**rx):
+    from types import SimpleNamespace
+    return SimpleNamespace(net_dev={n: {"rx_packets": v} for n, v in rx.items()})
+
+
+def test_nic_demand_sums_each_interface_s_increments_through_a_restart():
+    from models.calibrate.observe import _nic_rx_demand
+    s0 = _snap(lo=5, eth0=1000, eth1=50, tun0=7)
+    later = [_snap(lo=9, eth0=3000, eth1=60, tun0=900),
+             _snap(lo=9, eth0=400, eth1=70),          # eth0's driver reloaded; tun0 gone
+             _snap(lo=9, eth0=1400, eth1=70)]
+    d, src = _nic_rx_demand(s0, later, "skbuff_head_cache")
+    assert src == "net/dev packets received on eth0, eth1"
+    assert list(d) == [2010, 2420, 3420]
+    # another cache, or no SLUB report at all: packets are not its demand
+    assert _nic_rx_demand(s0, later, "kmalloc-2k") == (None, "")
+    assert _nic_rx_demand(s0, later, None) == (None, "")
+    assert _nic_rx_demand(s0, [_snap(eth0=1000)], "skbuff_head_cache") == (None, "")
 
 
 def _nic_bundle(tmp_path, rate=300000.0):
@@ -260,6 +284,18 @@ def test_a_receiving_host_s_nic_packets_are_its_demand(tmp_path):
     assert {"net_rate", "net_start_s", "net_stop_s"} <= set(measured)
 
 
+def test_flat_icmp_counters_leave_the_demand_to_the_nics(tmp_path):
+    """A host whose ICMP counters are there (collect always takes net/snmp) but counted no
+    failure: the NIC packets are the demand, not the flat Icmp OutMsgs."""
+    path, res = _nic_bundle(tmp_path)
+    zero = ("Icmp: InMsgs InErrors InEchos OutMsgs OutErrors\nIcmp: 0 0 0 0 0\n")
+    for d in path.glob("snapshots/*"):
+        (d / "net_snmp").write_text(zero)
+    with load(path) as b:
+        o = observe(b)
+    assert o.demand_source == "net/dev packets received on eth0"
+
+
 @pytest.mark.slow
 def test_a_silent_log_with_nothing_counted_starts_its_interval_at_zero(tmp_path):
     """A real run whose log reported none of its 334,602 failures (6.17.13,
@@ -286,5 +322,7 @@ def test_a_silent_log_that_nothing_failed_behind_estimates_zero(tmp_path):
     from tests.conftest import FIXTURES
     b = hidden(FIXTURES / "lab-runs" / "sock4", tmp_path / "b")
     with load(b) as bundle:
+        # the caches are kept and the echo load modelled, as for the run that failed
+        assert [c.name for c in observe(bundle).caches] == ["skbuff_head_cache"]
         r = calibrate(bundle, budget_s=60, evals=150)
     assert r["estimated_failures"]["value"] == 0, r["estimated_failures"]

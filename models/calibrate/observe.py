@@ -4,13 +4,15 @@
   suppressed reports (a lower bound, and said so); the SLUB reports printed; when the first
   report came;
 - atomic network allocations (Icmp InEchos, else OutMsgs; for an echo load on loopback without
-  Icmp counters, lo's packets in /proc/net/dev or softnet_stat; for any other load, the
-  packets the host's NICs received), objects in use of the failing cache and of the data cache
+  Icmp counters, lo's packets in /proc/net/dev or softnet_stat; for a failing
+  skbuff_head_cache under any other load ICMP did not count the failures of, the packets the
+  host's physical NICs received), objects in use of the failing cache and of the data cache
   (slabinfo), free memory and pageblocks by migratetype (pagetypeinfo), at every snapshot;
 - vmstat deltas (allocstall, pgalloc, pgsteal, compact_stall, kcompactd wakes, pageoutrun).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -187,13 +189,16 @@ def observe(bundle) -> Observations:
     if demand is None and hold_max > 0:
         demand, demand_src = _loopback_echo_demand(s0, later, inuse, inuse_base,
                                                    cache_name or "skbuff_head_cache")
-    if demand is None and hold_max == 0:
-        # not an echo load on loopback: a host receiving on its NICs
-        demand, demand_src = _nic_rx_demand(s0, later, cache_name)
+    if hold_max == 0 and not corroborated:
+        # not an echo load, and ICMP did not count the failures (a host's own pings leave
+        # InEchos rising too): a host receiving on its NICs, when they count packets
+        nic, nic_src = _nic_rx_demand(s0, later, cache_name)
+        if nic is not None:
+            demand, demand_src = nic, nic_src
     if not caches and "skbuff_head_cache" in inuse and (
             (fails and src.startswith("Icmp")) or hold_max > 0):
-        # failures the counters saw, or an echo load they count the requests of, and a log
-        # that reported nothing (data buffers fail silently)
+        # failures the counters saw, or an echo load the bundle describes (its unread
+        # sockets), and a log that reported nothing (data buffers fail silently)
         caches.append(Cache("skbuff_head_cache", 256, 0, 0, gfp=GFP_ATOMIC))
         notes.append("no SLUB report: the network caches assumed from the "
                      + ("ICMP counters" if fails and src.startswith("Icmp") else
@@ -324,41 +329,44 @@ def _counted_failures(snaps) -> bool:
     return len(icmp) > 1 and max(icmp) > min(icmp)
 
 
-# Interfaces whose received packets are another interface's skb passed on, not a new one:
-# veth and bridges forward the skb they were given, a bond or team counts its slaves' packets
-# again, tunnels and overlays re-receive a decapsulated skb. Counted once, on the device
-# that allocated it.
-_FORWARDING = ("lo", "veth", "br", "docker", "virbr", "cni", "cali", "flannel", "kube-",
-               "vxlan", "geneve", "genev_sys", "tunl", "gre", "ip6tnl", "sit", "bond", "team",
-               "weave", "cilium", "lxc", "wg", "tailscale", "vlan", "macvlan", "ipvlan")
-
+# Names of physical network devices: systemd's predictable names (en*: enp0s31f6, ens5, eno1,
+# enx<mac>; wl*: WLAN; ww*: WWAN; ib*: InfiniBand; sl*: serial line IP), the kernel's own
+# (eth*, wlan*), biosdevname's (em1, p1p1). Every other device (lo, veth, bridges, bonds,
+# teams, VLANs, tun/tap, tunnels and overlays, macvlan/macvtap, ifb, WireGuard...) receives
+# an skb another device allocated, or one a process wrote: not counted. A dotted name
+# (eth0.100) is a VLAN on a physical device and counts its packets again.
+_PHYSICAL = re.compile(r"(?:en|eth|wl|ww|ib|sl|em\d|p\d+p\d)[0-9a-z_-]*")
 
 NIC_RX_SOURCE = "net/dev packets received on "
 
 
 def nic_rx_interfaces(net_dev: dict) -> list[str]:
-    """The interfaces whose received packets are skbs the host allocated in softirq: all but
-    loopback and the forwarding and stacking devices (``_FORWARDING``, by name; a VLAN named
-    ``eth0.100`` counts its parent's packets again too)."""
-    return sorted(n for n in net_dev if not n.startswith(_FORWARDING) and "." not in n
-                  and "@" not in n)
+    """The interfaces whose received packets are skbs the host allocated in softirq: the
+    physical devices, by name (``_PHYSICAL``)."""
+    return sorted(n for n in net_dev if _PHYSICAL.fullmatch(n))
 
 
 def _nic_rx_demand(s0, later, head: str | None) -> tuple[np.ndarray | None, str]:
     """Packets received on the host's own NICs since the start: each is a GFP_ATOMIC
-    skbuff_head_cache object taken in softirq (``napi_build_skb``/``__alloc_skb``), failed or
-    not (a driver that cannot get one drops the packet, and the packet is still counted by
-    most drivers only as a drop, if at all). Only for a failing skbuff_head_cache: other caches
-    are not allocated per received packet."""
-    if head not in (None, "skbuff_head_cache") or not s0.net_dev:
+    skbuff_head_cache object taken in softirq (``napi_build_skb``/``__alloc_skb``). Only when
+    skbuff_head_cache is the cache that failed: other caches are not allocated per packet.
+    Interfaces present in every snapshot are summed, each by its own increments, so a counter
+    that restarted (driver reload) adds what it counted since, not a drop. Whether a driver
+    counts a packet whose head it could not get varies (most count it only as a drop, if at
+    all), so this is the demand that reached the stack, a floor when heads failed."""
+    if head != "skbuff_head_cache" or not s0.net_dev:
         return None, ""
-    names = nic_rx_interfaces(s0.net_dev)
-    if not names or not all(s.net_dev and all(n in s.net_dev for n in names) for s in later):
+    snaps = [s0, *later]
+    if not all(s.net_dev for s in snaps):
         return None, ""
-
-    def rx(snap):
-        return float(sum(snap.net_dev[n]["rx_packets"] for n in names))
-    d = np.maximum.accumulate(np.array([rx(s) - rx(s0) for s in later], dtype=float))
+    names = [n for n in nic_rx_interfaces(s0.net_dev) if all(n in s.net_dev for s in snaps)]
+    if not names:
+        return None, ""
+    rx = np.array([[s.net_dev[n]["rx_packets"] for n in names] for s in snaps], dtype=float)
+    step = np.diff(rx, axis=0)
+    # a counter below its last value restarted from 0: it counted its new value since
+    step = np.where(step < 0, rx[1:], step)
+    d = np.cumsum(step.sum(axis=1))
     if not len(d) or d[-1] <= 0:
         return None, ""
     return d, NIC_RX_SOURCE + ", ".join(names)

@@ -374,10 +374,10 @@ def estimate(fit: Fitter, params: dict, x: np.ndarray, unc: dict, sims: list[dic
     # load (its caches were assumed): only objects in use and free memory pin the rate, and a
     # silent log does not say whether anything failed at all
     silent = (not obs.corroborated and not obs.reports and no_demand and bool(obs.caches)
-              and obs.fail_series is None)
+              and obs.fail_series is None and round(value) > 0)
     if log_only:
         lo_v, hi_v = min(lo_v, value / LOG_ONLY_ERROR), max(hi_v, value * LOG_ONLY_ERROR)
-    if silent and value > 0:
+    if silent:
         lo_v, hi_v = 0.0, max(hi_v, value * LOG_ONLY_ERROR)
     if obs.corroborated:
         basis = (f"the model fitted to the host's failure counter ({obs.failures_source}) and "
@@ -402,7 +402,7 @@ def estimate(fit: Fitter, params: dict, x: np.ndarray, unc: dict, sims: list[dic
                  "migratetype): no failure counter, no demand counter, no report in the log; "
                  "failures the model finds there are silent ones (__GFP_NOWARN data buffers), "
                  "and a silent log does not rule out that none failed, so the interval starts "
-                 f"at 0 and ends at x{LOG_ONLY_ERROR:g} the model's value")
+                 f"at 0 and ends at x{LOG_ONLY_ERROR:g} the model's value at least")
     else:
         basis = "the model fitted to the snapshots alone: no failure counter, no reports"
     floor = obs.lower_bound
