@@ -15,10 +15,38 @@ the docstring of the function says so.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 from numba import njit
+from numba.core import config as _numba_config
+
+
+def _use_source_keyed_cache() -> None:
+    """numba checks a cached function only against its own file's time stamp, but a function
+    carries the code of those it calls and inlines from other files (``plan`` from here into
+    :mod:`models.pages` and :mod:`models.sim`): after an update of this file alone, they would
+    run the old decisions. The cache therefore lives in a directory named by a hash of every
+    compiled module's source, under ``NUMBA_CACHE_DIR`` when it is set."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in ("engine.py", "pages.py", "sim.py", "state.py"):
+        h.update((here / name).read_bytes())
+    base = os.environ.get("NUMBA_CACHE_DIR") or str(here / "__pycache__" / "numba")
+    try:
+        os.makedirs(base, exist_ok=True)
+        writable = os.access(base, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:  # an installed, read-only tree: numba's own fallback would not be keyed
+        base = os.path.join(os.path.expanduser("~"), ".cache", "mmtriage", "numba")
+    _numba_config.CACHE_DIR = os.path.join(base, h.hexdigest()[:16])
+
+
+_use_source_keyed_cache()
 
 # Migratetypes (4.4+ enum order).
 UNMOVABLE, MOVABLE, RECLAIMABLE, HIGHATOMIC, CMA, ISOLATE = 0, 1, 2, 3, 4, 5
