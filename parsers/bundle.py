@@ -14,7 +14,7 @@ space than the files need; the second writes only the files the loader reads (lo
 snapshots, the sosreport paths). The temporary directory is removed on every exit path: close(),
 an exception, Ctrl-C, SIGTERM/SIGHUP while it exists, and interpreter exit.
 
-meta.json is checked against ``MetaJson`` on load (see docs/contract.md): a field of the wrong
+meta.json is checked against ``meta_model()`` on load (see docs/contract.md): a field of the wrong
 type or out of range is an error naming the file, its line and the field; an unreadable
 ``boot_time`` string is a note and the boot time is unknown.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import lzma
 import math
@@ -38,8 +39,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
-
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from parsers import (buddyinfo, meminfo, netdev, pagetypeinfo, slabinfo, snmp, softnet, vmstat,
                      zoneinfo)
@@ -572,26 +571,33 @@ def _record_release(res: ParseResult) -> str | None:
 
 
 # -- meta.json ------------------------------------------------------------------------------
-class GroundTruth(BaseModel):
-    """What a lab run or a model run knows happened (lab verdicts print these counts)."""
-    model_config = ConfigDict(extra="allow", strict=True)
-    failed_echo_replies: Optional[StrictInt] = Field(None, ge=0)
-    echo_replies_attempted: Optional[StrictInt] = Field(None, ge=0)
-    echo_requests_answered: Optional[StrictInt] = Field(None, ge=0)
-    source: Optional[StrictStr] = Field(None, max_length=4096)
+@functools.cache
+def meta_model():
+    """The pydantic model of meta.json, built on the first meta.json read: pydantic and the
+    model's schema cost ~90 ms at import, which a plain log never needs."""
+    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+    class GroundTruth(BaseModel):
+        """What a lab run or a model run knows happened (lab verdicts print these counts)."""
+        model_config = ConfigDict(extra="allow", strict=True)
+        failed_echo_replies: Optional[StrictInt] = Field(None, ge=0)
+        echo_replies_attempted: Optional[StrictInt] = Field(None, ge=0)
+        echo_requests_answered: Optional[StrictInt] = Field(None, ge=0)
+        source: Optional[StrictStr] = Field(None, max_length=4096)
 
-class MetaJson(BaseModel):
-    """meta.json. The fields mmtriage reads are checked; any other field is kept as it is.
-    ``null`` is the same as a missing field."""
-    model_config = ConfigDict(extra="allow", strict=True)
-    host: Optional[StrictStr] = Field(None, max_length=255)
-    kernel_release: Optional[StrictStr] = Field(None, max_length=64)   # uname -r: __NEW_UTS_LEN
-    defrag_mode: Optional[StrictInt] = Field(None, ge=0, le=1)         # vm.defrag_mode is 0 or 1
-    boot_id: Optional[StrictStr] = Field(None, max_length=128)
-    boot_time: Optional[StrictStr] = Field(None, max_length=64)        # ISO 8601, UTC if no zone
-    captured_from: Optional[StrictStr] = None
-    ground_truth: Optional[GroundTruth] = None
+    class MetaJson(BaseModel):
+        """meta.json. The fields mmtriage reads are checked; any other field is kept as it
+        is. ``null`` is the same as a missing field."""
+        model_config = ConfigDict(extra="allow", strict=True)
+        host: Optional[StrictStr] = Field(None, max_length=255)
+        kernel_release: Optional[StrictStr] = Field(None, max_length=64)  # __NEW_UTS_LEN
+        defrag_mode: Optional[StrictInt] = Field(None, ge=0, le=1)        # 0 or 1
+        boot_id: Optional[StrictStr] = Field(None, max_length=128)
+        boot_time: Optional[StrictStr] = Field(None, max_length=64)       # ISO 8601
+        captured_from: Optional[StrictStr] = None
+        ground_truth: Optional[GroundTruth] = None
+
+    return MetaJson
 
 
 BOOT_TIME_RANGE = (datetime(1970, 1, 1, tzinfo=timezone.utc),
@@ -632,7 +638,8 @@ def _json_shape(text: str) -> tuple[int, dict[str, int]]:
 
 
 def load_meta(mp: Path) -> dict:
-    """meta.json, checked against ``MetaJson``; every error names the file, line and field."""
+    """meta.json, checked against ``meta_model()``; every error names the file, line and
+    field."""
     if not mp.is_file():
         raise BundleError(str(mp), 0, "meta.json is not a regular file")
     raw = _read_capped(mp, MAX_META_BYTES)
@@ -652,8 +659,9 @@ def load_meta(mp: Path) -> dict:
                                       f"{MAX_META_DEPTH})")
     if not isinstance(meta, dict):
         raise BundleError(str(mp), 1, f"meta.json must hold an object, not {_json_type(meta)}")
+    from pydantic import ValidationError
     try:
-        MetaJson.model_validate(meta)
+        meta_model().model_validate(meta)
     except ValidationError as err:
         e = err.errors()[0]
         loc = ".".join(str(x) for x in e["loc"])
