@@ -9,15 +9,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.calibrate import calibrate, observe, scenario_for, whatif  # noqa: E402
-from models.emit import emit  # noqa: E402
-from models.simulate import simulate  # noqa: E402
-from models.state import from_snapshot  # noqa: E402
+from models.calibrate import calibrate, observe, whatif  # noqa: E402
+from models.calibrate.recovery import emit_on_host  # noqa: E402
 from parsers.bundle import load  # noqa: E402
 
 REAL = ["sample_logs/lab-6.16.3-defrag1", "sample_logs/lab-6.16.3-defrag1-mmtriage-lab"]
@@ -59,17 +55,9 @@ def real(path: str, seeds: tuple) -> None:
 
 def recovery(key: tuple, truth: dict, tmp: Path, seeds: tuple) -> None:
     name = f"{key[0]}-every-{key[1]:g}s"
-    with load(ROOT / REAL[0]) as b:
-        obs = observe(b)
-        snap = b.snapshots[obs.start_index]
-        st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo, meminfo=snap.meminfo)
-        obs.window_s = 42.0
-        sc = scenario_for(b, obs, truth, st.spec)
-    sc.name, sc.corroborate_icmp = f"recovery-{name}", True
-    sc.kernel_release = {"defrag": "6.16.3+deb13-amd64"}
-    res = simulate(sc, "defrag", seed=3, params=sc.params, state=st,
-                   snap_times=np.arange(0.0, 43.0, key[1]))
-    emit(res, tmp / name)
+    with load(ROOT / REAL[0]) as host:
+        _, res = emit_on_host(host, tmp / name, truth, f"recovery-{name}", snap_every_s=key[1],
+                              corroborate_icmp=True)
     with load(tmp / name) as b:
         o = observe(b)
         t_start = (b.snapshots[o.start_index].time - b.snapshots[0].time).total_seconds()

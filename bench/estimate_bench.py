@@ -16,15 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.calibrate import calibrate, observe, scenario_for  # noqa: E402
-from models.emit import emit  # noqa: E402
-from models.simulate import simulate  # noqa: E402
-from models.state import from_snapshot  # noqa: E402
+from models.calibrate import calibrate  # noqa: E402
+from models.calibrate.recovery import emit_on_host  # noqa: E402
 from parsers.bundle import load  # noqa: E402
 from parsers import snmp  # noqa: E402
 
@@ -63,23 +59,6 @@ def row(name, truth, r):
           f"{e['log_floor']:>9,.0f} {r['evaluations']:>5}", flush=True)
 
 
-def emit_recovery(out: Path, truth: dict, nic_rx: bool):
-    """A bundle emitted from ``truth`` on the real lab host's state, no ICMP counters; with
-    ``nic_rx`` eth0's packets count the load."""
-    with load(ROOT / REAL[0]) as b:
-        obs = observe(b)
-        snap = b.snapshots[obs.start_index]
-        st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo, meminfo=snap.meminfo)
-        obs.window_s = 42.0
-        sc = scenario_for(b, obs, truth, st.spec)
-    sc.name, sc.corroborate_icmp, sc.nic_rx = "recovery", False, nic_rx
-    sc.kernel_release = {"defrag": "6.16.3+deb13-amd64"}
-    res = simulate(sc, "defrag", seed=3, params=sc.params, state=st,
-                   snap_times=np.arange(0.0, 43.0, 1.0))
-    emit(res, out)
-    return out, res
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--evals", type=int, default=150)
@@ -102,7 +81,9 @@ def main() -> None:
             return
         for label, truth, nic in (("recovery (model truth, no counters)", TRUTH, False),
                                   ("recovery (model truth, eth0 packets only)", NIC_TRUTH, True)):
-            out, res = emit_recovery(Path(td) / ("recovery-nic" if nic else "recovery"), truth, nic)
+            with load(ROOT / REAL[0]) as host:
+                out, res = emit_on_host(host, Path(td) / ("recovery-nic" if nic else "recovery"),
+                                        truth, "recovery", nic_rx=nic)
             with load(out) as b:
                 row(label, float(res.summary()["failures"]["total"]),
                     calibrate(b, budget_s=3600, evals=a.evals))

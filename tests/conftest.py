@@ -36,25 +36,10 @@ def interruptible():
 
 def emit_from_lab_host(out: Path, truth: dict, name: str, corroborate_icmp: bool = False,
                        nic_rx: bool = False):
-    """A bundle emitted from the calibration's own model class with the parameters ``truth``,
-    started from the real lab host's fragmented state (LAB1), 42 s with a snapshot every
-    second (as `collect --interval 1` takes them). Returns (path, the simulation)."""
-    import numpy as np
-
-    from models.calibrate import observe, scenario_for
-    from models.emit import emit
-    from models.simulate import simulate
-    from models.state import from_snapshot
+    """A bundle emitted from ``truth`` on the real lab host's state (LAB1), 42 s with a
+    snapshot every second (models.calibrate.recovery). Returns (path, the simulation)."""
+    from models.calibrate.recovery import emit_on_host
     from parsers.bundle import load
-    with load(need(LAB1)) as b:
-        obs = observe(b)
-        snap = b.snapshots[obs.start_index]
-        st = from_snapshot(snap.pagetypeinfo, snap.zoneinfo, meminfo=snap.meminfo)
-        obs.window_s = 42.0
-        sc = scenario_for(b, obs, truth, st.spec)
-    sc.name, sc.corroborate_icmp, sc.nic_rx = name, corroborate_icmp, nic_rx
-    sc.kernel_release = {"defrag": "6.16.3+deb13-amd64"}
-    res = simulate(sc, "defrag", seed=3, params=sc.params, state=st,
-                   snap_times=np.arange(0.0, 43.0, 1.0))
-    emit(res, out)
-    return out, res
+    with load(need(LAB1)) as host:
+        return emit_on_host(host, out, truth, name, corroborate_icmp=corroborate_icmp,
+                            nic_rx=nic_rx)

@@ -4,7 +4,9 @@
 - ``workload``: the workload the fit describes and where the search starts;
 - ``fitter``: the loss, the model run against the bundle's snapshots;
 - ``search``: the fit itself and its uncertainty (``calibrate``);
-- ``whatif``: the fitted workload replayed under another policy or setting.
+- ``whatif``: the fitted workload replayed under another policy or setting;
+- ``recovery``: bundles emitted from known parameters on a real host's state, to check a fit
+  against the model's own truth.
 
 The plot of a fit is ``analyzer.plots.plot_fit``.
 """
