@@ -36,8 +36,8 @@ from parsers import gfp as gfpmod
 from parsers.errors import ParseError
 from parsers.framing import ExportReader, Framer, split_midline
 from parsers.grepscan import GrepHits, Lost
-from parsers.logio import (LineError, Upto, cr_only, head_of, iter_chunks, open_binary,
-                           quoted_printable, sniff)
+from parsers.logio import (LineError, Upto, cr_only, decodes_ahead, head_of, iter_chunks,
+                           open_binary, prefetched, quoted_printable, sniff)
 from parsers.scan import Candidates
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
@@ -1200,8 +1200,15 @@ def _parse_log(path, source, kernel_hint, year, raw_json=False) -> ParseResult:
             if size is not None:
                 stream.seek(0)
                 stream = Upto(stream, size)
-            _scan(parser, iter_chunks(path, INDEXED_CHUNK, stream=stream, reuse=True),
-                  indexed=True)
+                chunks = iter_chunks(path, INDEXED_CHUNK, stream=stream, reuse=True)
+            elif decodes_ahead(stream):  # the next chunk is decoded while this one is scanned
+                chunks = prefetched(iter_chunks(path, INDEXED_CHUNK, stream=stream))
+            else:
+                chunks = iter_chunks(path, INDEXED_CHUNK, stream=stream, reuse=True)
+            try:
+                _scan(parser, chunks, indexed=True)
+            finally:
+                chunks.close()  # the decoding thread stops before the stream is closed
     else:
         _scan(parser, iter_chunks(path, stream=stream, reuse=True))
     return parser.finish()

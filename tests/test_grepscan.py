@@ -486,6 +486,59 @@ def test_compressed_is_left_to_the_compiled_scan(big, monkeypatch, ext):
     assert parsed(comp) == want and want[0]["slub_reports"] > 10
 
 
+def _zst(big, cut: int = 0):
+    import zstandard
+    comp = big.with_suffix(".zst")
+    data = zstandard.compress(big.read_bytes(), 1)
+    comp.write_bytes(data[:len(data) - cut])
+    return comp
+
+
+def decoders() -> int:
+    return sum(t.name == "mmtriage-decode" for t in threading.enumerate())
+
+
+def test_zstd_decoded_ahead_reads_the_same_records(big, monkeypatch):
+    """A zstd log is decoded on a thread of its own while the chunk before is scanned: many
+    small chunks through the queue give the records, lines and suppressions of the plain
+    file, and the thread is gone after."""
+    monkeypatch.setattr(dmesg, "INDEXED_CHUNK", 1 << 16)
+    want = compiled(big)
+    comp = _zst(big)
+    got = compiled(comp)
+    assert got[0]["lines"] == want[0]["lines"] and got[0]["slub_reports"] > 10
+    assert [e["time_s"] for e in got[1]] == [e["time_s"] for e in want[1]]
+    assert got[2] == [dict(s, source=str(comp)) for s in want[2]]
+    assert decoders() == 0
+
+
+def test_a_truncated_zstd_log_fails_where_it_ends(big, monkeypatch):
+    """The decoder's error, raised on its own thread, reaches the caller as the file's one-line
+    error, after the chunks it did decode; no thread is left behind."""
+    from parsers.errors import ParseError
+    monkeypatch.setattr(dmesg, "INDEXED_CHUNK", 1 << 16)
+    comp = _zst(big, cut=100)
+    with pytest.raises(ParseError) as e:
+        parse_log(comp)
+    assert str(comp) in str(e.value) and "zstd frame" in str(e.value)
+    assert decoders() == 0
+
+
+def test_a_consumer_that_stops_stops_the_decoder():
+    closed = []
+
+    def chunks():
+        try:
+            for i in range(1000):
+                yield bytearray(b"x" * 10)
+        finally:
+            closed.append(True)
+    it = logio.prefetched(chunks(), depth=1)
+    assert next(it) == b"x" * 10
+    it.close()
+    assert closed == [True] and decoders() == 0
+
+
 def test_no_numba_on_the_grep_path(big):
     code = ("import sys; from parsers import dmesg; dmesg.INDEXED_MIN = 0; "
             f"r = dmesg.parse_log({str(big)!r}); assert r.slub_reports > 10; "
