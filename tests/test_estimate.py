@@ -227,13 +227,13 @@ def test_the_loopback_demand_carries_the_estimate(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run,truth", [("payload0", 78892), ("sock64", 142185)])
+@pytest.mark.parametrize("run,truth", [("payload0", 78892)])
 def test_other_loads_with_net_snmp_removed_are_estimated_from_lo_packets(run, truth, tmp_path):
-    """Runs of another sitting, unlike the runs the fit was developed on: 0-byte echoes (the
-    buffers from skbuff_small_head, 26 % of the replies failed) and 64 unread sockets (56 %).
-    With net_snmp removed, as a host without ICMP counters is, the estimate holds the hidden
-    OutErrors (measured 66,927, 30,581-101,213 and 132,700, 115,056-152,700); with every
-    network counter removed the first came out at 9.7x (docs/model.md)."""
+    """A run of another sitting, unlike the runs the fit was developed on: 0-byte echoes (the
+    buffers from skbuff_small_head, 26 % of the replies failed). With net_snmp removed, as a
+    host without ICMP counters is, the estimate holds the hidden OutErrors (measured 66,927,
+    30,581-101,213; 64 unread sockets, kept beside it, gave 132,700, 115,056-152,700 for
+    142,185); with every network counter removed it came out at 9.7x (docs/model.md)."""
     from models.calibrate import calibrate
     from tests.conftest import FIXTURES
     dst = tmp_path / "b"
@@ -246,6 +246,19 @@ def test_other_loads_with_net_snmp_removed_are_estimated_from_lo_packets(run, tr
     e = r["estimated_failures"]
     assert e["low"] <= truth <= e["high"], e
     assert 0.75 < e["value"] / truth < 1.33, e
+
+
+@pytest.mark.parametrize("run", ["payload0", "sock64", "snap-at-10s", "snap-at-30s"])
+def test_the_lab_s_first_report_follows_its_mid_load_snapshot(run):
+    """In the lab the first head is reported 0.4-4 s after the guest's mid-load snapshot,
+    wherever that snapshot is taken (+20 s as the lab does, +10 s and +30 s in two runs made to
+    test it), though the counters show failures long before: the first report's time says when
+    the guest was disturbed, not when the load began to fail (docs/model.md)."""
+    from tests.conftest import FIXTURES
+    with load(FIXTURES / "lab-runs" / run) as b:
+        o = observe(b)
+    mid = o.times[0]  # the snapshot the flood is still running at (its name: whole seconds)
+    assert 0.0 < o.first_failure_s - mid < 4.5, (o.first_failure_s, o.times)
 
 
 def test_nic_interfaces_are_the_physical_devices_by_name():
