@@ -186,15 +186,18 @@ def _parse_stream(data: str, start: datetime, out: Path) -> dict:
 def run(kernel: str | Path, defrag_mode: int = 1, memory: int = 1536, seconds: int = 40,
         out: str | Path | None = None, nsock: int = 16, payload: int = 1400, reserve_mb: int = 48,
         rcvbuf: int = 16 << 20, accel: str = "auto", timeout: float = 900,
-        progress=None, sysctls: dict | None = None) -> dict:
+        progress=None, sysctls: dict | None = None, mid_snapshot: int | None = None) -> dict:
+    """``mid_snapshot``: seconds into the flood of the snapshot taken during it (default half
+    the flood; 0: none)."""
     kernel = Path(kernel)
     if not kernel.is_file():
         raise LabError(f"{kernel}: no such kernel image")
     initrd = build_initramfs(progress)
     out = Path(out or f"lab-{kernel.name}-defrag{defrag_mode}")
+    mid = seconds // 2 if mid_snapshot is None else mid_snapshot
     append = (f"console=ttyS0 quiet panic=-1 mmtriage.defrag={defrag_mode} "
               f"mmtriage.seconds={seconds} mmtriage.nsock={nsock} mmtriage.payload={payload} "
-              f"mmtriage.reserve={reserve_mb} mmtriage.rcvbuf={rcvbuf}"
+              f"mmtriage.reserve={reserve_mb} mmtriage.rcvbuf={rcvbuf} mmtriage.midsnap={mid}"
               + (" mmtriage.sysctl=" + ",".join(f"{k}:{v}" for k, v in sysctls.items())
                  if sysctls else ""))
     tries = ["kvm", "tcg"] if accel == "auto" else [accel]
@@ -233,7 +236,8 @@ def run(kernel: str | Path, defrag_mode: int = 1, memory: int = 1536, seconds: i
                                  f"({used.upper()}) guest; one mlocked page per pageblock, then a "
                                  f"{seconds} s loopback ICMP flood with unread replies",
                 "workload": {"seconds": seconds, "nsock": nsock, "payload": payload,
-                             "reserve_mb": reserve_mb, "rcvbuf": rcvbuf},
+                             "reserve_mb": reserve_mb, "rcvbuf": rcvbuf,
+                             "mid_snapshot_s": mid},
                 "phases": dict(info["phases"]), "accel": used, "wall_s": round(wall, 1),
                 "sysctls": info["sysctls"], "survived": info["alive"]}
         snaps = sorted((tmp / "snapshots").iterdir()) if (tmp / "snapshots").exists() else []

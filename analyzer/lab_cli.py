@@ -30,8 +30,12 @@ def _host_mib() -> int:
 
 def check_options(kernel: Path, memory: int, seconds: int, accel: str,
                   out: Optional[Path], defrag_mode: int | None = None,
-                  sockets: int | None = None, payload: int | None = None) -> None:
+                  sockets: int | None = None, payload: int | None = None,
+                  mid_snapshot: int | None = None) -> None:
     """Refuse bad options before anything is built or booted: one line naming the option."""
+    if mid_snapshot is not None and not 0 <= mid_snapshot < seconds:
+        raise ValueError(f"--mid-snapshot {mid_snapshot}: expected 0 (none) to {seconds - 1} "
+                         f"seconds into the {seconds} s flood")
     if payload is not None and not 0 <= payload <= MAX_PAYLOAD:
         raise ValueError(f"--payload {payload}: expected 0 to {MAX_PAYLOAD} bytes")
     if defrag_mode is not None and defrag_mode not in (0, 1):
@@ -83,14 +87,15 @@ def parse_sysctls(values: list[str] | None) -> dict[str, str]:
 
 
 def _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl=None, sockets=16,
-         payload=1400):
+         payload=1400, mid_snapshot=None):
     from analyzer.lab import LabError, run
-    check_options(kernel, memory, seconds, accel, out, defrag_mode, sockets, payload)
+    check_options(kernel, memory, seconds, accel, out, defrag_mode, sockets, payload,
+                  mid_snapshot)
     sysctls = parse_sysctls(sysctl)
     check_replaceable("--out", Path(out or f"lab-{kernel.name}-defrag{defrag_mode}"))
     try:
         return run(kernel, defrag_mode, memory, seconds, out, nsock=sockets, payload=payload,
-                   accel=accel, progress=err, sysctls=sysctls)
+                   accel=accel, progress=err, sysctls=sysctls, mid_snapshot=mid_snapshot)
     except LabError as e:
         raise ValueError(str(e)) from None
 
@@ -110,6 +115,10 @@ def run_cmd(
                                               f"{MAX_PAYLOAD}); sets which cache the replies' "
                                               f"data buffers come from (1400: kmalloc-2k); "
                                               f"recorded as workload.payload.")] = 1400,
+    mid_snapshot: Annotated[Optional[int], typer.Option(
+        help="Seconds into the flood of the snapshot taken during it (default: half the "
+             "flood; 0: none). Its processes disturb the guest: the first reported failure often "
+             "follows it. Recorded as workload.mid_snapshot_s.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Bundle directory to write.")] = None,
     accel: Annotated[str, typer.Option(help="auto (KVM, falling back to TCG), kvm or tcg.")] = "auto",
     sysctl: Annotated[Optional[list[str]], typer.Option(
@@ -129,7 +138,8 @@ def run_cmd(
         mmtriage lab run --kernel .lab/kernels/vmlinuz-6.16.3+deb13-amd64 --sockets 64
         mmtriage lab run --kernel .lab/kernels/vmlinuz-6.16.3+deb13-amd64 --payload 56
     """
-    r = _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl, sockets, payload)
+    r = _run(kernel, defrag_mode, memory, seconds, out, accel, sysctl, sockets, payload,
+             mid_snapshot)
     v = r["verdict"]
     if fmt == Format.json:
         emit(dumps(r))

@@ -35,6 +35,7 @@ def test_initramfs_is_a_valid_cpio(tools, tmp_path):
     assert data.startswith(b"070701")
     for name in (b"init\0", b"bin/busybox\0", b"fragmenter\0", b"pingflood\0", b"TRAILER!!!\0"):
         assert name in data
+    assert b'MID=$(arg midsnap)' in data  # --mid-snapshot reaches the guest's init
 
 
 def test_missing_kernel_is_a_clear_error(tmp_path):
@@ -78,6 +79,18 @@ def test_lab_on_real_kernels(tools, tmp_path, ver, expect):
     else:
         assert d["failures"]["printed"] == 0
         assert r["ground_truth"]["echo_replies_attempted"] > 10000
+
+
+@pytest.mark.parametrize("mid", ["40", "-1"])
+def test_mid_snapshot_is_inside_the_flood(tmp_path, mid):
+    from typer.testing import CliRunner
+    from analyzer.cli import app
+    k = tmp_path / "vmlinuz"
+    k.write_bytes(b"x")
+    r = CliRunner().invoke(app, ["lab", "run", "--kernel", str(k), "--seconds", "40",
+                                 "--mid-snapshot", mid, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "--mid-snapshot" in r.stderr and "0 (none) to 39" in r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_sysctl_option_is_checked():
