@@ -37,7 +37,8 @@ from parsers.errors import ParseError
 from parsers.framing import ExportReader, Framer, split_midline
 from parsers.grepscan import GrepHits, Lost
 from parsers.logio import (LineError, Upto, cr_only, decodes_ahead, head_of, iter_chunks,
-                           open_binary, prefetched, quoted_printable, sniff)
+                           journal_json, json_strings, open_binary, prefetched, quoted_printable,
+                           rewritten, sniff)
 from parsers.scan import Candidates
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
@@ -66,7 +67,9 @@ _NODEMASK = re.compile(r"nodemask=([^,\s]+)")
 _CPUSET_INLINE = re.compile(r"cpuset=([^,\s]*),mems_allowed=(\S+)")
 _CPUSET_LINE = re.compile(r"^(\S.*?) cpuset=(\S*) mems_allowed=(\S+)")
 _STALL = re.compile(r"page allocation stalls? for (\d+)ms, order:(\d+)")
-_VMALLOC = re.compile(r"vmalloc(?: error: size (\d+)|: allocation failure: (\d+) bytes)")
+# 4.12-5.x: "vmalloc: allocation failure, allocated N of M bytes" (a partial area)
+_VMALLOC = re.compile(r"vmalloc(?: error: size (\d+)|: allocation failure: (\d+) bytes|"
+                      r": allocation failure, allocated \d+ of (\d+) bytes)")
 _OOM = re.compile(r"(\S{1,64}) invoked oom-killer: (?:gfp_mask=(0x[0-9a-fA-F]+)(?:\(([^)]*)\))?)?"
                   r"(?:.*?order=(-?\d+))?")
 _SUPPRESSED = re.compile(r"(\w{1,64}): (\d+) callbacks suppressed")
@@ -74,8 +77,9 @@ _DROPPED = re.compile(r"\*\* (\d+) printk messages dropped \*\*\s?")
 # Two CPUs' headers in one line are cut apart here, each with the comm just before it.
 _HEADERS = re.compile(r"(?:[\w/:.@#+\-]{1,15}: )?(?:page allocation failure|SLUB: Unable to allocate)")
 _LINUX_VERSION = re.compile(r"Linux version (\S+)")
-_CPU_LINE = re.compile(r"CPU: \d+ (?:UID: \d+ )?PID: \d+ Comm: .*?(?:Not tainted|Tainted: .*?) "
-                       r"(\d+\.\d+\S*) #")
+# 2.6's dump_stack printed "Pid: 52, comm: kswapd0 Not tainted 2.6.32-431.el6.x86_64 #1"
+_CPU_LINE = re.compile(r"(?:CPU: \d+ (?:UID: \d+ )?PID: \d+ Comm: |Pid: \d+, comm: )"
+                       r".*?(?:Not tainted|Tainted: .*?) (\d+\.\d+\S*) #")
 _MEMINFO = re.compile(r"^\s*Mem-[Ii]nfo:")
 _KV = re.compile(r"([A-Za-z_()?]{1,64}):\s?(-?\d+)(kB|KB)?")
 _COUNTERS = re.compile(r"^\s*[a-z_]+:\d+(?: [a-z_]+:\d+)*\s*$")
@@ -320,6 +324,7 @@ class LogParser:
         self.raw_json = raw_json    # the fast path's records as RawJson, not dicts
         self.res = ParseResult(sources=[source])
         self.framer = Framer(year)
+        self.first_framer: Framer | None = None
         self.kernel_hint = kernel_hint
         self.open: dict = {}        # caller id (or None) -> open page_alloc/oom/... record
         self.last: _Record | None = None
@@ -538,8 +543,12 @@ class LogParser:
         # SLUB continuation lines.
         srec = None
         if self.slubs:
-            srec = self.slubs.get(caller) if self.has_callers and caller is not None else \
-                list(self.slubs.values())[-1]
+            if self.has_callers and caller is not None:
+                srec = self.slubs.get(caller)
+            elif len(self.slubs) > 1:
+                srec = self._interleaved(text)
+            else:
+                srec = list(self.slubs.values())[-1]
         if srec is not None:
             ev = srec.ev
             m = _SLUB_NODE.match(text)
@@ -565,7 +574,9 @@ class LogParser:
                 srec.last_line = self.n
                 return
             if text.strip():
-                self._close(srec)
+                for r in ([srec] if len(self.slubs) < 2 or self.has_callers
+                          else list(self.slubs.values())):
+                    self._close(r)
         rec = self._target(caller)
         if rec is None:
             if _MEMINFO.match(text):
@@ -574,6 +585,22 @@ class LogParser:
         self._record_line(rec, text, line_no)
         if rec.kind != "slub" and not rec.closed_meminfo and self.n - rec.last_line > STALE_LINES:
             self._close(rec)
+
+    def _interleaved(self, text: str):
+        """Of several SLUB records open at once, the one a body line belongs to: the first
+        without a cache line takes a cache line, the first without that node a node line."""
+        recs = list(self.slubs.values())
+        m = _SLUB_NODE.match(text)
+        if m:
+            node = int(m.group(1))
+            for r in recs:
+                if all(n["node"] != node for n in r.ev["nodes"]):
+                    return r
+        elif _CACHE.match(text):
+            for r in recs:
+                if r.ev.get("cache") is None:
+                    return r
+        return recs[-1]
 
     def _dropped(self, text: str) -> str:
         """Count ``** N printk messages dropped **`` wherever it was glued; the rest of the line
@@ -591,9 +618,15 @@ class LogParser:
     def _register(self, rec: _Record, caller) -> None:
         key = caller if self.has_callers else None
         if rec.kind == "slub":
-            old = self.slubs.get(key)
-            if old is not None:
-                self._close(old)
+            if key is None and self.slubs and all(
+                    r.ev.get("cache") is None and not r.ev["nodes"] for r in self.slubs.values()):
+                # two CPUs' headers in a row, their bodies to follow interleaved (no caller ids
+                # to tell them apart): both stay open, each body line to the first that lacks it
+                self.slubs[("interleaved", id(rec))] = rec
+                return
+            for old in ([self.slubs.get(key)] if key is not None else list(self.slubs.values())):
+                if old is not None:
+                    self._close(old)
             self.slubs[key] = rec
             return
         old = self.open.get(key) if key is not None else self.last
@@ -699,7 +732,8 @@ class LogParser:
                 if ev.get("comm") is None:
                     ev["comm"] = m.group(1)
                 return
-        if "ainted" in text and "CPU:" in text and ev.get("kernel_release") is None:
+        if ("ainted" in text and ("CPU:" in text or "Pid:" in text)
+                and ev.get("kernel_release") is None):
             m = _CPU_LINE.search(text)
             if m:
                 ev["kernel_release"] = m.group(1)
@@ -827,7 +861,13 @@ class LogParser:
 def _edge_times(parser: LogParser, chunk: bytes, first: bool) -> None:
     """The log's first and last stamps, which the fast path may have skipped over."""
     lines = chunk[:65536].split(b"\n")[:50] if first else chunk[-65536:].split(b"\n")[-50:][::-1]
-    framer = Framer(parser.framer.year)
+    if first:
+        framer = parser.first_framer = Framer(parser.framer.year if parser.framer.given else None)
+    else:
+        # years run on from the first stamp's: a log that crosses New Year ends in the next
+        f0 = parser.first_framer
+        framer = Framer(f0.year if f0 is not None else parser.framer.year)
+        framer.last_mon = f0.last_mon if f0 is not None else None
     res = parser.res
     for raw in lines:
         for _t, ts, wall, _c, _f in framer.frame(raw.decode("utf-8", "replace")):
@@ -866,7 +906,8 @@ _FAST_SLUB = re.compile(
     + rb")*))?")
 _FAST_NODE = re.compile(rb"node (\d+): slabs: (\d+), objs: (\d+), free: (\d+)")
 # A record line the fast regex did not take (odd spacing, wrapped): the slow path reads it all.
-_FAST_LEFT = re.compile(rb"\[\s*\d+\.\d+\][^\n]{0,40}?(?:node|cache|\*\*)|[^\[\n]")
+_FAST_LEFT = re.compile(rb"\[\s*\d+\.\d+\](?:[^\n]{0,40}?(?:node|cache|\*\*)|\s+\S+ debugging "
+                        rb"increased)|[^\[\n]")
 _FAST_SUPP = re.compile(rb"\[\s*" + _STAMP + rb"\] (\w+): (\d+) callbacks suppressed\n")
 _NODE_JSON = b'{"node": %s, "slabs": %s, "objs": %s, "free": %s}'
 _SLUB_JSON = b'%s%d, "time_s": %s, "time_wall": null, "caller": null, %s, "nodes": [%s]%s%s}'
@@ -1227,7 +1268,7 @@ def _grep_scan(parser: LogParser, path, stream, size: int | None) -> bool:
         if size is None:
             raise Lost("compressed: grep would read other bytes than the parser")
         head = os.pread(stream.fileno(), 1 << 20, 0)
-        if sniff(head) is not None or cr_only(head) or quoted_printable(head):
+        if sniff(head) is not None or rewritten(head):
             raise Lost("the reader rewrites this file: grep's offsets would not be its")
         with GrepHits(stream, TRIGGERS, size) as hits:
             chunks = hits.guard(iter_chunks(path, INDEXED_CHUNK, reuse=True,
@@ -1243,7 +1284,7 @@ def _grep_scan(parser: LogParser, path, stream, size: int | None) -> bool:
 
 def _plain_size(stream) -> int | None:
     """The size of the plain regular file open in ``stream``; None for a decompressed stream."""
-    if not isinstance(stream, io.BufferedReader):
+    if not isinstance(stream, io.BufferedReader) or not isinstance(stream.raw, io.FileIO):
         return None
     st = os.fstat(stream.fileno())
     return st.st_size if stat.S_ISREG(st.st_mode) else None
@@ -1269,6 +1310,8 @@ def parse_text(text: str, *, source: str = "<text>", kernel_hint: str | None = N
         data = data.replace(b"\r", b"\n")
     if quoted_printable(data):
         data = binascii.a2b_qp(data)
+    if journal_json(data[:1 << 20]):
+        data = json_strings(data)
     if ExportReader.looks_like(data[:64]):
         _feed_export(parser, data)
     else:

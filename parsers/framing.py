@@ -3,8 +3,14 @@
 One physical line in, zero or more logical lines out, each ``(text, time_s, time_wall, caller,
 framed)``. Formats (product.md §3), detected per line so that mixed files work:
 
-* raw dmesg ``[ 1234.567890] msg``, with CONFIG_PRINTK_CALLER ``[T123]`` / ``[  C4]``;
+* raw dmesg ``[ 1234.567890] msg``, with CONFIG_PRINTK_CALLER ``[T123]`` / ``[  C4]``, and
+  ``dmesg -d``'s ``[ 1234.567890 <    0.000020>]``;
 * ``dmesg -T`` ``[Mon Apr 20 15:08:07 2020] msg``; ``dmesg -x`` ``kern  :warn  : [...] msg``;
+  ``dmesg -H`` ``[Nov12 10:00] msg`` then ``[  +0.002229] msg``; ``--time-format=iso``
+  ``2025-11-12T09:00:44,948454+00:00 msg``; terminal colours are dropped first;
+* busybox ``Nov 12 09:00:44 host kern.warn kernel: msg``, OpenWrt ``logread``, RFC 5424
+  ``<4>1 stamp host kernel - - - msg``; journalctl ``short-unix``, ``short-full``,
+  ``short-delta`` and ``json-seq``;
 * syslog / kern.log / journalctl short and short-precise ``Feb  9 08:09:39 host kernel: msg``,
   with or without the ``[secs]`` stamp after ``kernel:``; RFC 3339 / short-iso;
 * journalctl short-monotonic ``[21161.092614] host kernel: msg``;
@@ -33,17 +39,36 @@ _KMSG_CALLER = re.compile(r"caller=([TC]\d+)")
 _DMESG_X = re.compile(
     r"^(?:kern|user|mail|daemon|auth|syslog|lpr|news|uucp|cron|authpriv|ftp|local\d)\s*:"
     r"\s*(?:emerg|alert|crit|err|warn|notice|info|debug)\s*:\s?")
-_STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]\s?")
+# dmesg -d and journalctl -o short-delta add the gap since the previous line: ``[ 44.95 < 0.002>]``
+_STAMP = re.compile(r"^\[\s*(\d+\.\d+)(?: <\s*\d+\.\d+>)?\]\s?")
 _CALLER = re.compile(r"^\s*\[\s*([TC]\d+)\]\s?")
 _DMESG_T = re.compile(
     r"^\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) +(\d{1,2}) (\d\d:\d\d:\d\d) (\d{4})\]\s?")
+# busybox syslogd puts the facility.level between the host and the tag
 _SYSLOG = re.compile(
-    r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d:\d\d:\d\d)(\.\d+)? (\S+) ([^\s:\[]+)(?:\[\d+\])?: ?")
+    r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d:\d\d:\d\d)(\.\d+)? (\S+) (?:[a-z]+\.[a-z]+ )?"
+    r"([^\s:\[]+)(?:\[\d+\])?: ?")
 _ISO = re.compile(
     r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) (\S+) "
     r"([^\s:\[]+)(?:\[\d+\])?: ?")
-_MONO = re.compile(r"^\[\s*(\d+\.\d+)\] (?:(\S+) )?kernel: ?")
+_MONO = re.compile(r"^\[\s*(\d+\.\d+)(?: <\s*\d+\.\d+>)?\] (?:(\S+) )?kernel: ?")
 _MIDSTAMP = re.compile(r"\[\s*\d+\.\d{6}\]")
+# dmesg --time-format=iso: a comma before the microseconds and always an offset, no host
+_DMESG_ISO = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d),(\d{6})([+-]\d\d:?\d\d) ")
+# dmesg -H / --time-format=reltime: a minute's first line, then the gap since the line before
+_RELTIME = re.compile(r"^\[(?:([A-Z][a-z]{2}) ?(\d{1,2}) (\d\d:\d\d)|\s*\+\s*\d+\.\d+)\]\s?")
+# journalctl -o short-unix: epoch seconds, host, tag
+_UNIX = re.compile(r"^(\d{9,11}\.\d{1,9}) (\S+) ([^\s:\[]+)(?:\[\d+\])?: ?")
+# journalctl -o short-full: weekday, date, time, zone name, host, tag
+_FULL = re.compile(r"^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(\.\d+)? "
+                   r"[A-Za-z][\w/+-]* (\S+) ([^\s:\[]+)(?:\[\d+\])?: ?")
+# OpenWrt logread: ctime with the year, facility.level, tag
+_LOGREAD = re.compile(r"^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) +(\d{1,2}) "
+                      r"(\d\d:\d\d:\d\d) (\d{4}) [a-z]+\.[a-z]+ ([^\s:\[]+)(?:\[\d+\])?: ?")
+# RFC 5424: <pri>1 stamp host app procid msgid structured-data msg
+_RFC5424 = re.compile(r"^<\d{1,3}>1 (\S+) (\S+) (\S+) \S+ \S+ (?:-|(?:\[(?:[^\]\\]|\\.)*\])+) ?")
+# terminal colours (dmesg --color=always, a coloured console captured as text)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _LEVEL = re.compile(r"^(?:\d+ )?<\s*\d{1,3}>\s?(?=\[)")
 _VENDOR_WALL = re.compile(r"^\[(\d\d)-(\d\d) (\d\d:\d\d:\d\d)(\.\d+)?\]\s?")
 _MTK = re.compile(r"^\s*\(\d+\)\[\d+:[^\]]*\]\s?")
@@ -59,8 +84,23 @@ class Framer:
     """Stateful per file: remembers the year for syslog stamps and whether lines are framed."""
 
     def __init__(self, year: int | None = None):
+        self.given = year is not None
         self.year = year or datetime.now(timezone.utc).year
+        self.last_mon: int | None = None
         self.kmsg = False
+
+    def year_of(self, mon: int, day: int) -> int:
+        """The year of a stamp that gives none: a log's first such date still ahead of today
+        (a day's grace for time zones) is last year's, unless the year was given; a month
+        that falls by more than half a year from the stamp before starts the next year."""
+        if self.last_mon is None:
+            now = datetime.now(timezone.utc)
+            if not self.given and (mon, day) > (now.month, now.day + 1):
+                self.year -= 1
+        elif mon < self.last_mon - 6:
+            self.year += 1
+        self.last_mon = mon
+        return self.year
 
     def frame(self, raw: str) -> list[tuple]:
         """Logical lines of one physical line: ``[(text, time_s, time_wall, caller, framed)]``.
@@ -72,8 +112,20 @@ class Framer:
             s = s.replace("\r", "")
         if "\x00" in s:  # a damaged ring buffer or capture: NULs carry nothing
             s = s.replace("\x00", "")
+        if "\x1b" in s:
+            s = _ANSI.sub("", s)
+        if s[:1] == "\x1e":  # journalctl -o json-seq
+            s = s[1:]
         if s[:1] == ">":
             s = _QUOTE.sub("", s)
+        if s[:1] == "<" and s[2:5].find(">1 ") >= 0:
+            m = _RFC5424.match(s)
+            if m:
+                if m.group(3) != "kernel":
+                    return []
+                rest, time_s, caller = _inner_stamp(s[m.end():])
+                wall = m.group(1) if m.group(1) != "-" else None
+                return self._split(rest, time_s, wall, caller, True)
         if s[:1] == "<" or s[:1].isdigit():
             m = _LEVEL.match(s)
             if m:
@@ -95,7 +147,8 @@ class Framer:
                 if rest[:1] == "[":
                     mw = _VENDOR_WALL.match(rest)
                     if mw:
-                        wall = _iso(self.year, int(mw.group(1)), int(mw.group(2)), mw.group(3),
+                        wall = _iso(self.year_of(int(mw.group(1)), int(mw.group(2))), int(mw.group(1)),
+                                   int(mw.group(2)), mw.group(3),
                                     mw.group(4))
                         rest = rest[mw.end():]
                 elif rest[:2] in (" (", "(") and _MTK.match(rest):
@@ -110,8 +163,20 @@ class Framer:
                     wall = _iso(int(m.group(4)), MONTHS.get(m.group(1), 1), int(m.group(2)),
                                 m.group(3))
                     s = s[m.end():]
+                    mc = _CALLER.match(s) if s[:1] == "[" else None
+                    if mc:
+                        caller = mc.group(1)
+                        s = s[mc.end():]
                 else:
-                    framed = False
+                    m = _RELTIME.match(s)
+                    if m:
+                        if m.group(1) in MONTHS:
+                            mon = MONTHS[m.group(1)]
+                            wall = _iso(self.year_of(mon, int(m.group(2))), mon, int(m.group(2)),
+                                        m.group(3) + ":00")
+                        s = s[m.end():]
+                    else:
+                        framed = False
         elif c0.isdigit():
             m = _KMSG.match(s)
             if m:
@@ -121,6 +186,17 @@ class Framer:
                     mc = _KMSG_CALLER.search(m.group(4))
                     caller = mc.group(1) if mc else None
                 s = s[m.end():]
+            elif s[10:11] == "T" and _DMESG_ISO.match(s):
+                m = _DMESG_ISO.match(s)
+                wall = f"{m.group(1)}.{m.group(2)}{m.group(3)}"
+                s = s[m.end():]
+            elif s[10:11] == "." and _UNIX.match(s):
+                m = _UNIX.match(s)
+                if m.group(3) != "kernel":
+                    return []
+                wall = datetime.fromtimestamp(float(m.group(1)), timezone.utc).strftime(
+                    "%Y-%m-%dT%H:%M:%S.%fZ")
+                s, time_s, caller = _inner_stamp(s[m.end():])
             else:
                 m = _ISO.match(s)
                 if m:
@@ -140,9 +216,24 @@ class Framer:
             if m and m.group(1) in MONTHS:
                 if m.group(6) != "kernel":
                     return []
-                wall = _iso(self.year, MONTHS[m.group(1)], int(m.group(2)), m.group(3), m.group(4))
+                mon = MONTHS[m.group(1)]
+                wall = _iso(self.year_of(mon, int(m.group(2))), mon, int(m.group(2)), m.group(3),
+                            m.group(4))
                 s = s[m.end():]
                 s, time_s, caller = _inner_stamp(s)
+            elif c0 in "MTWFS" and (_FULL.match(s) or _LOGREAD.match(s)):
+                m = _FULL.match(s)
+                if m:
+                    host_tag = m.group(4)
+                    wall = m.group(1).replace(" ", "T") + (m.group(2) or "")
+                else:
+                    m = _LOGREAD.match(s)
+                    host_tag = m.group(5)
+                    wall = _iso(int(m.group(4)), MONTHS.get(m.group(1), 1), int(m.group(2)),
+                                m.group(3))
+                if host_tag != "kernel":
+                    return []
+                s, time_s, caller = _inner_stamp(s[m.end():])
             else:
                 m = _DMESG_X.match(s)
                 if m:
@@ -150,6 +241,10 @@ class Framer:
                 framed = False
         else:
             framed = False
+        return self._split(s, time_s, wall, caller, framed)
+
+    @staticmethod
+    def _split(s, time_s, wall, caller, framed) -> list[tuple]:
         if "#012" in s or "\\x0a" in s:
             parts = _SPLIT_NL.split(s)
             return [(p, time_s, wall, caller, framed if i == 0 else True)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import binascii
 import bz2
+import codecs
 import collections
 import contextlib
 import gzip
 import io
+import json
 import lzma
+import re
 import sys
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -52,7 +55,40 @@ def open_binary(path: str | Path) -> BinaryIO:
         return bz2.BZ2File(raw)  # type: ignore[return-value]
     if kind == "zstd":
         return _ZstdFrames(raw)  # type: ignore[return-value]
-    return raw
+    return _utf8(raw)
+
+
+def _utf8(stream):
+    """A UTF-16 log (Windows' PowerShell writes one with ``>``), by its byte order mark, as
+    UTF-8: lines, words and line numbers are then the same as in any other log."""
+    if stream.peek(2)[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return io.BufferedReader(_Utf16(stream))
+    return stream
+
+
+class _Utf16(io.RawIOBase):
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self._dec = codecs.getincrementaldecoder("utf-16")("replace")
+        self._out = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._out:
+            data = self._raw.read(1 << 16)
+            self._out = self._dec.decode(data, final=not data).encode("utf-8", "surrogateescape")
+            if not data:
+                break
+        n = min(len(b), len(self._out))
+        b[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class _ZstdFrames(io.RawIOBase):
@@ -169,6 +205,31 @@ def quoted_printable(data: bytes) -> bool:
     return b"=3D" in head and head.count(b"=\n") + head.count(b"=\r\n") >= 2
 
 
+_JSON_BYTES = re.compile(rb'"MESSAGE"\s*:\s*\[([0-9,\s]*)\]')
+
+
+def journal_json(head: bytes) -> bool:
+    """``journalctl -o json`` (or json-seq): journald writes a message that is not valid UTF-8,
+    or holds control characters (a coloured line), as an array of byte values."""
+    return head.lstrip(b"\x1e \t\r\n")[:1] == b"{" and b'"MESSAGE"' in head
+
+
+def json_strings(buf) -> bytes:
+    """Journal JSON with each byte-array MESSAGE written as a string, so that its words can be
+    found like any other's (one line stays one line: a newline is escaped)."""
+    if b'"MESSAGE"' not in buf:
+        return buf
+    return _JSON_BYTES.sub(lambda m: b'"MESSAGE": ' + json.dumps(bytes(
+        int(x) & 0xFF for x in m.group(1).split(b",") if x.strip()).decode(
+        "utf-8", "replace")).encode(), buf)
+
+
+def rewritten(head: bytes) -> bool:
+    """Whether :func:`iter_chunks` gives other bytes than the file's (a byte offset in the
+    file is then not one in what is parsed)."""
+    return cr_only(head) or quoted_printable(head) or journal_json(head)
+
+
 @contextlib.contextmanager
 def decompress_errors(path):
     """Decompression errors (a truncated gzip, a corrupt xz, zstd's own) as a ParseError naming
@@ -202,7 +263,7 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None,
     until the next is asked for, and views of it must be gone by then."""
     stream = stream if stream is not None else open_binary(path)
     rest = b""
-    cr = qp = None
+    cr = qp = js = None
     skipped = 0  # bytes of the current over-long line that were dropped
     raw = bytearray(0)
     try:
@@ -228,14 +289,16 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None,
                     head = bytes(mv[:min(total, 1 << 20)])  # all that either looks at
                     cr = cr_only(head)
                     qp = quoted_printable(head)
-                if n and not cr and not qp:
+                    js = journal_json(head)
+                if n and not cr and not qp and not js:
                     cut = raw.rfind(b"\n", 0, total)
                     if cut >= 0:
                         rest = bytes(mv[cut + 1:total])
-                buf = None if n and not cr and not qp and cut >= 0 else bytearray(mv[:total])
+                buf = (None if n and not cr and not qp and not js and cut >= 0
+                       else bytearray(mv[:total]))
             if n == 0:
                 if rest:
-                    yield binascii.a2b_qp(rest) if qp else rest
+                    yield binascii.a2b_qp(rest) if qp else json_strings(rest) if js else rest
                 return
             if buf is None:
                 skipped = 0
@@ -268,7 +331,7 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None,
             skipped = 0
             rest = bytes(buf[cut + 1:])
             del buf[cut + 1:]
-            yield binascii.a2b_qp(buf) if qp else buf
+            yield binascii.a2b_qp(buf) if qp else json_strings(buf) if js else buf
             if len(rest) > MAX_LINE:
                 skipped += len(rest) - MAX_LINE
                 _check_line(path, rest[:MAX_LINE], skipped)

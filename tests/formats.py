@@ -41,6 +41,7 @@ def to_format(text: str, fmt: str) -> str | bytes:
             buf += f"_SOURCE_MONOTONIC_TIMESTAMP={usec}\n\n".encode()
         return bytes(buf)
     seq = 0
+    prev = None
     for t, msg in lines(text):
         w = _wall(t)
         if fmt == "dmesg-T":
@@ -77,9 +78,46 @@ def to_format(text: str, fmt: str) -> str | bytes:
             out.append(f"[{t or 0:12.6f}] {msg}^M")
         elif fmt == "quoted":
             out.append(f"> [{t or 0:12.6f}] {msg}")
+        # util-linux dmesg and journalctl's other outputs, busybox and OpenWrt, RFC 5424
+        elif fmt == "dmesg-d":
+            out.append(f"[{t or 0:12.6f} <{(t or 0) - (prev or 0):12.6f}>] {msg}")
+        elif fmt == "short-delta":
+            out.append(f"[{t or 0:12.6f} <{(t or 0) - (prev or 0):12.6f}>] lab kernel: {msg}")
+        elif fmt == "dmesg-iso":
+            out.append(f"{w.strftime('%Y-%m-%dT%H:%M:%S,%f')}+00:00 {msg}")
+        elif fmt == "dmesg-reltime":  # dmesg -H: a minute's first line, then the gaps
+            out.append(f"[{w.strftime('%b%d %H:%M')}] {msg}" if seq == 0 else
+                       f"[  +{(t or 0) - (prev or 0):.6f}] {msg}")
+        elif fmt == "dmesg-T-caller":
+            out.append(f"[{w.strftime('%a %b %e %H:%M:%S %Y')}] [  T306] {msg}")
+        elif fmt == "short-unix":
+            out.append(f"{BOOT + (t or 0):.6f} lab kernel: {msg}")
+        elif fmt == "short-full":
+            out.append(f"{w.strftime('%a %Y-%m-%d %H:%M:%S')} UTC lab kernel: {msg}")
+        elif fmt == "busybox":
+            out.append(f"{w.strftime('%b %e %H:%M:%S')} lab kern.warn kernel: [{t or 0:12.6f}] {msg}")
+        elif fmt == "logread":
+            out.append(f"{w.strftime('%a %b %e %H:%M:%S %Y')} kern.warn kernel: [{t or 0:12.6f}] {msg}")
+        elif fmt == "rfc5424":
+            out.append(f"<4>1 {w.strftime('%Y-%m-%dT%H:%M:%S.%f')}+00:00 lab kernel - - - "
+                       f"[{t or 0:12.6f}] {msg}")
+        elif fmt == "json-seq":
+            out.append("\x1e" + json.dumps({"_TRANSPORT": "kernel", "MESSAGE": msg,
+                                            "__MONOTONIC_TIMESTAMP": str(int((t or 0) * 1e6))}))
+        elif fmt == "json-bytes":  # journald's form of a message that is not plain UTF-8 text
+            out.append(json.dumps({"_TRANSPORT": "kernel", "MESSAGE": list(msg.encode()),
+                                   "__MONOTONIC_TIMESTAMP": str(int((t or 0) * 1e6))}))
+        elif fmt == "color":  # dmesg --color=always: the stamp and a subsystem prefix coloured
+            head, sep, body = msg.partition(": ")
+            msg = (f"\x1b[33m{head}{sep}\x1b[0m{body}" if sep and " " not in head.strip()
+                   else msg)
+            out.append(f"\x1b[32m[{t or 0:12.6f}] \x1b[0m{msg}")
+        elif fmt == "color-line":
+            out.append(f"\x1b[32m[{t or 0:12.6f}] \x1b[0m\x1b[1;31m{msg}\x1b[0m")
         else:
             raise ValueError(fmt)
         seq += 1
+        prev = t if t is not None else prev
     return "\n".join(out) + "\n"
 
 

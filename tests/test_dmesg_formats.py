@@ -12,7 +12,9 @@ from tests.formats import kmsg_x0a, rsyslog_012, to_format
 
 FORMATS = ["raw", "dmesg-T", "dmesg-x", "caller", "syslog", "syslog-nostamp", "rfc3339",
            "short-iso", "short-precise", "short-monotonic", "json", "kmsg", "kmsg-caller", "crlf",
-           "caret-m", "quoted", "journal-export"]
+           "caret-m", "quoted", "journal-export", "dmesg-d", "short-delta", "dmesg-iso",
+           "dmesg-reltime", "dmesg-T-caller", "short-unix", "short-full", "busybox", "logread",
+           "rfc5424", "json-seq", "json-bytes", "color", "color-line"]
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +55,32 @@ def test_every_framing(lab_text, fmt):
     res = parse_text(data, source=fmt)
     _check(res)
     slub = [e for e in res.events if e["kind"] == "slub"][0]
-    if fmt in ("raw", "caller", "kmsg", "json", "short-monotonic", "journal-export", "crlf"):
+    if fmt in ("raw", "caller", "kmsg", "json", "short-monotonic", "journal-export", "crlf",
+               "dmesg-d", "short-delta", "busybox", "logread", "rfc5424", "json-seq",
+               "json-bytes", "color", "color-line"):
         assert slub["time_s"] == pytest.approx(44.982138, abs=1e-6)
-    if fmt in ("dmesg-T", "syslog-nostamp", "rfc3339", "short-iso", "short-precise"):
-        assert slub["time_wall"] is not None
+    if fmt in ("dmesg-T", "syslog-nostamp", "rfc3339", "short-iso", "short-precise", "dmesg-iso",
+               "dmesg-T-caller", "short-unix", "short-full", "logread", "rfc5424"):
+        # a stamp without a year (syslog's) takes the latest year that is not ahead of today
+        assert slub["time_wall"][5:10] == "11-25", slub["time_wall"]
+        if fmt not in ("syslog-nostamp", "short-precise"):
+            assert slub["time_wall"][:4] == "2025", slub["time_wall"]
+    if fmt == "dmesg-T-caller":
+        assert slub["caller"] == "T306"
+
+
+@pytest.mark.parametrize("fmt", ["json-bytes", "color", "raw"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_files_the_reader_rewrites(tmp_path, lab_text, fmt, encoding):
+    """A file read from disk, as the CLI reads it: journald's byte-array messages are written
+    as strings before the trigger words are looked for, and a UTF-16 log (PowerShell's ``>``)
+    is read as UTF-8, its line numbers kept."""
+    f = tmp_path / f"{fmt}.log"
+    f.write_bytes(to_format(lab_text, fmt).encode(encoding))
+    res = parse_log(f)
+    _check(res)
+    raw = parse_text(lab_text)
+    assert [e["line"] for e in res.events] == [e["line"] for e in raw.events]
 
 
 def test_rsyslog_012_and_kmsg_x0a(lab_text):
@@ -97,6 +121,74 @@ def test_callers_keep_records_apart():
     assert (b["cache"], b["gfp_mask"], b["nodes"][0]["slabs"]) == ("kmalloc-64", 0xcc0, 5)
 
 
+def test_interleaved_reports_without_callers_each_get_their_own_body():
+    """Two CPUs' SLUB reports printed at once, no caller ids: each body line goes to the first
+    open report that lacks it, so both are whole and neither has the other's node."""
+    text = "\n".join([
+        "[  54.704429] SLUB: Unable to allocate memory on CPU 0 (of node 0) on node -1, gfp=0x820(GFP_ATOMIC)",
+        "[  54.704431] SLUB: Unable to allocate memory on CPU 1 (of node 0) on node -1, gfp=0xa20(GFP_ATOMIC)",
+        "[  54.705099]   cache: skbuff_head_cache, object size: 232, buffer size: 256, default order: 0, min order: 0",
+        "[  54.705101]   cache: kmalloc-512, object size: 512, buffer size: 512, default order: 1, min order: 0",
+        "[  54.705430]   node 0: slabs: 3888, objs: 62208, free: 0",
+        "[  54.705432]   node 0: slabs: 120, objs: 1920, free: 3",
+        "[  55.000000] eth0: link up",
+    ]) + "\n"
+    res = parse_text(text)
+    a, b = res.events
+    assert (a["cpu"], a["cache"], [n["slabs"] for n in a["nodes"]]) == (0, "skbuff_head_cache", [3888])
+    assert (b["cpu"], b["cache"], [n["slabs"] for n in b["nodes"]]) == (1, "kmalloc-512", [120])
+    assert res.summary()["partial_records"] == 0
+
+
+def test_slub_debug_line_keeps_the_node_lines_on_the_fast_path():
+    """4.x kmalloc caches print '<cache> debugging increased min order' between the cache and
+    node lines: the raw-dmesg fast path must hand the report to the slow path, not end it."""
+    text = "\n".join([
+        "[ 8812.114760] SLUB: Unable to allocate memory on node -1, gfp=0x1080020(GFP_ATOMIC)",
+        "[ 8812.114762]   cache: kmalloc-256, object size: 256, buffer size: 256, default order: 1, min order: 0",
+        "[ 8812.114763]   kmalloc-256 debugging increased min order, use slub_debug=O to disable.",
+        "[ 8812.114764]   node 0: slabs: 1210, objs: 38720, free: 0",
+        "[ 8812.114765]   node 1: slabs: 1180, objs: 37760, free: 0",
+    ]) + "\n"
+    ev, = parse_text(text).events
+    assert ev["slub_debug"] is True
+    assert [(n["node"], n["slabs"]) for n in ev["nodes"]] == [(0, 1210), (1, 1180)]
+
+
+def test_a_syslog_log_across_new_year_runs_forward(tmp_path):
+    """Syslog stamps carry no year: the year goes up where the month falls back, so times do
+    not run backwards, and the log's span is its real one (20 s here)."""
+    lines = ["Dec 31 23:59:44 host kernel: [   44.948454] pingflood: page allocation failure: "
+             "order:0, mode:0x40820(GFP_ATOMIC|__GFP_COMP), nodemask=(null)",
+             "Jan  1 00:00:04 host kernel: [   64.948454] pingflood: page allocation failure: "
+             "order:0, mode:0x40820(GFP_ATOMIC|__GFP_COMP), nodemask=(null)"]
+    f = tmp_path / "kern.log"
+    f.write_text("\n".join(lines) + "\n")
+    res = parse_log(f, year=2025)
+    assert [e["time_wall"] for e in res.events] == ["2025-12-31T23:59:44", "2026-01-01T00:00:04"]
+    s = res.summary()
+    assert (s["first_time_wall"], s["last_time_wall"]) == ("2025-12-31T23:59:44",
+                                                           "2026-01-01T00:00:04")
+
+
+def test_a_year_less_stamp_is_never_in_the_future():
+    """Without a year given, a date still ahead of today is last year's."""
+    import datetime as dt
+    from parsers.framing import Framer
+    today = dt.datetime.now(dt.timezone.utc)
+    ahead = today + dt.timedelta(days=3)
+    f = Framer()
+    (_, _, wall, _, _), = f.frame(ahead.strftime("%b %e %H:%M:%S") + " host kernel: hello")
+    assert wall[5:10] == ahead.strftime("%m-%d") and wall[:10] <= today.strftime("%Y-%m-%d"), wall
+
+
+def test_kernel_release_from_the_2_6_stack_line():
+    text = ("[10.000001] kswapd0: page allocation failure. order:1, mode:0x20\n"
+            "[10.000002] Pid: 52, comm: kswapd0 Not tainted 2.6.32-431.el6.x86_64 #1\n")
+    ev, = parse_text(text).events
+    assert ev["kernel_release"] == "2.6.32-431.el6.x86_64"
+
+
 def test_two_headers_on_one_line_and_period_form():
     text = ("foo: page allocation failure. order:1, mode:0x20\n"
             "[ 1.0] SLUB: Unable to allocate memory on node -1 (gfp=0x20) junk SLUB: Unable to "
@@ -133,9 +225,11 @@ def test_oom_stall_vmalloc_counted_apart():
         "[2.0] kworker/0:1: page allocation stalls for 10012ms, order:0, mode:0x14200ca(GFP_HIGHUSER_MOVABLE)",
         "[3.0] vmalloc: allocation failure: 4096 bytes, mode:0xcc0(GFP_KERNEL)",
         "[4.0] insmod: vmalloc error: size 8192, page order 0, failed to allocate pages, mode:0xcc0(GFP_KERNEL), nodemask=(null)",
+        # 4.12-5.x, a partly built area
+        "[5.0] modprobe: vmalloc: allocation failure, allocated 1056768 of 1060864 bytes, mode:0x24000c2(GFP_KERNEL|__GFP_HIGHMEM)",
     ])
     s = parse_text(text).summary()
-    assert (s["oom_reports"], s["stall_reports"], s["vmalloc_reports"]) == (1, 1, 2)
+    assert (s["oom_reports"], s["stall_reports"], s["vmalloc_reports"]) == (1, 1, 3)
     assert s["page_alloc_reports"] == 0 and s["orphan_meminfo"] == 0
 
 
