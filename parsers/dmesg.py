@@ -225,22 +225,58 @@ def _nheads(text: str) -> int:
     return len(_SLUB_LOOSE.findall(text)) + len(_PAGE.findall(text)) if "allocat" in text else 0
 
 
-_WHOLE = (_SLUB, _PAGE, _CACHE, _SLUB_NODE, _SUPPRESSED, _ZONE_LINE, _BUDDY_TOK)
+_WHOLE = (_SLUB, _PAGE, _CACHE, _SLUB_NODE, _SUPPRESSED, _ZONE_LINE, _BUDDY_TOK, _CPU_LINE)
+# Words a report's lines are made of: a terminal's cut through one of them (GFP_ATO|MIC,
+# presen|t:, 2048k|B) is undone without a space, where a mailer's break between words is not.
+_WORDS = frozenset(
+    [n for lay in gfpmod.LAYOUTS.values() for n in lay] + list(gfpmod.COMPOSITES["L5"])
+    + list(ZONE_KEYS) + ["active_anon", "inactive_anon", "isolated_anon", "active_file",
+                         "inactive_file", "isolated_file", "unevictable", "dirty", "writeback",
+                         "slab_reclaimable", "slab_unreclaimable", "mapped", "shmem",
+                         "pagetables", "sec_pagetables", "bounce", "kernel_stack", "local_pcp",
+                         "writeback_tmp", "shmem_thp", "shmem_pmdmapped", "anon_thp",
+                         "all_unreclaimable", "lowmem_reserve", "isolated", "nodemask", "cpuset",
+                         "mems_allowed", "hwpoisoned", "pagecache", "swapcache", "reserved"])
+_CUT_HEAD = re.compile(r"[\w]+$")
+_CUT_TAIL = re.compile(r"^[\w]+")
+_SIZE_WORD = re.compile(r"\d+kB")
+_OPEN_AFTER = re.compile(r"(?:0x[0-9a-fA-F]+|[a-z_]*[a-jl-z_])$")  # not after "kB"
+_COUNT_STAR = re.compile(r"\d*\*\d")
+_TYPES_OPEN = re.compile(r"\d+kB \([UMERHCI]+$")
+_TYPES_CLOSE = re.compile(r"^[UMERHCI]+\)")
+
+
+def _word(w: str) -> bool:
+    return w in _WORDS or _SIZE_WORD.fullmatch(w) is not None
 
 
 def _rejoin(prev: str, cont: str) -> str:
     """A wrapped line put back together. A mailer wraps at a space (and may drop it), a terminal
-    cuts at a column: whichever join makes more of the known line shapes whole wins."""
+    cuts at a column, through a word or a number. Joined without a space where the text says
+    the cut was not at one (a known word made whole, punctuation that never follows a space);
+    otherwise whichever join makes more of the known line shapes whole wins, and on a tie a
+    cut after ``key:`` or between digits is taken as a column's."""
     spaced = prev.rstrip() + " " + cont.strip()
     tight = prev + cont.rstrip()
     if spaced == tight:
         return spaced
+    a, b = _CUT_HEAD.search(prev), _CUT_TAIL.match(cont)
+    if ((a and b and _word(a.group() + b.group()) and not (_word(a.group()) and _word(b.group())))
+            or (_TYPES_OPEN.search(prev) and _TYPES_CLOSE.match(cont))    # a buddy entry's (ME)
+            or (cont[:1] in (")", ",", "]", ":", "*", "/") and prev[-1:] not in (" ", ","))
+            or prev[-1:] in ("(", "=", "[", "/", "*")
+            or (cont[:1] == "(" and _OPEN_AFTER.search(prev))   # mask(names, isolated(anon)
+            or (prev[-1:].isdigit() and _COUNT_STAR.match(cont))):       # 67|4*512kB
+        return tight
 
     def score(t):
         n = sum(1 for r in _WHOLE if r.search(t)) + _nheads(t)
         m = _PAGE.search(t)
         return n + (m is not None and m.group(3) is not None)
-    return tight if score(tight) > score(spaced) else spaced
+    st, ss = score(tight), score(spaced)
+    if st != ss:
+        return tight if st > ss else spaced
+    return tight if prev[-1:] == ":" or (prev[-1:].isdigit() and cont[:1].isdigit()) else spaced
 
 
 def check_ranges(ev: dict) -> None:
@@ -428,8 +464,12 @@ class LogParser:
                 # any file, the rest of a line that stopped mid-field is glued back too.
                 pieces = split_midline(text) if "[" in text[1:] else [text]
                 first = pieces[0]
+                # (a terminal cut at a space leaves that one space at the start of the rest;
+                # util-linux indents a record's own continuation lines by the stamp's width)
                 if (self.prev_text is not None and first.strip()
-                        and (self.cut or (self.framed_seen and first[:1] not in (" ", "\t")))
+                        and (self.cut or (self.framed_seen and (
+                            first[:1] not in (" ", "\t")
+                            or (first[:1] == " " and first[1:2] not in (" ", "\t")))))
                         and not _RECORD_START.search(first)):
                     self._relogical(_rejoin(self.prev_text, first), line_no)
                 else:

@@ -121,6 +121,24 @@ def test_callers_keep_records_apart():
     assert (b["cache"], b["gfp_mask"], b["nodes"][0]["slabs"]) == ("kmalloc-64", 0xcc0, 5)
 
 
+@pytest.mark.parametrize("width", [60, 64, 72, 76, 80, 90, 100, 120, 132, 150])
+def test_a_log_cut_at_a_terminal_s_width_reads_as_the_log(lab_text, width):
+    """``fold -w N``, a serial console or a terminal copy cuts every long line at column N,
+    through words and numbers (GFP_ATO|MIC, presen|t:, 67|4*512kB, isolated_file:|0): each
+    record comes out as from the uncut log, field for field."""
+    cut = []
+    for ln in lab_text.splitlines():
+        while len(ln) > width:
+            cut.append(ln[:width])
+            ln = ln[width:]
+        cut.append(ln)
+    res = parse_text("\n".join(cut) + "\n")
+    _check(res)
+    base = parse_text(lab_text)
+    strip = [{k: v for k, v in e.items() if k != "line"} for e in res.events]
+    assert strip == [{k: v for k, v in e.items() if k != "line"} for e in base.events]
+
+
 def test_interleaved_reports_without_callers_each_get_their_own_body():
     """Two CPUs' SLUB reports printed at once, no caller ids: each body line goes to the first
     open report that lacks it, so both are whole and neither has the other's node."""
