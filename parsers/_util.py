@@ -33,6 +33,8 @@ def data_lines(text: str, path: str) -> list[tuple[int, str]]:
     lines = text.splitlines()
     for i, raw in enumerate(lines, 1):
         line = raw.replace("\r", "").replace("\x00", "")
+        if i == 1 and line[:1] == "\ufeff":  # a byte order mark (Notepad, PowerShell)
+            line = line[1:]
         if line.lstrip()[:1] == ">":
             line = QUOTE.sub("", line)
         if PROMPT.match(line):
@@ -44,6 +46,31 @@ def data_lines(text: str, path: str) -> list[tuple[int, str]]:
     if text and not text.endswith(("\n", "\r")):
         warn(path, len(lines), "the file ends mid-line (cut short?)", lines[-1])
     return out
+
+
+_NUMBERS = re.compile(r"^\s*>?\d+(?:\s+>?\d+)*\s*$")
+
+
+def unwrapped(lines: list[tuple[int, str]]) -> list[tuple[int, str, str | None]]:
+    """A table's rows put back together where a mailer or terminal wrapped them: a line of
+    numbers alone continues the line before (no pagetypeinfo or buddyinfo line is only
+    numbers). ``(line number, joined at a space, joined as cut or None)``: a mailer breaks at a
+    space and may drop it, a terminal cuts at a column, maybe through a number, and keeps every
+    character; the caller keeps the join whose column count fits."""
+    out: list[list] = []
+    for i, line in lines:
+        if out and _NUMBERS.match(line):
+            row = out[-1]
+            row[2] = (row[2] if row[2] is not None else row[1]) + line.rstrip()
+            row[1] = row[1].rstrip() + " " + line.strip()
+        else:
+            out.append([i, line, None])
+    return [(i, a, b) for i, a, b in out]
+
+
+def last_cut(text: str, lines: list[tuple[int, str]]) -> int | None:
+    """The number of the last data line when the text ends mid-line (cut short), else None."""
+    return lines[-1][0] if lines and text and not text.endswith(("\n", "\r")) else None
 
 
 def skip(path: str, line: int, what: str, raw: str) -> None:
@@ -78,4 +105,4 @@ def read_text(root: str | Path, name: str) -> str:
         raise ParseError(str(p), 0, err.strerror or str(err)) from err
     if len(data) > MAX_PROC_BYTES:
         raise ParseError(str(p), 0, f"larger than {MAX_PROC_BYTES >> 20} MiB: not a /proc file")
-    return data.decode("utf-8", "replace")
+    return data.decode("utf-8-sig", "replace")

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from parsers._util import data_lines, read_text, skip, to_int
-from parsers.errors import ParseError
+from parsers._util import data_lines, last_cut, read_text, skip, to_int, unwrapped
+from parsers.errors import ParseError, warn
 
 _LINE = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)\s+(.*)$")
 
@@ -24,9 +24,29 @@ class BuddyInfo:
 
 
 def parse(text: str, path: str = "buddyinfo") -> list[BuddyInfo]:
+    lines = data_lines(text, path)
+    rows = unwrapped(lines)
+    cut = last_cut(text, lines)
+    # wrapped rows: joined at a space (a mailer's break) unless that leaves the rows' widths
+    # unequal and the joins as cut (a terminal's) do not
+    for joins in (False, True):
+        try:
+            return _parse(rows, path, cut, joins, last=joins or all(a is None for _, _, a in rows))
+        except _Widths:
+            continue
+    raise AssertionError("unreachable")
+
+
+class _Widths(Exception):
+    pass
+
+
+def _parse(rows, path: str, cut, tight: bool, last: bool) -> list[BuddyInfo]:
     out: list[BuddyInfo] = []
     width = None
-    for i, line in data_lines(text, path):
+    seen: set = set()
+    for i, spaced, alt in rows:
+        line = alt if tight and alt is not None else spaced
         m = _LINE.match(line.strip())
         if not m or not all(t.isdigit() for t in m.group(3).split()):
             skip(path, i, "not a buddyinfo line", line)
@@ -36,8 +56,16 @@ def parse(text: str, path: str = "buddyinfo") -> list[BuddyInfo]:
             skip(path, i, "no order columns", line)
             continue
         if width is not None and len(counts) != width:
+            if i == cut:
+                skip(path, i, "the last line is cut short", line)
+                continue
+            if not last:
+                raise _Widths()
             raise ParseError(path, i, f"{len(counts)} order columns where earlier lines had {width}", line)
         width = len(counts)
+        if (int(m.group(1)), m.group(2)) in seen:
+            warn(path, i, "node and zone seen before (two copies in one file?)", line.strip())
+        seen.add((int(m.group(1)), m.group(2)))
         out.append(BuddyInfo(int(m.group(1)), m.group(2), counts))
     if not out:
         raise ParseError(path, 0, "no 'Node N, zone X counts...' lines: not a buddyinfo file")

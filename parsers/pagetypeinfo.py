@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parsers._util import data_lines, read_text, skip, to_int
-from parsers.errors import ParseError
+from parsers._util import data_lines, last_cut, read_text, skip, to_int, unwrapped
+from parsers.errors import ParseError, warn
 
 # MAX_PAGE_ORDER is 10 on x86, up to 13-15 on arm64/ia64 with large pages: 20 bounds them all.
 MAX_PAGEBLOCK_ORDER = 20
@@ -48,6 +48,25 @@ class PageTypeInfo:
                    and (mtype is None or r.type == mtype) for o, c in enumerate(r.counts))
 
 
+_TYPES = ("Unmovable", "Movable", "Reclaimable", "HighAtomic", "Reserve", "CMA", "Isolate")
+
+
+def _wrapped_types(types: list, line: str) -> bool:
+    """The rest of a block table's header that a wrap put on a line of its own (``Isolate``,
+    or ``ic`` after ``HighAtom``): added to ``types``. False for any other line."""
+    toks = line.split()
+    if not toks or any(t not in _TYPES for t in toks[1:]):
+        return False
+    if toks[0] in _TYPES:
+        types += toks
+    elif types[-1] + toks[0] in _TYPES:
+        types[-1] += toks[0]
+        types += toks[1:]
+    else:
+        return False
+    return True
+
+
 def parse(text: str, path: str = "pagetypeinfo") -> PageTypeInfo:
     pbo = ppb = None
     orders = None
@@ -55,7 +74,10 @@ def parse(text: str, path: str = "pagetypeinfo") -> PageTypeInfo:
     tables: dict[str, dict] = {"blocks": {}, "mixed blocks": {}}
     table = None
     types: list[str] = []
-    for i, raw in data_lines(text, path):
+    seen: set = set()
+    lines = data_lines(text, path)
+    cut = last_cut(text, lines)
+    for i, raw, alt in unwrapped(lines):
         line = raw.strip()
         if line.startswith("Page block order:"):
             pbo = to_int(line.split(":", 1)[1].strip(), path, i, "page block order")
@@ -70,6 +92,8 @@ def parse(text: str, path: str = "pagetypeinfo") -> PageTypeInfo:
         m = _ORDER_HDR.match(line)
         if m:
             cols = m.group(1).split()
+            if alt is not None and cols != [str(k) for k in range(len(cols))]:
+                cols = _ORDER_HDR.match(alt.strip()).group(1).split()  # cut through a number
             orders = [to_int(c, path, i, "order") for c in cols]
             if orders != list(range(len(orders))) or len(orders) > MAX_PAGEBLOCK_ORDER + 1:
                 raise ParseError(path, i, "order columns are not 0..N", line)
@@ -80,27 +104,45 @@ def parse(text: str, path: str = "pagetypeinfo") -> PageTypeInfo:
             table = m.group(1)
             types = m.group(2).split()
             continue
+        if table is not None and types and _wrapped_types(types, line):
+            continue
         if table is None:
             m = _FREE_ROW.match(line)
             if not m:
                 skip(path, i, "not a pagetypeinfo line", raw)
                 continue
-            if orders is None:
-                skip(path, i, "free-page row before the order header", raw)
-                continue
             toks = m.group(4).split()
+            if orders is None:
+                # the rows without their header (a grep of the file): the columns are orders
+                warn(path, i, "no order header: the columns are taken as orders 0..N", raw.strip())
+                orders = list(range(len(toks)))
+            if len(toks) != len(orders) and alt is not None:
+                toks = _FREE_ROW.match(alt.strip()).group(4).split()
             if len(toks) != len(orders):
+                if i == cut:
+                    skip(path, i, "the last line is cut short", raw)
+                    continue
                 raise ParseError(path, i, f"{len(toks)} counts for {len(orders)} orders", raw)
             capped = tuple(t.startswith(">") for t in toks)
             counts = tuple(to_int(t.lstrip(">"), path, i, "count") for t in toks)
-            free.append(FreeRow(int(m.group(1)), m.group(2), m.group(3), counts, capped))
+            key = (int(m.group(1)), m.group(2), m.group(3))
+            if key in seen:
+                warn(path, i, "node, zone and type seen before (two copies in one file?): "
+                              "their counts are added", raw.strip())
+            seen.add(key)
+            free.append(FreeRow(key[0], key[1], key[2], counts, capped))
         else:
             m = _BLOCK_ROW.match(line)
             if not m:
                 skip(path, i, "not a block-count line", raw)
                 continue
             toks = m.group(3).split()
+            if len(toks) != len(types) and alt is not None:
+                toks = _BLOCK_ROW.match(alt.strip()).group(3).split()
             if len(toks) != len(types):
+                if i == cut:
+                    skip(path, i, "the last line is cut short", raw)
+                    continue
                 raise ParseError(path, i, f"{len(toks)} block counts for {len(types)} types", raw)
             tables[table][(int(m.group(1)), m.group(2))] = {
                 t: to_int(v, path, i, "block count") for t, v in zip(types, toks)}
@@ -110,6 +152,9 @@ def parse(text: str, path: str = "pagetypeinfo") -> PageTypeInfo:
         pbo = ppb.bit_length() - 1
     if ppb is None and pbo is not None:
         ppb = 1 << pbo
+    if pbo is not None and free and len(free[0].counts) <= pbo:
+        warn(path, 0, f"{len(free[0].counts)} order columns but page block order {pbo}: a "
+                      f"kernel prints more; are the rows cut short?", "")
     return PageTypeInfo(pbo, ppb, tuple(free), tables["blocks"], tables["mixed blocks"])
 
 

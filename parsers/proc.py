@@ -19,7 +19,7 @@ def detect(text: str) -> str | None:
     """The kind of a /proc file, from its first lines that are data (a paste's shell prompt and
     mail quoting are looked past)."""
     lines = []
-    for raw in text[:16384].splitlines()[:80]:
+    for raw in text[:16384].lstrip("\ufeff").splitlines()[:80]:
         line = QUOTE.sub("", raw).replace("\r", "").strip()
         if line and not PROMPT.match(line):
             lines.append(line)
@@ -38,6 +38,8 @@ def detect(text: str) -> str | None:
         return "softnet_stat"
     if re.search(r"^MemTotal:", head, re.M):
         return "meminfo"
+    if any(re.match(r"Node\s+\d+,\s+zone\s+\S+,\s+type\s+\S+\s+>?\d", ln) for ln in lines):
+        return "pagetypeinfo"  # its free rows alone (a grep of the file)
     for first in lines:
         if re.match(r"Node\s+\d+,\s+zone\s+\S+\s*$", first):
             return "zoneinfo"
@@ -57,7 +59,7 @@ def read_any(path: str | Path) -> str:
             stream.close()
     if len(data) > MAX_PROC_BYTES:
         raise ParseError(str(path), 0, f"larger than {MAX_PROC_BYTES >> 20} MiB: not a /proc file")
-    return data.decode("utf-8", "replace")
+    return data.decode("utf-8-sig", "replace")
 
 
 def parse_file(path: str | Path, kind: str | None = None, text: str | None = None) -> dict:

@@ -69,3 +69,82 @@ def test_parse_file_lists_what_it_skipped(tmp_path):
     doc, _ = caught(parse_file, p)
     assert doc["kind"] == "pagetypeinfo" and doc["pageblock_order"] == 10
     assert doc["warnings"] == [f"{p}:1: skipped a shell prompt line: '$ sudo cat /proc/pagetypeinfo'"]
+
+
+def _fold(text, width):
+    """``fold -w``: every line cut at the column, through numbers too."""
+    out = []
+    for ln in text.splitlines():
+        while len(ln) > width:
+            out.append(ln[:width])
+            ln = ln[width:]
+        out.append(ln)
+    return "\n".join(out) + "\n"
+
+
+def _mail(text, width):
+    """A mailer's wrap: broken at the last space before the column, the space dropped."""
+    out = []
+    for ln in text.splitlines():
+        while len(ln) > width and " " in ln[:width].strip():
+            cut = ln.rstrip()[:width].rstrip().rfind(" ")
+            out.append(ln[:cut].rstrip())
+            ln = ln[cut:].lstrip()
+        out.append(ln)
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("wrap", [_fold, _mail])
+@pytest.mark.parametrize("width", [64, 72, 80])
+def test_wrapped_tables_read_whole(wrap, width):
+    """A table a terminal or a mailer wrapped: every order column is back, the header's type
+    names too (pagetypeinfo's 'Isolate' on a line of its own), where before the rows were read
+    with 5 of 11 orders and no error."""
+    for name, mod in (("pagetypeinfo-chromeos66-1.txt", pagetypeinfo),
+                      ("buddyinfo-chromeos66-1.txt", buddyinfo)):
+        text = real(name)
+        assert max(len(ln) for ln in text.splitlines()) > width  # really wrapped
+        got, _ = caught(mod.parse, wrap(text, width), name)
+        assert got == mod.parse(text), (name, width)
+
+
+def test_a_grep_of_pagetypeinfo_is_pagetypeinfo():
+    """``grep Normal /proc/pagetypeinfo``: its free rows without their header are still the
+    free rows (orders from the columns), not buddyinfo's."""
+    text = real("pagetypeinfo-chromeos66-1.txt")
+    rows = "".join(ln + "\n" for ln in text.splitlines() if "Normal" in ln)
+    assert detect(rows) == "pagetypeinfo"
+    got, warns = caught(pagetypeinfo.parse, rows, "pt")
+    full = pagetypeinfo.parse(text)
+    assert got.free == tuple(r for r in full.free if r.zone == "Normal")
+    assert any("no order header" in w for w in warns)
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
+    for name, kind in (("buddyinfo-chromeos66-1.txt", "buddyinfo"),
+                       ("pagetypeinfo-chromeos66-1.txt", "pagetypeinfo")):
+        f = tmp_path / name
+        f.write_bytes(b"\xef\xbb\xbf" + real(name).encode())
+        out = parse_file(f)
+        assert out["kind"] == kind and out == {**parse_file(PUBLIC / name), "path": str(f)}
+
+
+def test_a_last_line_cut_short_is_dropped_not_fatal():
+    text = real("buddyinfo-chromeos66-1.txt")
+    got, warns = caught(buddyinfo.parse, text.rstrip("\n")[:-30], "bi")
+    assert got == buddyinfo.parse(text)[:-1]
+    assert any("cut short" in w for w in warns)
+    text = real("pagetypeinfo-chromeos66-1.txt")
+    lines = text.splitlines()
+    k = next(i for i, ln in enumerate(lines) if "type" in ln and "Movable" in ln and "Normal" in ln)
+    got, warns = caught(pagetypeinfo.parse, "\n".join(lines[:k + 1])[:-12], "pt")
+    assert len(got.free) == len([ln for ln in lines[:k] if ", type " in ln])
+
+
+def test_two_copies_in_one_file_are_warned_about():
+    text = real("buddyinfo-chromeos66-1.txt")
+    _, warns = caught(buddyinfo.parse, text + text, "bi")
+    assert any("seen before" in w for w in warns)
+    text = real("pagetypeinfo-chromeos66-1.txt")
+    _, warns = caught(pagetypeinfo.parse, text + text, "pt")
+    assert any("seen before" in w for w in warns)
