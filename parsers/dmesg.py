@@ -80,6 +80,7 @@ _LINUX_VERSION = re.compile(r"Linux version (\S+)")
 # 2.6's dump_stack printed "Pid: 52, comm: kswapd0 Not tainted 2.6.32-431.el6.x86_64 #1"
 _CPU_LINE = re.compile(r"(?:CPU: \d+ (?:UID: \d+ )?PID: \d+ Comm: |Pid: \d+, comm: )"
                        r".*?(?:Not tainted|Tainted: .*?) (\d+\.\d+\S*) #")
+_CPU_COMM = re.compile(r"[Cc]omm: (\S.{0,14}?) (?:Not tainted|Tainted:)")
 _MEMINFO = re.compile(r"^\s*Mem-[Ii]nfo:")
 _KV = re.compile(r"([A-Za-z_()?]{1,64}):\s?(-?\d+)(kB|KB)?")
 _COUNTERS = re.compile(r"^\s*[a-z_]+:\d+(?: [a-z_]+:\d+)*\s*$")
@@ -777,6 +778,10 @@ class LogParser:
             m = _CPU_LINE.search(text)
             if m:
                 ev["kernel_release"] = m.group(1)
+                if ev.get("comm") is None and ev["kind"] == "page_alloc":
+                    mc = _CPU_COMM.search(text)  # the header's comm was lost (interleaved)
+                    if mc:
+                        ev["comm"] = mc.group(1)
                 if not self.kernel_hint:
                     self.kernel_hint = m.group(1)
                 return
