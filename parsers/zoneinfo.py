@@ -66,6 +66,8 @@ def parse(text: str, path: str = "zoneinfo") -> list[Zone]:
         m = _HDR.match(raw.strip())
         if m:
             z = Zone(int(m.group(1)), m.group(2))
+            if any(o.node == z.node and o.zone == z.zone for o in zones):
+                warn(path, i, "node and zone seen before (two copies in one file?)", raw.strip())
             zones.append(z)
             state = "zone"
             continue

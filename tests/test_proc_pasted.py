@@ -148,3 +148,9 @@ def test_two_copies_in_one_file_are_warned_about():
     text = real("pagetypeinfo-chromeos66-1.txt")
     _, warns = caught(pagetypeinfo.parse, text + text, "pt")
     assert any("seen before" in w for w in warns)
+
+
+def test_zoneinfo_twice_is_warned_about():
+    text = real("zoneinfo-procfs-1.txt")
+    _, warns = caught(zoneinfo.parse, text + text, "zi")
+    assert any("seen before" in w for w in warns)
