@@ -121,6 +121,17 @@ def to_format(text: str, fmt: str) -> str | bytes:
     return "\n".join(out) + "\n"
 
 
+def fold(text: str, width: int) -> str:
+    """``fold -w``: every line cut at the column, through words and numbers, nothing dropped."""
+    out = []
+    for ln in text.splitlines():
+        while len(ln) > width:
+            out.append(ln[:width])
+            ln = ln[width:]
+        out.append(ln)
+    return "\n".join(out) + "\n"
+
+
 def rsyslog_012(text: str) -> str:
     """rsyslog escapes embedded newlines: continuation lines with the same stamp become #012."""
     out: list[str] = []

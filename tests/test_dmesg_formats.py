@@ -8,7 +8,7 @@ import zstandard
 
 from parsers.dmesg import parse_log, parse_text
 from tests.conftest import LAB1, need
-from tests.formats import kmsg_x0a, rsyslog_012, to_format
+from tests.formats import fold, kmsg_x0a, rsyslog_012, to_format
 
 FORMATS = ["raw", "dmesg-T", "dmesg-x", "caller", "syslog", "syslog-nostamp", "rfc3339",
            "short-iso", "short-precise", "short-monotonic", "json", "kmsg", "kmsg-caller", "crlf",
@@ -126,13 +126,7 @@ def test_a_log_cut_at_a_terminal_s_width_reads_as_the_log(lab_text, width):
     """``fold -w N``, a serial console or a terminal copy cuts every long line at column N,
     through words and numbers (GFP_ATO|MIC, presen|t:, 67|4*512kB, isolated_file:|0): each
     record comes out as from the uncut log, field for field."""
-    cut = []
-    for ln in lab_text.splitlines():
-        while len(ln) > width:
-            cut.append(ln[:width])
-            ln = ln[width:]
-        cut.append(ln)
-    res = parse_text("\n".join(cut) + "\n")
+    res = parse_text(fold(lab_text, width))
     _check(res)
     base = parse_text(lab_text)
     strip = [{k: v for k, v in e.items() if k != "line"} for e in res.events]

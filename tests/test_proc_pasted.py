@@ -8,6 +8,7 @@ from parsers import buddyinfo, pagetypeinfo, vmstat, zoneinfo
 from parsers.errors import InputWarning, ParseError
 from parsers.proc import detect, parse_file
 from tests.conftest import PUBLIC
+from tests.formats import fold
 
 
 def real(name):
@@ -71,17 +72,6 @@ def test_parse_file_lists_what_it_skipped(tmp_path):
     assert doc["warnings"] == [f"{p}:1: skipped a shell prompt line: '$ sudo cat /proc/pagetypeinfo'"]
 
 
-def _fold(text, width):
-    """``fold -w``: every line cut at the column, through numbers too."""
-    out = []
-    for ln in text.splitlines():
-        while len(ln) > width:
-            out.append(ln[:width])
-            ln = ln[width:]
-        out.append(ln)
-    return "\n".join(out) + "\n"
-
-
 def _mail(text, width):
     """A mailer's wrap: broken at the last space before the column, the space dropped."""
     out = []
@@ -94,7 +84,7 @@ def _mail(text, width):
     return "\n".join(out) + "\n"
 
 
-@pytest.mark.parametrize("wrap", [_fold, _mail])
+@pytest.mark.parametrize("wrap", [fold, _mail])
 @pytest.mark.parametrize("width", [64, 72, 80])
 def test_wrapped_tables_read_whole(wrap, width):
     """A table a terminal or a mailer wrapped: every order column is back, the header's type
