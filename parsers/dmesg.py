@@ -36,9 +36,9 @@ from parsers import gfp as gfpmod
 from parsers.errors import ParseError
 from parsers.framing import ExportReader, Framer, split_midline
 from parsers.grepscan import GrepHits, Lost
-from parsers.logio import (LineError, Upto, cr_only, decodes_ahead, head_of, iter_chunks,
-                           journal_json, json_strings, open_binary, prefetched, quoted_printable,
-                           rewritten, sniff)
+from parsers.logio import (LineError, PrettyJson, Upto, cr_only, decodes_ahead, head_of,
+                           iter_chunks, journal_json, json_strings, open_binary, prefetched,
+                           quoted_printable, rewritten, sniff)
 from parsers.scan import Candidates
 
 # Anything that can start or feed a record. Chunks without any of these are skipped unread.
@@ -443,6 +443,8 @@ class LogParser:
         self.cut = False
 
     def _feed_line(self, raw: str, line_no: int) -> None:
+        if not raw or raw == "\n":
+            return  # an empty line carries nothing (and must not age an open record)
         if len(raw) > MAX_LOGICAL:
             raw = raw[:MAX_LOGICAL]
         if "messages dropped" in raw:
@@ -1355,7 +1357,9 @@ def parse_text(text: str, *, source: str = "<text>", kernel_hint: str | None = N
         data = data.replace(b"\r", b"\n")
     if quoted_printable(data):
         data = binascii.a2b_qp(data)
-    if journal_json(data[:1 << 20]):
+    if PrettyJson.looks_like(data[:1 << 20]):
+        data = PrettyJson()(data, final=True)
+    elif journal_json(data[:1 << 20]):
         data = json_strings(data)
     if ExportReader.looks_like(data[:64]):
         _feed_export(parser, data)

@@ -10,7 +10,8 @@ framed)``. Formats (product.md §3), detected per line so that mixed files work:
   ``2025-11-12T09:00:44,948454+00:00 msg``; terminal colours are dropped first;
 * busybox ``Nov 12 09:00:44 host kern.warn kernel: msg``, OpenWrt ``logread``, RFC 5424
   ``<4>1 stamp host kernel - - - msg``; journalctl ``short-unix``, ``short-full``,
-  ``short-delta`` and ``json-seq``;
+  ``short-delta``, ``json-seq`` and ``json-pretty`` (collapsed by the reader,
+  :class:`parsers.logio.PrettyJson`);
 * syslog / kern.log / journalctl short and short-precise ``Feb  9 08:09:39 host kernel: msg``,
   with or without the ``[secs]`` stamp after ``kernel:``; RFC 3339 / short-iso;
 * journalctl short-monotonic ``[21161.092614] host kernel: msg``;

@@ -224,6 +224,53 @@ def json_strings(buf) -> bytes:
         "utf-8", "replace")).encode(), buf)
 
 
+class PrettyJson:
+    """``journalctl -o json-pretty``: each entry an object over many lines, closed by ``}`` at
+    the start of a line. Each is written as one line of compact JSON followed by as many empty
+    lines as it had more, so that line numbers stay the file's; an entry cut across chunks is
+    held for the next."""
+
+    def __init__(self):
+        self.held: list[bytes] = []
+
+    @staticmethod
+    def looks_like(head: bytes) -> bool:
+        h = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+        return h[:1] == b"{" and h[1:].lstrip(b" \t\r")[:1] == b"\n" and b'"MESSAGE"' in head
+
+    def __call__(self, buf, final: bool = False) -> bytes:
+        out = []
+        lines = bytes(buf).split(b"\n")
+        tail = lines.pop()  # after the last newline: nothing, or a last line without one
+        for ln in lines:
+            self.held.append(ln)
+            if ln.rstrip(b"\r") == b"}":
+                out.append(self._entry())
+        if tail:
+            self.held.append(tail)
+        if final and self.held:
+            out.append(self._entry(newline=False))
+        return b"".join(out)
+
+    def _entry(self, newline: bool = True) -> bytes:
+        n = len(self.held)
+        text = b"\n".join(self.held)
+        self.held = []
+        try:
+            obj = json.loads(text)
+            if isinstance(obj, dict) and isinstance(obj.get("MESSAGE"), list):
+                obj["MESSAGE"] = bytes(int(b) & 0xFF for b in obj["MESSAGE"]).decode(
+                    "utf-8", "replace")
+            line = json.dumps(obj).encode()
+        except (ValueError, TypeError, OverflowError):
+            return text + (b"\n" if newline else b"")  # not an entry: its lines as they were
+        return line + b"\n" * (n - 1) + (b"\n" if newline else b"")
+
+
+def _js(js, buf, final: bool = False) -> bytes:
+    return js(buf, final) if isinstance(js, PrettyJson) else json_strings(buf)
+
+
 def rewritten(head: bytes) -> bool:
     """Whether :func:`iter_chunks` gives other bytes than the file's (a byte offset in the
     file is then not one in what is parsed)."""
@@ -290,6 +337,8 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None,
                     cr = cr_only(head)
                     qp = quoted_printable(head)
                     js = journal_json(head)
+                    if js and PrettyJson.looks_like(head):
+                        js = PrettyJson()
                 if n and not cr and not qp and not js:
                     cut = raw.rfind(b"\n", 0, total)
                     if cut >= 0:
@@ -298,7 +347,10 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None,
                        else bytearray(mv[:total]))
             if n == 0:
                 if rest:
-                    yield binascii.a2b_qp(rest) if qp else json_strings(rest) if js else rest
+                    yield (binascii.a2b_qp(rest) if qp else _js(js, rest, True) if js
+                           else rest)
+                elif isinstance(js, PrettyJson) and js.held:
+                    yield js(b"", final=True)
                 return
             if buf is None:
                 skipped = 0
@@ -331,7 +383,7 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None,
             skipped = 0
             rest = bytes(buf[cut + 1:])
             del buf[cut + 1:]
-            yield binascii.a2b_qp(buf) if qp else json_strings(buf) if js else buf
+            yield binascii.a2b_qp(buf) if qp else _js(js, buf) if js else buf
             if len(rest) > MAX_LINE:
                 skipped += len(rest) - MAX_LINE
                 _check_line(path, rest[:MAX_LINE], skipped)

@@ -101,6 +101,11 @@ def to_format(text: str, fmt: str) -> str | bytes:
         elif fmt == "rfc5424":
             out.append(f"<4>1 {w.strftime('%Y-%m-%dT%H:%M:%S.%f')}+00:00 lab kernel - - - "
                        f"[{t or 0:12.6f}] {msg}")
+        elif fmt == "json-pretty":  # journalctl -o json-pretty: an entry over many lines
+            out.append(json.dumps({"_TRANSPORT": "kernel", "MESSAGE": msg if seq % 3 else
+                                   list(msg.encode()),
+                                   "__MONOTONIC_TIMESTAMP": str(int((t or 0) * 1e6))},
+                                  indent=8))
         elif fmt == "json-seq":
             out.append("\x1e" + json.dumps({"_TRANSPORT": "kernel", "MESSAGE": msg,
                                             "__MONOTONIC_TIMESTAMP": str(int((t or 0) * 1e6))}))

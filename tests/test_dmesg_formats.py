@@ -14,7 +14,7 @@ FORMATS = ["raw", "dmesg-T", "dmesg-x", "caller", "syslog", "syslog-nostamp", "r
            "short-iso", "short-precise", "short-monotonic", "json", "kmsg", "kmsg-caller", "crlf",
            "caret-m", "quoted", "journal-export", "dmesg-d", "short-delta", "dmesg-iso",
            "dmesg-reltime", "dmesg-T-caller", "short-unix", "short-full", "busybox", "logread",
-           "rfc5424", "json-seq", "json-bytes", "color", "color-line"]
+           "rfc5424", "json-seq", "json-bytes", "json-pretty", "color", "color-line"]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_every_framing(lab_text, fmt):
         assert slub["caller"] == "T306"
 
 
-@pytest.mark.parametrize("fmt", ["json-bytes", "color", "raw"])
+@pytest.mark.parametrize("fmt", ["json-bytes", "json-pretty", "color", "raw"])
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
 def test_files_the_reader_rewrites(tmp_path, lab_text, fmt, encoding):
     """A file read from disk, as the CLI reads it: journald's byte-array messages are written
@@ -80,7 +80,12 @@ def test_files_the_reader_rewrites(tmp_path, lab_text, fmt, encoding):
     res = parse_log(f)
     _check(res)
     raw = parse_text(lab_text)
-    assert [e["line"] for e in res.events] == [e["line"] for e in raw.events]
+    if fmt == "json-pretty":  # each record's line is its first entry's opening brace
+        data = f.read_text(encoding=encoding).splitlines()
+        assert all(data[e["line"] - 1].lstrip("\ufeff") == "{" for e in res.events)
+        assert res.summary()["lines"] == len(data)
+    else:
+        assert [e["line"] for e in res.events] == [e["line"] for e in raw.events]
 
 
 def test_rsyslog_012_and_kmsg_x0a(lab_text):
