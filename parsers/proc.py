@@ -36,8 +36,13 @@ def detect(text: str) -> str | None:
         return "net_dev"
     if lines and all(re.fullmatch(r"[0-9a-f]{8}( [0-9a-f]{8}){2,}", ln) for ln in lines[:4]):
         return "softnet_stat"
-    if re.search(r"^MemTotal:", head, re.M):
-        return "meminfo"
+    if re.search(r"^MemTotal:", head, re.M) or (lines and all(
+            re.fullmatch(r"[A-Za-z_()]+:\s+\d+(?: kB)?", ln) for ln in lines[:8])
+            and any(ln.endswith(" kB") for ln in lines[:8])):
+        return "meminfo"  # or a grep of it
+    if lines and all(re.fullmatch(r"\S+(?:\s+\d+){5}\s*:\s*tunables(?:\s+\d+){3}\s*:\s*slabdata"
+                                  r"(?:\s+\d+){3}", ln) for ln in lines[:8]):
+        return "slabinfo"  # cache lines without the header (a grep)
     if any(re.match(r"Node\s+\d+,\s+zone\s+\S+,\s+type\s+\S+\s+>?\d", ln) for ln in lines):
         return "pagetypeinfo"  # its free rows alone (a grep of the file)
     for first in lines:

@@ -144,3 +144,13 @@ def test_zoneinfo_twice_is_warned_about():
     text = real("zoneinfo-procfs-1.txt")
     _, warns = caught(zoneinfo.parse, text + text, "zi")
     assert any("seen before" in w for w in warns)
+
+
+def test_grepped_meminfo_and_slabinfo_lines_are_known():
+    """A few lines grepped out of meminfo or slabinfo, as bug reports paste them."""
+    mi = "MemFree:         1204120 kB\nMemAvailable:   30120112 kB\nHugePages_Total:    1024\n"
+    assert detect(mi) == "meminfo"
+    sl = ("skbuff_head_cache  181204 181888    256   32    2 : tunables    0    0    0 : "
+          "slabdata   5684   5684      0\n")
+    assert detect(sl) == "slabinfo"
+    assert detect("nr_free_pages 12345\nnr_zone_inactive_anon 3\n") == "vmstat"
