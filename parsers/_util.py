@@ -58,13 +58,16 @@ def unwrapped(lines: list[tuple[int, str]]) -> list[tuple[int, str, str | None]]
     space and may drop it, a terminal cuts at a column, maybe through a number, and keeps every
     character; the caller keeps the join whose column count fits."""
     out: list[list] = []
+    last = None
     for i, line in lines:
-        if out and _NUMBERS.match(line):
+        # only the very next line continues a row (a skipped prompt or blank line ends it)
+        if out and i == last + 1 and len(out[-1][1]) >= 40 and _NUMBERS.match(line):
             row = out[-1]
             row[2] = (row[2] if row[2] is not None else row[1]) + line.rstrip()
             row[1] = row[1].rstrip() + " " + line.strip()
         else:
             out.append([i, line, None])
+        last = i
     return [(i, a, b) for i, a, b in out]
 
 

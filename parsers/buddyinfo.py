@@ -7,6 +7,7 @@ https://www.kernel.org/doc/html/latest/admin-guide/mm/index.html
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +30,19 @@ def parse(text: str, path: str = "buddyinfo") -> list[BuddyInfo]:
     cut = last_cut(text, lines)
     # wrapped rows: joined at a space (a mailer's break) unless that leaves the rows' widths
     # unequal and the joins as cut (a terminal's) do not
-    for joins in (False, True):
+    if all(a is None for _, _, a in rows):
+        return _parse(rows, path, cut, False, last=True)
+    with warnings.catch_warnings(record=True) as said:  # said again if this join is kept
+        warnings.simplefilter("always")
         try:
-            return _parse(rows, path, cut, joins, last=joins or all(a is None for _, _, a in rows))
+            out = _parse(rows, path, cut, False, last=False)
         except _Widths:
-            continue
-    raise AssertionError("unreachable")
+            out = None
+    if out is None:
+        return _parse(rows, path, cut, True, last=True)
+    for w in said:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return out
 
 
 class _Widths(Exception):

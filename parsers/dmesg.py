@@ -98,9 +98,9 @@ _RECORD_START = re.compile(r"SLUB: Unable|page allocation|invoked oom-killer|Mem
                            r"^\s*lowmem_reserve|^\s*(?:cache|node \d+): ")
 
 # A line that ends in the first words of a header was cut there: its rest is on the next line.
-_HEAD_TAIL = re.compile(r"(?:^|[\s\]:])(?:%s)$" % "|".join(
+_HEAD_TAIL = re.compile(r"(?:^|[\s\]:])(?:%s" % "|".join(
     re.escape(p[:k]) for p in ("SLUB: Unable to allocate memory on", "page allocation failure: order:")
-    for k in range(len(p), 0, -1)))
+    for k in range(len(p), 0, -1)) + r"|Linux version)$")
 
 # A kernel line is at most ~1 KiB; rsyslog's #012 joins a whole Mem-Info into a few. Longer
 # is junk: its head is read, the rest is not searched.
@@ -226,7 +226,7 @@ def _nheads(text: str) -> int:
     return len(_SLUB_LOOSE.findall(text)) + len(_PAGE.findall(text)) if "allocat" in text else 0
 
 
-_WHOLE = (_SLUB, _PAGE, _CACHE, _SLUB_NODE, _SUPPRESSED, _ZONE_LINE, _BUDDY_TOK, _CPU_LINE)
+_WHOLE = (_SLUB, _PAGE, _CACHE, _SLUB_NODE, _SUPPRESSED, _ZONE_LINE, _BUDDY_TOK)
 # Words a report's lines are made of: a terminal's cut through one of them (GFP_ATO|MIC,
 # presen|t:, 2048k|B) is undone without a space, where a mailer's break between words is not.
 _WORDS = frozenset(
@@ -251,7 +251,7 @@ def _word(w: str) -> bool:
     return w in _WORDS or _SIZE_WORD.fullmatch(w) is not None
 
 
-def _rejoin(prev: str, cont: str) -> str:
+def _rejoin(prev: str, cont: str, column: bool = False) -> str:
     """A wrapped line put back together. A mailer wraps at a space (and may drop it), a terminal
     cuts at a column, through a word or a number. Joined without a space where the text says
     the cut was not at one (a known word made whole, punctuation that never follows a space);
@@ -261,23 +261,29 @@ def _rejoin(prev: str, cont: str) -> str:
     tight = prev + cont.rstrip()
     if spaced == tight:
         return spaced
-    a, b = _CUT_HEAD.search(prev), _CUT_TAIL.match(cont)
+    end = prev[-64:]  # the suffix patterns look at the cut only (a line may be 64 KiB)
+    a, b = _CUT_HEAD.search(end), _CUT_TAIL.match(cont[:64])
     if ((a and b and _word(a.group() + b.group()) and not (_word(a.group()) and _word(b.group())))
-            or (_TYPES_OPEN.search(prev) and _TYPES_CLOSE.match(cont))    # a buddy entry's (ME)
+            or (_TYPES_OPEN.search(end) and _TYPES_CLOSE.match(cont))     # a buddy entry's (ME)
             or (cont[:1] in (")", ",", "]", ":", "*", "/") and prev[-1:] not in (" ", ","))
             or prev[-1:] in ("(", "=", "[", "/", "*")
-            or (cont[:1] == "(" and _OPEN_AFTER.search(prev))   # mask(names, isolated(anon)
+            or (cont[:1] == "(" and _OPEN_AFTER.search(end))    # mask(names, isolated(anon)
             or (prev[-1:].isdigit() and _COUNT_STAR.match(cont))):       # 67|4*512kB
         return tight
 
     def score(t):
         n = sum(1 for r in _WHOLE if r.search(t)) + _nheads(t)
+        if "ainted" in t and _CPU_LINE.search(t):
+            n += 1
         m = _PAGE.search(t)
         return n + (m is not None and m.group(3) is not None)
     st, ss = score(tight), score(spaced)
     if st != ss:
         return tight if st > ss else spaced
-    return tight if prev[-1:] == ":" or (prev[-1:].isdigit() and cont[:1].isdigit()) else spaced
+    # a mailer breaks after "key:" or between numbers too, dropping the space; only lines cut
+    # at a known column say it was a terminal's cut through them
+    return tight if column and (prev[-1:] == ":" or (prev[-1:].isdigit() and cont[:1].isdigit())) \
+        else spaced
 
 
 def check_ranges(ev: dict) -> None:
@@ -370,6 +376,9 @@ class LogParser:
         self.framed_seen = 0
         self.prev_text: str | None = None
         self.prev_ctx = None
+        self.raw_len = 0            # the last physical line's length
+        self.cut_lens: dict = {}    # physical lengths of lines a continuation was glued to
+        self.max_len = 0            # the longest physical line so far
         self.n = 0                  # logical lines seen: staleness is counted in these
         self.fast_bodies: dict = {}  # a fast SLUB report's gfp and cache lines -> what they say
         self.raw_null_kr = False    # RawJson records were rendered before the release was known
@@ -443,6 +452,8 @@ class LogParser:
         self.cut = False
 
     def _feed_line(self, raw: str, line_no: int) -> None:
+        prev_len, self.raw_len = self.raw_len, len(raw.rstrip("\r\n"))
+        self.max_len = max(self.max_len, prev_len)
         if not raw or raw == "\n":
             return  # an empty line carries nothing (and must not age an open record)
         if len(raw) > MAX_LOGICAL:
@@ -467,14 +478,19 @@ class LogParser:
                 # any file, the rest of a line that stopped mid-field is glued back too.
                 pieces = split_midline(text) if "[" in text[1:] else [text]
                 first = pieces[0]
-                # (a terminal cut at a space leaves that one space at the start of the rest;
-                # util-linux indents a record's own continuation lines by the stamp's width)
+                # Lines cut at a column (a terminal, fold -w) are all as long as the longest,
+                # where a mailer's vary: once two rests were glued to lines of that length, a
+                # cut at a space leaves that one space at the start of the rest (util-linux
+                # indents a record's own lines by a stamp's width), and a cut after "key:" or
+                # between digits was through a field.
+                column = prev_len == self.max_len and self.cut_lens.get(prev_len, 0) >= 2
                 if (self.prev_text is not None and first.strip()
                         and (self.cut or (self.framed_seen and (
                             first[:1] not in (" ", "\t")
-                            or (first[:1] == " " and first[1:2] not in (" ", "\t")))))
+                            or (column and first[:1] == " " and first[1:2] not in (" ", "\t")))))
                         and not _RECORD_START.search(first)):
-                    self._relogical(_rejoin(self.prev_text, first), line_no)
+                    self.cut_lens[prev_len] = self.cut_lens.get(prev_len, 0) + 1
+                    self._relogical(_rejoin(self.prev_text, first, column), line_no)
                 else:
                     ctx = self.prev_ctx or (None, None, None)
                     self._logical(first, line_no, ctx[0], ctx[1], ctx[2], framed=False)
@@ -501,6 +517,7 @@ class LogParser:
                 return
         self.cut = False
         self.n += 1
+        before = self.prev_text  # what a glued rest was joined to
         if not replace:
             self.prev_text = text
             self.prev_ctx = (time_s, wall, caller)
@@ -567,7 +584,8 @@ class LogParser:
                                          "time_s": time_s, "time_wall": wall,
                                          "source": self.source})
                 return
-        if "Linux version" in text and not replace:
+        if "Linux version" in text and (not replace or not _LINUX_VERSION.search(
+                before or "")):  # (a wrap right after "Linux version": read it now)
             m = _LINUX_VERSION.search(text)
             if m:
                 res.boots.append({"source": self.source, "line": line_no, "release": m.group(1),
@@ -630,20 +648,29 @@ class LogParser:
             self._close(rec)
 
     def _interleaved(self, text: str):
-        """Of several SLUB records open at once, the one a body line belongs to: the first
-        without a cache line takes a cache line, the first without that node a node line."""
+        """Of several SLUB records open at once, the one a body line goes to: the latest, as
+        for a report whose own body was lost; but a second cache line, or a second line of a
+        node it has, shows two reports' bodies interleaved, and what it took before goes to
+        the first open record that lacks it."""
         recs = list(self.slubs.values())
+        last = recs[-1]
         m = _SLUB_NODE.match(text)
         if m:
             node = int(m.group(1))
-            for r in recs:
-                if all(n["node"] != node for n in r.ev["nodes"]):
-                    return r
-        elif _CACHE.match(text):
-            for r in recs:
+            have = [j for j, n in enumerate(last.ev["nodes"]) if n["node"] == node]
+            if have:
+                for r in recs[:-1]:
+                    if all(n["node"] != node for n in r.ev["nodes"]):
+                        r.ev["nodes"].append(last.ev["nodes"].pop(have[0]))
+                        break
+        elif last.ev.get("cache") is not None and _CACHE.match(text):
+            for r in recs[:-1]:
                 if r.ev.get("cache") is None:
-                    return r
-        return recs[-1]
+                    for key in ("cache", "object_size", "buffer_size", "default_order",
+                                "min_order"):
+                        r.ev[key] = last.ev.get(key)
+                    break
+        return last
 
     def _dropped(self, text: str) -> str:
         """Count ``** N printk messages dropped **`` wherever it was glued; the rest of the line
@@ -1315,7 +1342,7 @@ def _grep_scan(parser: LogParser, path, stream, size: int | None) -> bool:
         if size is None:
             raise Lost("compressed: grep would read other bytes than the parser")
         head = os.pread(stream.fileno(), 1 << 20, 0)
-        if sniff(head) is not None or rewritten(head):
+        if sniff(head) is not None or rewritten(head, stream):
             raise Lost("the reader rewrites this file: grep's offsets would not be its")
         with GrepHits(stream, TRIGGERS, size) as hits:
             chunks = hits.guard(iter_chunks(path, INDEXED_CHUNK, reuse=True,

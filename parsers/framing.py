@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -94,10 +94,13 @@ class Framer:
         """The year of a stamp that gives none: a log's first such date still ahead of today
         (a day's grace for time zones) is last year's, unless the year was given; a month
         that falls by more than half a year from the stamp before starts the next year."""
+        if not 1 <= mon <= 12:
+            return self.year
         if self.last_mon is None:
-            now = datetime.now(timezone.utc)
-            if not self.given and (mon, day) > (now.month, now.day + 1):
-                self.year -= 1
+            if not self.given:
+                tomorrow = datetime.now(timezone.utc).date() + timedelta(days=1)
+                if (mon, day) > (tomorrow.month, tomorrow.day) and tomorrow.month != 1:
+                    self.year -= 1
         elif mon < self.last_mon - 6:
             self.year += 1
         self.last_mon = mon
@@ -119,7 +122,7 @@ class Framer:
             s = s[1:]
         if s[:1] == ">":
             s = _QUOTE.sub("", s)
-        if s[:1] == "<" and s[2:5].find(">1 ") >= 0:
+        if s[:1] == "<" and ">1 " in s[2:7]:
             m = _RFC5424.match(s)
             if m:
                 if m.group(3) != "kernel":

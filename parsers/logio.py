@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import lzma
+import os
 import re
 import sys
 from pathlib import Path
@@ -48,11 +49,11 @@ def open_binary(path: str | Path) -> BinaryIO:
     head = raw.peek(8)[:8] if hasattr(raw, "peek") else b""
     kind = sniff(head)
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+        return _utf8(gzip.GzipFile(fileobj=raw))  # type: ignore[return-value]
     if kind == "xz":
-        return lzma.LZMAFile(raw)  # type: ignore[return-value]
+        return _utf8(lzma.LZMAFile(raw))  # type: ignore[return-value]
     if kind == "bzip2":
-        return bz2.BZ2File(raw)  # type: ignore[return-value]
+        return _utf8(bz2.BZ2File(raw))  # type: ignore[return-value]
     if kind == "zstd":
         return _ZstdFrames(raw)  # type: ignore[return-value]
     return _utf8(raw)
@@ -61,9 +62,11 @@ def open_binary(path: str | Path) -> BinaryIO:
 def _utf8(stream):
     """A UTF-16 log (Windows' PowerShell writes one with ``>``), by its byte order mark, as
     UTF-8: lines, words and line numbers are then the same as in any other log."""
-    if stream.peek(2)[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-        return io.BufferedReader(_Utf16(stream))
-    return stream
+    try:
+        bom = stream.peek(2)[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    except Exception:  # a corrupt stream: the reader reports it, with the file's name
+        return stream
+    return io.BufferedReader(_Utf16(stream)) if bom else stream
 
 
 class _Utf16(io.RawIOBase):
@@ -206,6 +209,7 @@ def quoted_printable(data: bytes) -> bool:
 
 
 _JSON_BYTES = re.compile(rb'"MESSAGE"\s*:\s*\[([0-9,\s]*)\]')
+_JSON_BYTES_AT = re.compile(rb'"MESSAGE"\s*:\s*\[')
 
 
 def journal_json(head: bytes) -> bool:
@@ -216,12 +220,24 @@ def journal_json(head: bytes) -> bool:
 
 def json_strings(buf) -> bytes:
     """Journal JSON with each byte-array MESSAGE written as a string, so that its words can be
-    found like any other's (one line stays one line: a newline is escaped)."""
-    if b'"MESSAGE"' not in buf:
+    found like any other's (one line stays one line: a newline is escaped). An array that is
+    not one of byte values is left as it is."""
+    if not _JSON_BYTES_AT.search(buf):
         return buf
-    return _JSON_BYTES.sub(lambda m: b'"MESSAGE": ' + json.dumps(bytes(
-        int(x) & 0xFF for x in m.group(1).split(b",") if x.strip()).decode(
-        "utf-8", "replace")).encode(), buf)
+    return _JSON_BYTES.sub(_as_string, buf)
+
+
+def _as_string(m) -> bytes:
+    toks = m.group(1).split(b",")
+    if toks and not toks[-1].strip():
+        toks.pop()  # "[]" or a trailing comma
+    vals = []
+    for t in toks:
+        t = t.strip()
+        if not t.isdigit() or len(t) > 3:
+            return m.group(0)
+        vals.append(int(t) & 0xFF)
+    return b'"MESSAGE": ' + json.dumps(bytes(vals).decode("utf-8", "replace")).encode()
 
 
 class PrettyJson:
@@ -271,10 +287,31 @@ def _js(js, buf, final: bool = False) -> bytes:
     return js(buf, final) if isinstance(js, PrettyJson) else json_strings(buf)
 
 
-def rewritten(head: bytes) -> bool:
+def json_rewrite(head: bytes, stream=None) -> bool:
+    """Whether journal JSON must be rewritten to be searched: pretty-printed, or a byte-array
+    MESSAGE anywhere in it (a plain file is looked through once; a stream cannot be, so it is
+    rewritten on the chance). Plain journal JSON keeps the fast paths."""
+    if not journal_json(head):
+        return False
+    if PrettyJson.looks_like(head) or _JSON_BYTES_AT.search(head):
+        return True
+    raw = getattr(stream, "raw", None)
+    if not isinstance(raw, io.FileIO):
+        return True
+    fd, off, step = raw.fileno(), 0, 16 << 20
+    while True:
+        block = os.pread(fd, step, off)
+        if _JSON_BYTES_AT.search(block):
+            return True
+        if len(block) < step:
+            return False
+        off += step - 64  # a match across the cut is seen in the next block
+
+
+def rewritten(head: bytes, stream=None) -> bool:
     """Whether :func:`iter_chunks` gives other bytes than the file's (a byte offset in the
     file is then not one in what is parsed)."""
-    return cr_only(head) or quoted_printable(head) or journal_json(head)
+    return cr_only(head) or quoted_printable(head) or json_rewrite(head, stream)
 
 
 @contextlib.contextmanager
@@ -336,7 +373,7 @@ def iter_chunks(path: str | Path, chunk: int = CHUNK, stream=None,
                     head = bytes(mv[:min(total, 1 << 20)])  # all that either looks at
                     cr = cr_only(head)
                     qp = quoted_printable(head)
-                    js = journal_json(head)
+                    js = json_rewrite(head, stream)
                     if js and PrettyJson.looks_like(head):
                         js = PrettyJson()
                 if n and not cr and not qp and not js:

@@ -137,6 +137,19 @@ def fold(text: str, width: int) -> str:
     return "\n".join(out) + "\n"
 
 
+def mail_wrap(text: str, width: int) -> str:
+    """A mailer's wrap: each long line broken at the last space before the column, the space
+    dropped."""
+    out = []
+    for ln in text.splitlines():
+        while len(ln) > width and " " in ln[:width].strip():
+            cut = ln[:width].rstrip().rfind(" ")
+            out.append(ln[:cut].rstrip())
+            ln = ln[cut:].lstrip()
+        out.append(ln)
+    return "\n".join(out) + "\n"
+
+
 def rsyslog_012(text: str) -> str:
     """rsyslog escapes embedded newlines: continuation lines with the same stamp become #012."""
     out: list[str] = []

@@ -8,7 +8,7 @@ import zstandard
 
 from parsers.dmesg import parse_log, parse_text
 from tests.conftest import LAB1, need
-from tests.formats import fold, kmsg_x0a, rsyslog_012, to_format
+from tests.formats import fold, kmsg_x0a, mail_wrap, rsyslog_012, to_format
 
 FORMATS = ["raw", "dmesg-T", "dmesg-x", "caller", "syslog", "syslog-nostamp", "rfc3339",
            "short-iso", "short-precise", "short-monotonic", "json", "kmsg", "kmsg-caller", "crlf",
@@ -136,6 +136,68 @@ def test_a_log_cut_at_a_terminal_s_width_reads_as_the_log(lab_text, width):
     base = parse_text(lab_text)
     strip = [{k: v for k, v in e.items() if k != "line"} for e in res.events]
     assert strip == [{k: v for k, v in e.items() if k != "line"} for e in base.events]
+
+
+@pytest.mark.parametrize("fmt,width", [("raw", w) for w in (50, 56, 59, 62, 65, 72, 77)]
+                         + [("syslog", w) for w in (59, 62, 65, 72, 77)])
+def test_a_mail_wrapped_log_that_dropped_its_spaces_reads_as_the_log(lab_text, fmt, width):
+    """A mailer breaks at a space and drops it: after ``key:`` or between two numbers the rest
+    must be joined with a space again (``lowmem_reserve[]: 0 1450`` + ``1450``, ``cache:`` +
+    ``skbuff_head_cache, ...``), though a terminal's cut there would not be. (Syslog lines
+    wrapped under 59 columns cut the boot line after 'Linux', a line the scan never reads, so
+    the release is lost there.)"""
+    text = to_format(lab_text, fmt)
+    res = parse_text(mail_wrap(text, width))
+    base = parse_text(text)
+    strip = [{k: v for k, v in e.items() if k != "line"} for e in res.events]
+    assert strip == [{k: v for k, v in e.items() if k != "line"} for e in base.events]
+
+
+def test_a_report_whose_body_was_lost_does_not_take_the_next_one_s():
+    text = "\n".join([
+        "[  10.000001] SLUB: Unable to allocate memory on node -1, gfp=0x820(GFP_ATOMIC)",
+        "[  10.000002] SLUB: Unable to allocate memory on node -1, gfp=0xa20(GFP_ATOMIC)",
+        "[  10.000003]   cache: kmalloc-2k, object size: 2048, buffer size: 2048, default order: 3, min order: 0",
+        "[  10.000004]   node 0: slabs: 10, objs: 160, free: 0",
+        "[  10.000005] eth0: link up",
+    ]) + "\n"
+    a, b = parse_text(text).events
+    assert a["partial"] and a["cache"] is None and a["nodes"] == []
+    assert not b["partial"] and b["cache"] == "kmalloc-2k" and len(b["nodes"]) == 1
+
+
+def test_a_serial_console_s_indented_line_is_not_glued_to_a_report():
+    text = "\n".join([
+        "[  10.000001] SLUB: Unable to allocate memory on node -1, gfp=0x820(GFP_ATOMIC)",
+        "[  10.000003]   cache: kmalloc-2k, object size: 2048, buffer size: 2048, default order: 3, min order: 0",
+        "[  10.000004]   node 0: slabs: 10, objs: 160, free: 0",
+        " * Starting OpenBSD Secure Shell server sshd",
+        "[  10.000005] eth0: link up",
+    ]) + "\n"
+    ev, = parse_text(text).events
+    assert ev["nodes"] == [{"node": 0, "slabs": 10, "objs": 160, "free": 0}]
+
+
+def test_rfc5424_lines_of_other_programs_are_dropped():
+    """Only the kernel's lines are read: a PRI of two digits (any facility but kern) too."""
+    text = "\n".join([
+        "<4>1 2025-11-12T09:00:44.100000+00:00 h kernel - - - [  100.000000] SLUB: Unable to allocate memory on node -1, gfp=0x820(GFP_ATOMIC)",
+        "<4>1 2025-11-12T09:00:44.100010+00:00 h kernel - - - [  100.000010]   cache: kmalloc-2k, object size: 2048, buffer size: 2048, default order: 3, min order: 0",
+        "<30>1 2025-11-12T09:00:44.100015+00:00 h systemd 1 - - node 0: slabs: 99, objs: 99, free: 0",
+        "<4>1 2025-11-12T09:00:44.100020+00:00 h kernel - - - [  100.000020]   node 0: slabs: 10, objs: 160, free: 0",
+    ]) + "\n"
+    ev, = parse_text(text).events
+    assert ev["nodes"] == [{"node": 0, "slabs": 10, "objs": 160, "free": 0}]
+
+
+def test_a_journal_array_that_is_not_bytes_costs_only_its_line(tmp_path, lab_text):
+    import json
+    good = to_format(lab_text, "json-bytes")
+    bad = json.dumps({"_TRANSPORT": "kernel", "MESSAGE": "x"}).replace('"x"', "[27, 91, 49 109]")
+    huge = json.dumps({"_TRANSPORT": "kernel", "MESSAGE": "x"}).replace('"x"', "[" + "9" * 5000 + "]")
+    f = tmp_path / "j.json"
+    f.write_text(bad + "\n" + huge + "\n" + good)
+    _check(parse_log(f))
 
 
 def test_interleaved_reports_without_callers_each_get_their_own_body():

@@ -8,7 +8,7 @@ from parsers import buddyinfo, pagetypeinfo, vmstat, zoneinfo
 from parsers.errors import InputWarning, ParseError
 from parsers.proc import detect, parse_file
 from tests.conftest import PUBLIC
-from tests.formats import fold
+from tests.formats import fold, mail_wrap
 
 
 def real(name):
@@ -72,19 +72,7 @@ def test_parse_file_lists_what_it_skipped(tmp_path):
     assert doc["warnings"] == [f"{p}:1: skipped a shell prompt line: '$ sudo cat /proc/pagetypeinfo'"]
 
 
-def _mail(text, width):
-    """A mailer's wrap: broken at the last space before the column, the space dropped."""
-    out = []
-    for ln in text.splitlines():
-        while len(ln) > width and " " in ln[:width].strip():
-            cut = ln.rstrip()[:width].rstrip().rfind(" ")
-            out.append(ln[:cut].rstrip())
-            ln = ln[cut:].lstrip()
-        out.append(ln)
-    return "\n".join(out) + "\n"
-
-
-@pytest.mark.parametrize("wrap", [fold, _mail])
+@pytest.mark.parametrize("wrap", [fold, mail_wrap])
 @pytest.mark.parametrize("width", [64, 72, 80])
 def test_wrapped_tables_read_whole(wrap, width):
     """A table a terminal or a mailer wrapped: every order column is back, the header's type
@@ -154,3 +142,12 @@ def test_grepped_meminfo_and_slabinfo_lines_are_known():
           "slabdata   5684   5684      0\n")
     assert detect(sl) == "slabinfo"
     assert detect("nr_free_pages 12345\nnr_zone_inactive_anon 3\n") == "vmstat"
+
+
+def test_numbers_after_a_prompt_are_not_a_wrapped_row():
+    """``cat buddyinfo; cat min_free_kbytes`` pasted together: the lone number after the
+    prompt is skipped, not glued onto the last row as its order-10 count."""
+    text = real("buddyinfo-chromeos66-1.txt")
+    got, warns = caught(buddyinfo.parse, text + "$ cat /proc/sys/vm/min_free_kbytes\n67584\n", "bi")
+    assert got == buddyinfo.parse(text)
+    assert any("'67584'" in w for w in warns)
