@@ -51,24 +51,24 @@ def data_lines(text: str, path: str) -> list[tuple[int, str]]:
 _NUMBERS = re.compile(r"^\s*>?\d+(?:\s+>?\d+)*\s*$")
 
 
-def unwrapped(lines: list[tuple[int, str]]) -> list[tuple[int, str, str | None]]:
+def unwrapped(lines: list[tuple[int, str]]) -> list[tuple[int, str, str | None, str]]:
     """A table's rows put back together where a mailer or terminal wrapped them: a line of
-    numbers alone continues the line before (no pagetypeinfo or buddyinfo line is only
-    numbers). ``(line number, joined at a space, joined as cut or None)``: a mailer breaks at a
-    space and may drop it, a terminal cuts at a column, maybe through a number, and keeps every
-    character; the caller keeps the join whose column count fits."""
+    numbers alone on the very next line continues the line before (no pagetypeinfo or
+    buddyinfo line is only numbers). ``(line number, joined at a space, joined as cut or None,
+    the row as it stood)``: a mailer breaks at a space and may drop it, a terminal cuts at a
+    column, maybe through a number; the caller keeps whichever has the table's column count,
+    the row as it stood first (a whole row followed by a stray number is not wrapped)."""
     out: list[list] = []
     last = None
     for i, line in lines:
-        # only the very next line continues a row (a skipped prompt or blank line ends it)
-        if out and i == last + 1 and len(out[-1][1]) >= 40 and _NUMBERS.match(line):
+        if out and i == last + 1 and _NUMBERS.match(line):
             row = out[-1]
             row[2] = (row[2] if row[2] is not None else row[1]) + line.rstrip()
             row[1] = row[1].rstrip() + " " + line.strip()
         else:
-            out.append([i, line, None])
+            out.append([i, line, None, line])
         last = i
-    return [(i, a, b) for i, a, b in out]
+    return [(i, a, b, c) for i, a, b, c in out]
 
 
 def last_cut(text: str, lines: list[tuple[int, str]]) -> int | None:

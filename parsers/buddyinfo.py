@@ -30,7 +30,7 @@ def parse(text: str, path: str = "buddyinfo") -> list[BuddyInfo]:
     cut = last_cut(text, lines)
     # wrapped rows: joined at a space (a mailer's break) unless that leaves the rows' widths
     # unequal and the joins as cut (a terminal's) do not
-    if all(a is None for _, _, a in rows):
+    if all(a is None for _, _, a, _ in rows):
         return _parse(rows, path, cut, False, last=True)
     with warnings.catch_warnings(record=True) as said:  # said again if this join is kept
         warnings.simplefilter("always")
@@ -53,8 +53,12 @@ def _parse(rows, path: str, cut, tight: bool, last: bool) -> list[BuddyInfo]:
     out: list[BuddyInfo] = []
     width = None
     seen: set = set()
-    for i, spaced, alt in rows:
+    for i, spaced, alt, alone in rows:
         line = alt if tight and alt is not None else spaced
+        m0 = _LINE.match(alone.strip()) if alt is not None and width is not None else None
+        if m0 and len(m0.group(3).split()) == width:  # whole; a stray number after it
+            skip(path, i, "whole row followed by a line of numbers (not its rest)", spaced)
+            line = alone
         m = _LINE.match(line.strip())
         if not m or not all(t.isdigit() for t in m.group(3).split()):
             skip(path, i, "not a buddyinfo line", line)

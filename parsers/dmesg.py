@@ -483,11 +483,14 @@ class LogParser:
                 # cut at a space leaves that one space at the start of the rest (util-linux
                 # indents a record's own lines by a stamp's width), and a cut after "key:" or
                 # between digits was through a field.
-                column = prev_len == self.max_len and self.cut_lens.get(prev_len, 0) >= 2
+                # A one-space rest after a line as long as the longest so far (60+) is such a
+                # cut already: a serial console's indented line follows a shorter one.
+                at_width = prev_len == self.max_len and prev_len >= 60
+                column = at_width and self.cut_lens.get(prev_len, 0) >= 2
                 if (self.prev_text is not None and first.strip()
                         and (self.cut or (self.framed_seen and (
                             first[:1] not in (" ", "\t")
-                            or (column and first[:1] == " " and first[1:2] not in (" ", "\t")))))
+                            or (at_width and first[:1] == " " and first[1:2] not in (" ", "\t")))))
                         and not _RECORD_START.search(first)):
                     self.cut_lens[prev_len] = self.cut_lens.get(prev_len, 0) + 1
                     self._relogical(_rejoin(self.prev_text, first, column), line_no)

@@ -258,7 +258,7 @@ class Framer:
     def _json(self, s: str) -> list[tuple]:
         try:
             obj = json.loads(s)
-        except ValueError:
+        except (ValueError, RecursionError):
             return [(s, None, None, None, False)]
         if not isinstance(obj, dict) or "MESSAGE" not in obj:
             return []
@@ -266,7 +266,10 @@ class Framer:
             return []
         msg = obj["MESSAGE"]
         if isinstance(msg, list):  # journald stores non-UTF-8 messages as byte arrays
-            msg = bytes(int(b) & 0xFF for b in msg).decode("utf-8", "replace")
+            try:
+                msg = bytes(int(b) & 0xFF for b in msg).decode("utf-8", "replace")
+            except (TypeError, ValueError, OverflowError):
+                return [(s, None, None, None, False)]  # not bytes: the line as it is
         msg = str(msg)
         time_s = None
         for key in ("_SOURCE_MONOTONIC_TIMESTAMP", "__MONOTONIC_TIMESTAMP"):

@@ -278,7 +278,7 @@ class PrettyJson:
                 obj["MESSAGE"] = bytes(int(b) & 0xFF for b in obj["MESSAGE"]).decode(
                     "utf-8", "replace")
             line = json.dumps(obj).encode()
-        except (ValueError, TypeError, OverflowError):
+        except (ValueError, TypeError, OverflowError, RecursionError):
             return text + (b"\n" if newline else b"")  # not an entry: its lines as they were
         return line + b"\n" * (n - 1) + (b"\n" if newline else b"")
 

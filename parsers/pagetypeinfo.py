@@ -77,7 +77,7 @@ def parse(text: str, path: str = "pagetypeinfo") -> PageTypeInfo:
     seen: set = set()
     lines = data_lines(text, path)
     cut = last_cut(text, lines)
-    for i, raw, alt in unwrapped(lines):
+    for i, raw, alt, alone in unwrapped(lines):
         line = raw.strip()
         if line.startswith("Page block order:"):
             pbo = to_int(line.split(":", 1)[1].strip(), path, i, "page block order")
@@ -116,7 +116,10 @@ def parse(text: str, path: str = "pagetypeinfo") -> PageTypeInfo:
                 # the rows without their header (a grep of the file): the columns are orders
                 warn(path, i, "no order header: the columns are taken as orders 0..N", raw.strip())
                 orders = list(range(len(toks)))
-            if len(toks) != len(orders) and alt is not None:
+            if alt is not None and len(_FREE_ROW.match(alone.strip()).group(4).split()) == len(orders):
+                skip(path, i, "whole row followed by a line of numbers (not its rest)", raw)
+                toks = _FREE_ROW.match(alone.strip()).group(4).split()
+            elif len(toks) != len(orders) and alt is not None:
                 toks = _FREE_ROW.match(alt.strip()).group(4).split()
             if len(toks) != len(orders):
                 if i == cut:
@@ -137,7 +140,11 @@ def parse(text: str, path: str = "pagetypeinfo") -> PageTypeInfo:
                 skip(path, i, "not a block-count line", raw)
                 continue
             toks = m.group(3).split()
-            if len(toks) != len(types) and alt is not None:
+            whole = _BLOCK_ROW.match(alone.strip())
+            if alt is not None and whole and len(whole.group(3).split()) == len(types):
+                skip(path, i, "whole row followed by a line of numbers (not its rest)", raw)
+                toks = whole.group(3).split()
+            elif len(toks) != len(types) and alt is not None:
                 toks = _BLOCK_ROW.match(alt.strip()).group(3).split()
             if len(toks) != len(types):
                 if i == cut:

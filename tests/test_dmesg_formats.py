@@ -126,7 +126,7 @@ def test_callers_keep_records_apart():
     assert (b["cache"], b["gfp_mask"], b["nodes"][0]["slabs"]) == ("kmalloc-64", 0xcc0, 5)
 
 
-@pytest.mark.parametrize("width", [60, 64, 72, 76, 80, 90, 100, 120, 132, 150])
+@pytest.mark.parametrize("width", [60, 64, 72, 76, 80, 90, 96, 100, 120, 132, 150])
 def test_a_log_cut_at_a_terminal_s_width_reads_as_the_log(lab_text, width):
     """``fold -w N``, a serial console or a terminal copy cuts every long line at column N,
     through words and numbers (GFP_ATO|MIC, presen|t:, 67|4*512kB, isolated_file:|0): each
@@ -196,7 +196,8 @@ def test_a_journal_array_that_is_not_bytes_costs_only_its_line(tmp_path, lab_tex
     bad = json.dumps({"_TRANSPORT": "kernel", "MESSAGE": "x"}).replace('"x"', "[27, 91, 49 109]")
     huge = json.dumps({"_TRANSPORT": "kernel", "MESSAGE": "x"}).replace('"x"', "[" + "9" * 5000 + "]")
     f = tmp_path / "j.json"
-    f.write_text(bad + "\n" + huge + "\n" + good)
+    null = json.dumps({"_TRANSPORT": "kernel", "MESSAGE": [None, 65]})
+    f.write_text(bad + "\n" + huge + "\n" + null + "\n" + good)
     _check(parse_log(f))
 
 

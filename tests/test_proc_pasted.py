@@ -73,13 +73,16 @@ def test_parse_file_lists_what_it_skipped(tmp_path):
 
 
 @pytest.mark.parametrize("wrap", [fold, mail_wrap])
-@pytest.mark.parametrize("width", [64, 72, 80])
+@pytest.mark.parametrize("width", [40, 64, 72, 80])
 def test_wrapped_tables_read_whole(wrap, width):
     """A table a terminal or a mailer wrapped: every order column is back, the header's type
     names too (pagetypeinfo's 'Isolate' on a line of its own), where before the rows were read
-    with 5 of 11 orders and no error."""
+    with 5 of 11 orders and no error. (Under 47 columns a pagetypeinfo row is cut inside its
+    type name, which is not read back; buddyinfo's rows are numbers from column 24.)"""
     for name, mod in (("pagetypeinfo-chromeos66-1.txt", pagetypeinfo),
                       ("buddyinfo-chromeos66-1.txt", buddyinfo)):
+        if width < 47 and mod is pagetypeinfo:
+            continue
         text = real(name)
         assert max(len(ln) for ln in text.splitlines()) > width  # really wrapped
         got, _ = caught(mod.parse, wrap(text, width), name)
@@ -151,3 +154,10 @@ def test_numbers_after_a_prompt_are_not_a_wrapped_row():
     got, warns = caught(buddyinfo.parse, text + "$ cat /proc/sys/vm/min_free_kbytes\n67584\n", "bi")
     assert got == buddyinfo.parse(text)
     assert any("'67584'" in w for w in warns)
+    # no prompt between (cat buddyinfo min_free_kbytes): the whole last row is kept as it is
+    for name, mod in (("buddyinfo-chromeos66-1.txt", buddyinfo),
+                      ("pagetypeinfo-chromeos66-1.txt", pagetypeinfo)):
+        text = real(name)
+        got, warns = caught(mod.parse, text + "67584\n", name)
+        assert got == mod.parse(text)
+        assert any("line of numbers" in w for w in warns)
